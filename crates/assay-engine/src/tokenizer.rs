@@ -1,0 +1,236 @@
+//! Text <-> token ids for a model: a `tokenizer.json`, or a byte-level BPE tokenizer built from
+//! GGUF metadata (`tokenizer.ggml.*`) that reproduces llama.cpp's ids.
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+
+/// Llama 3's pre-tokenizer split (numbers in groups of up to three).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's pre-tokenizer split (every digit alone).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A model's tokenizer plus the token ids that end generation.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Tokens that end a generation (EOS, end-of-turn).
+    stop_ids: Vec<u32>,
+    bos_id: Option<u32>,
+    add_bos: bool,
+}
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json`; `stop_tokens` names the tokens that end generation.
+    pub fn from_file(path: &Path, stop_tokens: &[&str], bos_token: Option<&str>) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|e| EngineError::Tokenizer {
+            model: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let stop_ids = stop_tokens.iter().filter_map(|t| inner.token_to_id(t)).collect();
+        let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
+        Ok(Self { inner, stop_ids, bos_id, add_bos: false })
+    }
+
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model_name = gguf.path().display().to_string();
+        let fail = |reason: String| EngineError::Tokenizer { model: model_name.clone(), reason };
+        let kind = gguf.string("tokenizer.ggml.model")?;
+        if kind != "gpt2" {
+            return Err(fail(format!(
+                "tokenizer.ggml.model = '{kind}' is not supported (only byte-level BPE, 'gpt2'); \
+                 put the model's tokenizer.json next to the GGUF file"
+            )));
+        }
+        let tokens: Vec<String> = gguf
+            .array("tokenizer.ggml.tokens")?
+            .iter()
+            .map(|v| v.to_string().cloned())
+            .collect::<candle_core::Result<_>>()
+            .map_err(|e| fail(format!("tokenizer.ggml.tokens: {e}")))?;
+        let merges: Vec<(String, String)> = gguf
+            .array("tokenizer.ggml.merges")?
+            .iter()
+            .map(|v| {
+                let m = v.to_string().map_err(|e| fail(format!("tokenizer.ggml.merges: {e}")))?;
+                // A merge is "left right"; the left part never contains a space (spaces are
+                // byte-mapped to 'Ġ'), so split at the first one.
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| fail(format!("merge '{m}' has no space")))
+            })
+            .collect::<Result<_>>()?;
+        let types: Vec<i32> = match gguf.metadata("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .and_then(|vs| vs.iter().map(|t| t.to_i32()).collect())
+                .map_err(|e| fail(format!("tokenizer.ggml.token_type: {e}")))?,
+            None => vec![1; tokens.len()],
+        };
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| fail(format!("building BPE: {e}")))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = gguf.string("tokenizer.ggml.pre").unwrap_or("default");
+        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre).map_err(fail)?));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let added = |special: bool, ty: i32| {
+            tokens
+                .iter()
+                .zip(&types)
+                .filter(move |(_, t)| **t == ty)
+                .map(move |(tok, _)| AddedToken::from(tok.clone(), special).normalized(false))
+                .collect::<Vec<_>>()
+        };
+        inner.add_special_tokens(added(true, TOKEN_TYPE_CONTROL)).map_err(|e| fail(e.to_string()))?;
+        inner.add_tokens(added(false, TOKEN_TYPE_USER_DEFINED)).map_err(|e| fail(e.to_string()))?;
+
+        let id = |key: &str| gguf.u32(key).ok();
+        let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+            .iter()
+            .filter_map(|k| id(k))
+            .collect();
+        // Chat templates end a turn with a control token that some files do not declare as EOT.
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
+            if let Some(i) = inner.token_to_id(name) {
+                if types.get(i as usize) == Some(&TOKEN_TYPE_CONTROL) && !stop_ids.contains(&i) {
+                    stop_ids.push(i);
+                }
+            }
+        }
+        let bos_id = id("tokenizer.ggml.bos_token_id");
+        let add_bos = gguf.bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        Ok(Self { inner, stop_ids, bos_id, add_bos })
+    }
+
+    /// Token ids of `text`. Control tokens written in the text (`<|im_start|>`) are matched as
+    /// such; no BOS is added (chat templates write their own).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| EngineError::Tokenizer {
+            model: "encode".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids of a raw (non-chat) prompt: BOS first when the model asks for it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
+            ids.push(bos);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// Text of `ids`; control tokens are kept so that `decode(encode(s)) == s`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| EngineError::Tokenizer { model: "decode".into(), reason: e.to_string() })
+    }
+
+    /// The text of one token, as shown in log-probability listings.
+    pub fn token_text(&self, id: u32) -> String {
+        self.decode(&[id]).unwrap_or_default()
+    }
+
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_ids.contains(&id)
+    }
+
+    pub fn bos_token(&self) -> Option<String> {
+        self.bos_id.and_then(|i| self.inner.id_to_token(i))
+    }
+
+    pub fn eos_token(&self) -> Option<String> {
+        self.stop_ids.first().and_then(|&i| self.inner.id_to_token(i))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+fn pre_tokenizer_for(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {
+    let byte_level = |use_regex| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
+    let split = |pattern: &str| -> std::result::Result<PreTokenizerWrapper, String> {
+        Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map(PreTokenizerWrapper::Split)
+            .map_err(|e| e.to_string())
+    };
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => byte_level(true),
+        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            byte_level(true),
+        ])),
+        "llama3" | "llama-v3" | "llama-bpe" => {
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]))
+        }
+        "qwen2" => PreTokenizerWrapper::Sequence(Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)])),
+        other => {
+            return Err(format!(
+                "tokenizer.ggml.pre = '{other}' is not supported (known: default, gpt2, smollm, llama-bpe, qwen2); \
+                 put the model's tokenizer.json next to the GGUF file"
+            ))
+        }
+    })
+}
+
+/// Appends generated ids to a text without re-decoding the whole output each step and without
+/// splitting multi-byte characters: only a short window of recent ids is decoded (TGI's
+/// prefix/read offsets), and text is appended once it no longer ends in a partial character.
+#[derive(Default)]
+pub struct IncrementalDecoder {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    text: String,
+}
+
+impl IncrementalDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one id and returns the text decoded so far.
+    pub fn push(&mut self, tokenizer: &TextTokenizer, id: u32) -> Result<&str> {
+        self.ids.push(id);
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let after = tokenizer.decode(&self.ids[self.prefix_offset..])?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
+            if let Some(delta) = after.get(before.len()..) {
+                self.text.push_str(delta);
+                self.prefix_offset = self.read_offset;
+                self.read_offset = self.ids.len();
+            }
+        }
+        Ok(&self.text)
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}

@@ -1,0 +1,36 @@
+//! `assay`: the command-line entry point. It parses options (every flag also reads an
+//! environment variable), sets up logging and threads, and hands each subcommand to
+//! `commands::*`, which drive the library crates. Errors carry context with `anyhow` and end
+//! the process with a non-zero status.
+
+mod commands;
+mod options;
+
+use clap::Parser;
+use options::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ASSAY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(n) = cli.global.threads {
+        // candle and rayon size their pools from this variable on first use; nothing has
+        // started a pool yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let result = match &cli.command {
+        Command::Models => commands::models::run(&cli.global),
+        Command::Generate(args) => commands::generate::run(&cli.global, args),
+        Command::Embed(args) => commands::embed::run(&cli.global, args),
+        Command::Bench(args) => commands::bench::run(&cli.global, args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

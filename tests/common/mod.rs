@@ -1,0 +1,52 @@
+//! Shared helpers of the end-to-end tests: where the real models are, loading them once.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use assay_engine::{Embedder, LanguageModel, ModelFiles};
+use candle_core::Device;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fetched(rel: &str) -> PathBuf {
+    let p = repo_root().join("models/local").join(rel);
+    assert!(p.exists(), "{} is missing: run models/fetch first", p.display());
+    p
+}
+
+pub fn smollm2_path() -> PathBuf {
+    fetched("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn minilm_dir() -> PathBuf {
+    fetched("minilm")
+}
+
+/// SmolLM2 loaded once per test binary with the CPU's default paths.
+pub fn smollm2() -> &'static LanguageModel {
+    static LM: OnceLock<LanguageModel> = OnceLock::new();
+    LM.get_or_init(|| LanguageModel::load("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu).expect("load smollm2"))
+}
+
+pub fn minilm() -> &'static Embedder {
+    static E: OnceLock<Embedder> = OnceLock::new();
+    E.get_or_init(|| Embedder::load("minilm", &minilm_dir(), &Device::Cpu).expect("load minilm"))
+}
+
+/// Path of the built `assay` binary.
+pub fn assay_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_assay"))
+}
+
+/// SmolLM2 with every matmul on the dense f32 path: for tests of batching and caching, where
+/// the 8-bit path's rounding (it flips on changes of 1e-5) would hide the exact equalities.
+pub fn smollm2_dense() -> &'static LanguageModel {
+    static LM: OnceLock<LanguageModel> = OnceLock::new();
+    LM.get_or_init(|| {
+        let policy = assay_engine::MatmulPolicy { dense_min_rows: 0, keep_quantized: false, ..assay_engine::MatmulPolicy::for_device(&Device::Cpu) };
+        LanguageModel::load_with_policy("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu, policy).expect("load smollm2")
+    })
+}

@@ -26,6 +26,7 @@ import argparse
 import csv
 import glob
 import json
+import os
 import statistics
 import sys
 import time
@@ -34,7 +35,8 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama
 
-DATA = "/work/shared/data"
+# ../shared/data beside the repository (DESIGN.md layout).
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 KQA = f"{DATA}/kqa/questions_w_answers.jsonl"
 _QUIET_LOG = llama_cpp.llama_log_callback(lambda *_: None)  # must stay referenced
 

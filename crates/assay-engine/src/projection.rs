@@ -36,7 +36,7 @@ impl MatmulPolicy {
     /// and a second copy would only cost memory.
     pub fn for_device(device: &Device) -> Self {
         if device.is_cpu() {
-            Self { dense_min_rows: 4, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0 }
+            Self { dense_min_rows: 8, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0 }
         } else {
             Self { dense_min_rows: 0, keep_quantized: false, quantized_format: QuantizedFormat::Q8_0 }
         }

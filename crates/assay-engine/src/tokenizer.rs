@@ -168,6 +168,12 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// Writes the tokenizer as a `tokenizer.json` (e.g. to pair a GGUF file's vocabulary with a
+    /// checkpoint folder).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| EngineError::Tokenizer { model: path.display().to_string(), reason: e.to_string() })
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -158,9 +158,7 @@ def main() -> int:
             text = open(a.prompt_file, encoding="utf-8").read()
         else:
             text = medec_text()
-        prompt = tok(llm, text)
-        if not a.prompt_file:
-            prompt = prompt[: a.prompt_tokens]
+        prompt = tok(llm, text)[: a.prompt_tokens]
         if len(prompt) + a.gen_tokens > 4096:
             sys.exit("prompt + gen-tokens exceeds n_ctx 4096")
         workload = {"prompt": prompt}

@@ -167,3 +167,30 @@ fn over_long_and_empty_prompts_are_clear_errors() {
     let bad = SamplingParams { top_p: 2.0, ..SamplingParams::greedy(4) };
     assert!(matches!(generate(lm, &chat("hi"), &bad, &mut |_| true), Err(EngineError::InvalidParams(_))));
 }
+
+#[test]
+fn branches_of_a_shared_prefix_equal_full_sequences() {
+    let lm = common::smollm2_dense();
+    let tok = |s: &str| lm.tokenizer.encode(s).unwrap();
+    let prefix = chat("Summarise: the patient has iron deficiency anemia and reports fatigue.");
+    let suffixes = [tok("Does the summary mention fatigue? Answer:"), tok("Is it short?"), tok(" Yes")];
+    let mut prefix_cache = lm.model.new_cache(prefix.len()).unwrap();
+    lm.model.forward(&mut [SequenceChunk { cache: &mut prefix_cache, tokens: &prefix, logits: LogitsAt::None }]).unwrap();
+    let shared = std::sync::Arc::new(prefix_cache);
+    let mut branches: Vec<_> = suffixes.iter().map(|s| assay_engine::KvCache::branch(&shared, s.len() + 1).unwrap()).collect();
+    let mut chunks: Vec<SequenceChunk> = branches.iter_mut().zip(&suffixes).map(|(cache, s)| SequenceChunk { cache, tokens: s, logits: LogitsAt::All }).collect();
+    let packed = lm.model.forward(&mut chunks).unwrap();
+    for (s, got) in suffixes.iter().zip(&packed) {
+        let full: Vec<u32> = prefix.iter().chain(s).copied().collect();
+        let mut cache = lm.model.new_cache(full.len()).unwrap();
+        let want = lm.model.forward(&mut [SequenceChunk { cache: &mut cache, tokens: &full, logits: LogitsAt::All }]).unwrap().pop().flatten().unwrap();
+        let want = want.narrow(0, prefix.len(), s.len()).unwrap();
+        assert!(max_abs_diff(got.as_ref().unwrap(), &want) < 1e-3, "branch differs by {}", max_abs_diff(got.as_ref().unwrap(), &want));
+    }
+    // A branch keeps decoding on top of the shared prefix.
+    let next = [tok(" no")[0]];
+    let step = lm.model.forward(&mut [SequenceChunk { cache: &mut branches[1], tokens: &next, logits: LogitsAt::Last }]).unwrap().pop().flatten().unwrap();
+    let full: Vec<u32> = prefix.iter().chain(&suffixes[1]).chain(&next).copied().collect();
+    assert!(max_abs_diff(&step.squeeze(0).unwrap(), &lm.model.logits_of(&full).unwrap()) < 1e-3);
+    assert_eq!(shared.len(), prefix.len(), "branches never write into the shared prefix");
+}

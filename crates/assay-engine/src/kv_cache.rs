@@ -1,7 +1,11 @@
 //! Per-sequence key/value caches: preallocated per layer and grown by doubling, so appending a
-//! token writes in place instead of concatenating the whole history each step.
+//! token writes in place instead of concatenating the whole history each step. A cache may
+//! continue a frozen parent (a shared prefix): its positions start after the parent's, and
+//! attention reads the parent's keys without copying them, so many sequences can branch from
+//! one prefix.
 
 use candle_core::{DType, Device, Result, Tensor};
+use std::sync::Arc;
 
 /// Shape of the cache a model needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub struct KvCache {
     v: Vec<Tensor>,
     len: usize,
     capacity: usize,
+    /// Frozen prefix this cache continues.
+    parent: Option<Arc<KvCache>>,
 }
 
 impl KvCache {
@@ -30,14 +36,49 @@ impl KvCache {
 
     /// An empty cache with room for `capacity` positions before it has to grow.
     pub fn new(layout: KvLayout, device: &Device, capacity: usize) -> Result<Self> {
-        let mut cache = Self { layout, device: device.clone(), k: Vec::new(), v: Vec::new(), len: 0, capacity: 0 };
+        let mut cache = Self { layout, device: device.clone(), k: Vec::new(), v: Vec::new(), len: 0, capacity: 0, parent: None };
         cache.reserve(capacity)?;
         Ok(cache)
     }
 
-    /// Positions filled so far.
+    /// An empty cache continuing `parent`, with room for `capacity` positions of its own.
+    pub fn branch(parent: &Arc<KvCache>, capacity: usize) -> Result<Self> {
+        let mut cache = Self::new(parent.layout, &parent.device, capacity)?;
+        cache.parent = Some(parent.clone());
+        Ok(cache)
+    }
+
+    /// Positions filled in this cache (not counting the parent's).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Positions of the parent chain, where this cache's positions start.
+    pub fn parent_len(&self) -> usize {
+        self.parent.as_ref().map_or(0, |p| p.total_len())
+    }
+
+    /// Positions of the whole sequence: the parent chain's and this cache's.
+    pub fn total_len(&self) -> usize {
+        self.parent_len() + self.len
+    }
+
+    pub fn parent(&self) -> Option<&Arc<KvCache>> {
+        self.parent.as_ref()
+    }
+
+    /// Filled keys and values of `layer` in every ancestor, root first.
+    pub fn ancestor_segments(&self, layer: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut chain = Vec::new();
+        let mut at = self.parent.as_deref();
+        while let Some(c) = at {
+            if c.len > 0 {
+                chain.push((c.k[layer].narrow(1, 0, c.len)?, c.v[layer].narrow(1, 0, c.len)?));
+            }
+            at = c.parent.as_deref();
+        }
+        chain.reverse();
+        Ok(chain)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,7 +89,7 @@ impl KvCache {
         self.capacity
     }
 
-    /// Bytes held by the cache's buffers.
+    /// Bytes held by this cache's own buffers (not the parent's).
     pub fn bytes(&self) -> usize {
         2 * self.layout.n_layers * self.layout.n_kv_heads * self.capacity * self.layout.head_dim * self.layout.dtype.size_in_bytes()
     }

@@ -6,6 +6,7 @@
 //! generation and sentence embeddings. It must not know about evaluation (checks, datasets,
 //! storage) or HTTP: callers hand it token ids and sampling parameters.
 
+pub mod attention;
 pub mod chat;
 pub mod device;
 pub mod embed;

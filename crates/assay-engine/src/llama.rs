@@ -5,6 +5,7 @@
 //! sequence against that sequence's `KvCache`. Logits are computed only for the rows a caller
 //! asks for.
 
+use crate::attention::{self, Partial};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvLayout};
@@ -405,25 +406,36 @@ impl LlamaModel {
             if chunk.tokens.is_empty() {
                 return Err(EngineError::EmptyPrompt);
             }
-            let start = chunk.cache.len();
-            let end = start + chunk.tokens.len();
+            let (own, first) = (chunk.cache.len(), chunk.cache.total_len());
+            let end = first + chunk.tokens.len();
             if end > cfg.context_length {
                 return Err(EngineError::ContextOverflow { tokens: end, reserved: 0, limit: cfg.context_length });
             }
             if let Some(&bad) = chunk.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
                 return Err(EngineError::Tokenizer { model: cfg.architecture.clone(), reason: format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size) });
             }
-            chunk.cache.reserve(end)?;
-            spans.push((ids.len(), chunk.tokens.len(), start));
+            chunk.cache.reserve(own + chunk.tokens.len())?;
+            spans.push((ids.len(), chunk.tokens.len(), own));
             ids.extend_from_slice(chunk.tokens);
-            positions.extend((start..end).map(|p| p as u32));
+            positions.extend((first..end).map(|p| p as u32));
         }
         let total = ids.len();
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
         let positions = Tensor::new(positions.as_slice(), &self.device)?;
         let cos = self.cos.index_select(&positions, 0)?;
         let sin = self.sin.index_select(&positions, 0)?;
-        let masks = spans.iter().map(|&(_, t, start)| causal_mask(t, start, &self.device)).collect::<Result<Vec<_>>>()?;
+        let masks = spans.iter().map(|&(_, t, own)| causal_mask(t, own, &self.device)).collect::<Result<Vec<_>>>()?;
+        // Chunks that continue the same parent read its keys together: one matmul per segment.
+        let mut prefix_groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Some(parent) = chunk.cache.parent().filter(|p| p.total_len() > 0) {
+                let key = std::sync::Arc::as_ptr(parent) as usize;
+                match prefix_groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push(i),
+                    None => prefix_groups.push((key, vec![i])),
+                }
+            }
+        }
 
         let mut x = self.embed.index_select(&ids, 0)?;
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
@@ -435,25 +447,44 @@ impl LlamaModel {
             let heads = |offset: usize, n: usize| -> Result<Tensor> {
                 Ok(qkv.narrow(1, offset * hd, n * hd)?.reshape((total, n, hd))?.transpose(0, 1)?.contiguous()?)
             };
-            let q = self.rope(&heads(0, nh)?, &cos, &sin)?;
+            let q = (self.rope(&heads(0, nh)?, &cos, &sin)? * scale)?;
             let k = self.rope(&heads(nh, nkv)?, &cos, &sin)?;
             let v = heads(nh + nkv, nkv)?;
-            let mut outs = Vec::with_capacity(chunks.len());
+            let mut queries = Vec::with_capacity(chunks.len());
+            let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
+            let mut own_parts: Vec<Option<Partial>> = Vec::with_capacity(chunks.len());
             for (chunk, (&(offset, t, _), mask)) in chunks.iter().zip(spans.iter().zip(&masks)) {
                 let (ks, vs) = chunk.cache.append(li, &k.narrow(1, offset, t)?, &v.narrow(1, offset, t)?)?;
-                // Grouped-query attention without copying keys: the `group` query heads that
-                // share a key head are stacked as extra rows.
                 let q = q.narrow(1, offset, t)?.contiguous()?.reshape((nkv, group * t, hd))?;
-                let scores = (q.matmul(&ks.t()?)? * scale)?;
-                let scores = match mask {
-                    Some(m) => scores.reshape((nkv, group, t, ks.dim(1)?))?.broadcast_add(m)?.reshape((nkv, group * t, ks.dim(1)?))?,
-                    None => scores,
-                };
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                let o = probs.matmul(&vs)?.reshape((nh, t, hd))?.transpose(0, 1)?.reshape((t, nh * hd))?;
-                outs.push(o);
+                if chunk.cache.parent_len() == 0 {
+                    outs.push(Some(attention::full(&q, &ks, &vs, mask.as_ref(), group)?));
+                    own_parts.push(None);
+                } else {
+                    outs.push(None);
+                    own_parts.push(Some(Partial::new(&q, &ks, &vs, mask.as_ref(), group)?));
+                }
+                queries.push(q);
             }
-            let attn = if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 0)? };
+            for (_, members) in &prefix_groups {
+                let stacked: Vec<Tensor> = members.iter().map(|&i| queries[i].clone()).collect();
+                let stacked = if stacked.len() == 1 { stacked[0].clone() } else { Tensor::cat(&stacked, 1)? };
+                let segments = chunks[members[0]].cache.ancestor_segments(li)?;
+                let shared: Vec<Partial> = segments.iter().map(|(ks, vs)| Partial::new(&stacked, ks, vs, None, group)).collect::<candle_core::Result<_>>()?;
+                let mut row = 0;
+                for &i in members {
+                    let rows = queries[i].dim(1)?;
+                    let mut parts: Vec<Partial> = shared.iter().map(|p| p.rows(row, rows)).collect::<candle_core::Result<_>>()?;
+                    parts.push(own_parts[i].take().expect("a chunk with a parent has an own part"));
+                    outs[i] = Some(Partial::merge(&parts)?);
+                    row += rows;
+                }
+            }
+            let outs: Vec<Tensor> = outs
+                .into_iter()
+                .zip(&spans)
+                .map(|(o, &(_, t, _))| o.expect("every chunk attended").reshape((nh, t, hd))?.transpose(0, 1)?.reshape((t, nh * hd)))
+                .collect::<candle_core::Result<_>>()?;
+            let attn = if outs.len() == 1 { outs[0].clone() } else { Tensor::cat(&outs, 0)? };
             x = (x + layer.out.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
             let gu = layer.gate_up.forward(&h)?;

@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Models => commands::models::run(&cli.global),
         Command::Generate(args) => commands::generate::run(&cli.global, args),
         Command::Embed(args) => commands::embed::run(&cli.global, args),
+        Command::Judge(args) => commands::judge::run(&cli.global, args),
         Command::Bench(args) => commands::bench::run(&cli.global, args),
     };
     match result {

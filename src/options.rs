@@ -37,6 +37,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print sentence embeddings of texts as JSON lines.
     Embed(EmbedArgs),
+    /// Judge items (JSONL) with binary checks (JSON): every check of an item in one packed pass.
+    Judge(JudgeArgs),
     /// Measure engine throughput.
     Bench(BenchArgs),
 }
@@ -82,6 +84,28 @@ pub struct GenerateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// Judge model: a manifest name, a GGUF path, a checkpoint folder or a cached repo id.
+    #[arg(long, env = "ASSAY_JUDGE_MODEL", default_value = "smollm2")]
+    pub model: String,
+    /// Checks: a JSON list of {id, question, name?, pass_criteria?, fail_examples?, threshold?}, or {version?, checks}.
+    #[arg(long, env = "ASSAY_CHECKS")]
+    pub checks: PathBuf,
+    /// Items: JSONL, one {id, input, output, context?} per line.
+    #[arg(long, env = "ASSAY_ITEMS")]
+    pub items: PathBuf,
+    /// Write judgments here as JSONL (written whole at the end; default: stdout).
+    #[arg(long, env = "ASSAY_OUT")]
+    pub out: Option<PathBuf>,
+    /// Text of the passing answer after "Verdict:".
+    #[arg(long, env = "ASSAY_PASS_LABEL", default_value = " PASS")]
+    pub pass_label: String,
+    /// Text of the failing answer after "Verdict:".
+    #[arg(long, env = "ASSAY_FAIL_LABEL", default_value = " FAIL")]
+    pub fail_label: String,
+}
+
+#[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Embedding model: a manifest name (minilm) or a folder with config.json, model.safetensors, tokenizer.json.
     #[arg(long, env = "ASSAY_EMBED_MODEL", default_value = "minilm")]
@@ -103,6 +127,22 @@ pub enum BenchKind {
     Gen(BenchGenArgs),
     /// Dense (gemm) versus quantized matmul time by number of rows, for the model's shapes.
     Matmul(BenchMatmulArgs),
+    /// Workload J1: one ~1,000-token context and 25 checks of ~60 tokens, judged naively (each
+    /// check a full prompt), with prefix reuse (checks one after another) and packed.
+    Judge(BenchJudgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchJudgeArgs {
+    /// Judge model to measure.
+    #[arg(long, env = "ASSAY_JUDGE_MODEL", default_value = "smollm2")]
+    pub model: String,
+    /// K-QA questions file the context and checks are made from.
+    #[arg(long, env = "ASSAY_BENCH_KQA", default_value = "../shared/data/kqa/questions_w_answers.jsonl")]
+    pub kqa: PathBuf,
+    /// Timed repetitions of each mode after one warm-up; the median is reported.
+    #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
+    pub repeats: usize,
 }
 
 #[derive(Debug, Args)]

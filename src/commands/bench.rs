@@ -1,7 +1,7 @@
 //! `assay bench`: throughput measurements of the engine. Each prints a table to stderr and one
 //! JSON line to stdout so that `benches/` scripts can put peers side by side.
 
-use crate::options::{BenchGenArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
+use crate::options::{BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
 use assay_engine::generate::prefill;
 use assay_engine::gguf::GgufFile;
@@ -16,6 +16,7 @@ pub fn run(global: &GlobalOptions, args: &crate::options::BenchArgs) -> Result<(
     match &args.what {
         BenchKind::Gen(a) => gen(global, a),
         BenchKind::Matmul(a) => matmul(global, a),
+        BenchKind::Judge(a) => judge(global, a),
     }
 }
 
@@ -131,5 +132,90 @@ fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
         }
     }
     println!("{}", serde_json::json!({ "engine": "assay", "bench": "matmul", "threads": candle_core::utils::get_num_threads(), "results": results }));
+    Ok(())
+}
+
+/// Workload J1 from K-QA: the first question as input, physician answers as the output (cut
+/// to a ~1,000-token prompt), and 25 checks made from the questions' must-have statements.
+fn j1_workload(path: &Path) -> Result<(assay_core::JudgeItem, Vec<assay_core::Check>)> {
+    let raw = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rows: Vec<serde_json::Value> = raw.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<serde_json::Result<_>>()?;
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let answers: Vec<String> = rows.iter().map(|r| text(r, "Free_form_answer")).collect();
+    let output = answers.join("\n\n").chars().take(3600).collect::<String>();
+    let item = assay_core::JudgeItem { id: "j1".into(), input: text(&rows[0], "Question"), output, context: None };
+    let statements: Vec<String> = rows.iter().flat_map(|r| r["Must_have"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_str().map(str::to_string)).collect();
+    anyhow::ensure!(statements.len() >= 25, "{} has fewer than 25 must-have statements", path.display());
+    let checks = statements
+        .iter()
+        .take(25)
+        .enumerate()
+        .map(|(i, s)| assay_core::Check {
+            id: format!("c{i:02}"),
+            name: format!("states fact {i}"),
+            question: format!("Does the output state the following, without contradicting it? \"{s}\""),
+            pass_criteria: "The statement is present in the output, in these or other words, and nothing in the output contradicts it.".into(),
+            fail_examples: vec![],
+            threshold: None,
+        })
+        .collect();
+    Ok((item, checks))
+}
+
+fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
+    use assay_engine::judge::{judge_item, judge_prompts, prefill_prefix, score_checks, Labels};
+    anyhow::ensure!(args.repeats > 0, "repeats must be > 0");
+    let lm = super::load_language_model(global, &args.model)?;
+    let (item, checks) = j1_workload(&args.kqa)?;
+    let labels = Labels::default();
+    let prompts = judge_prompts(&lm, &item, &checks)?;
+    let (p, n) = (prompts.prefix.len(), checks.len());
+    let suffix_tokens: usize = prompts.suffixes.iter().map(Vec::len).sum();
+    eprintln!("J1: prefix {p} tokens, {n} checks of {:.0} tokens on average", suffix_tokens as f64 / n as f64);
+    type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
+    let modes: Vec<Mode> = vec![
+        ("naive", n * p + suffix_tokens, Box::new(|| {
+            let mut out = Vec::new();
+            for c in &checks {
+                out.extend(judge_item(&lm, &item, std::slice::from_ref(c), &labels)?.iter().map(|j| j.p_pass));
+            }
+            Ok(out)
+        })),
+        ("prefix_reuse", p + suffix_tokens, Box::new(|| {
+            let prefix = prefill_prefix(&lm, &prompts.prefix)?;
+            let mut out = Vec::new();
+            for s in &prompts.suffixes {
+                out.extend(score_checks(&lm, &prefix, std::slice::from_ref(s), &labels)?.iter().map(|x| assay_engine::judge::p_pass(x.0, x.1)));
+            }
+            Ok(out)
+        })),
+        ("packed", p + suffix_tokens, Box::new(|| {
+            let prefix = prefill_prefix(&lm, &prompts.prefix)?;
+            Ok(score_checks(&lm, &prefix, &prompts.suffixes, &labels)?.iter().map(|x| assay_engine::judge::p_pass(x.0, x.1)).collect())
+        })),
+    ];
+    let mut results = Vec::new();
+    let mut reference: Option<Vec<f32>> = None;
+    for (name, tokens, run) in &modes {
+        let p_pass = run()?;
+        let deviation = reference.as_ref().map_or(0.0, |r| r.iter().zip(&p_pass).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
+        reference.get_or_insert(p_pass);
+        let mut secs: Vec<f64> = (0..args.repeats)
+            .map(|_| {
+                let t = Instant::now();
+                run().map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<Result<_>>()?;
+        let s = median(&mut secs);
+        eprintln!("  {name:<13} {:>7.2} checks/s {:>8.1} prefill tok/s   runs {secs:.2?} s   max |p_pass - naive| {deviation:.1e}", n as f64 / s, *tokens as f64 / s);
+        results.push(serde_json::json!({"mode": name, "checks_per_s": n as f64 / s, "prefill_tok_s": *tokens as f64 / s, "runs_s": secs}));
+    }
+    let cps = |i: usize| results[i]["checks_per_s"].as_f64().unwrap_or(0.0);
+    eprintln!("  packed / naive {:.1}x, packed / prefix_reuse {:.1}x", cps(2) / cps(0), cps(2) / cps(1));
+    println!(
+        "{}",
+        serde_json::json!({"engine": "assay", "bench": "judge", "workload": "J1", "threads": candle_core::utils::get_num_threads(),
+            "prefix_tokens": p, "checks": n, "suffix_tokens": suffix_tokens, "modes": results})
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod embed;
 pub mod generate;
+pub mod judge;
 pub mod models;
 
 use crate::options::GlobalOptions;

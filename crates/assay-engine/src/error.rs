@@ -30,6 +30,8 @@ pub enum EngineError {
     DeviceUnavailable { device: String, reason: String },
     #[error("prompt of {tokens} tokens does not fit the context of {limit} tokens (with {reserved} reserved for the output)")]
     ContextOverflow { tokens: usize, reserved: usize, limit: usize },
+    #[error("item '{item}' needs {tokens} tokens with its longest check, more than the context of {limit}")]
+    ItemTooLong { item: String, tokens: usize, limit: usize },
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
     #[error(transparent)]

@@ -9,7 +9,7 @@ use crate::attention::{self, Partial};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvLayout};
-use crate::projection::{LoadedWeight, MatmulPolicy, Projection};
+use crate::projection::{LoadedWeight, MatmulPath, MatmulPolicy, Projection};
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -396,8 +396,22 @@ impl LlamaModel {
 
     /// Runs the new tokens of every chunk through the model, appends their keys and values to
     /// each chunk's cache, and returns per chunk the logits `[rows, vocab]` of the rows it
-    /// asked for (`None` when it asked for none).
+    /// asked for (`None` when it asked for none). Each matmul takes the path its row count
+    /// calls for.
     pub fn forward(&self, chunks: &mut [SequenceChunk<'_>]) -> Result<Vec<Option<Tensor>>> {
+        self.forward_on(chunks, MatmulPath::ByRows)
+    }
+
+    /// `forward` with every matmul on `path`. `MatmulPath::Dense` makes each row's result
+    /// independent of how many rows share the call (judging needs that: a verdict must not
+    /// depend on what else was batched with it).
+    pub fn forward_on(&self, chunks: &mut [SequenceChunk<'_>], path: MatmulPath) -> Result<Vec<Option<Tensor>>> {
+        let project = |p: &Projection, x: &Tensor| -> candle_core::Result<Tensor> {
+            match path {
+                MatmulPath::Dense => p.forward_on(x, true),
+                MatmulPath::ByRows => p.forward(x),
+            }
+        };
         let cfg = &self.config;
         let mut ids = Vec::new();
         let mut positions = Vec::new();
@@ -443,7 +457,7 @@ impl LlamaModel {
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
-            let qkv = layer.qkv.forward(&h)?;
+            let qkv = project(&layer.qkv, &h)?;
             let heads = |offset: usize, n: usize| -> Result<Tensor> {
                 Ok(qkv.narrow(1, offset * hd, n * hd)?.reshape((total, n, hd))?.transpose(0, 1)?.contiguous()?)
             };
@@ -485,39 +499,44 @@ impl LlamaModel {
                 .map(|(o, &(_, t, _))| o.expect("every chunk attended").reshape((nh, t, hd))?.transpose(0, 1)?.reshape((t, nh * hd)))
                 .collect::<candle_core::Result<_>>()?;
             let attn = if outs.len() == 1 { outs[0].clone() } else { Tensor::cat(&outs, 0)? };
-            x = (x + layer.out.forward(&attn)?)?;
+            x = (x + project(&layer.out, &attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
-            let gu = layer.gate_up.forward(&h)?;
+            let gu = project(&layer.gate_up, &h)?;
             let i = cfg.intermediate_size;
             let act = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
-            x = (x + layer.down.forward(&act)?)?;
+            x = (x + project(&layer.down, &act)?)?;
         }
         for (chunk, &(_, t, _)) in chunks.iter_mut().zip(&spans) {
             chunk.cache.advance(t);
         }
 
-        // The LM head (the largest matmul for small models) runs only on requested rows.
-        let mut rows = Vec::new();
-        let mut counts = Vec::with_capacity(chunks.len());
+        // The LM head (the largest matmul for small models) runs only on requested rows. Its
+        // path is chosen per chunk, by the rows that chunk asked for, so a sequence's logits do
+        // not depend on what else shares the batch.
+        let mut wanted = Vec::with_capacity(chunks.len());
         for (chunk, &(offset, t, _)) in chunks.iter().zip(&spans) {
             let r = chunk.logits.rows(t);
             if let Some(&bad) = r.iter().find(|&&r| r >= t) {
                 return Err(EngineError::InvalidModel { path: "forward".into(), reason: format!("logits requested for row {bad} of a {t}-token chunk") });
             }
-            counts.push(r.len());
-            rows.extend(r.into_iter().map(|r| (offset + r) as u32));
+            let dense = path == MatmulPath::Dense || self.lm_head.uses_dense(r.len());
+            wanted.push((dense, r.into_iter().map(|r| (offset + r) as u32).collect::<Vec<_>>()));
         }
-        if rows.is_empty() {
-            return Ok(counts.iter().map(|_| None).collect());
-        }
-        let selected = x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
-        let h = candle_nn::ops::rms_norm(&selected, &self.norm, cfg.rms_norm_eps as f32)?;
-        let logits = self.lm_head.forward(&h)?;
-        let mut out = Vec::with_capacity(counts.len());
-        let mut at = 0;
-        for n in counts {
-            out.push(if n == 0 { None } else { Some(logits.narrow(0, at, n)?) });
-            at += n;
+        let mut out: Vec<Option<Tensor>> = vec![None; chunks.len()];
+        for dense in [true, false] {
+            let members: Vec<usize> = (0..wanted.len()).filter(|&i| !wanted[i].1.is_empty() && wanted[i].0 == dense).collect();
+            let rows: Vec<u32> = members.iter().flat_map(|&i| wanted[i].1.iter().copied()).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let selected = x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
+            let h = candle_nn::ops::rms_norm(&selected, &self.norm, cfg.rms_norm_eps as f32)?;
+            let logits = self.lm_head.forward_on(&h, dense)?;
+            let mut at = 0;
+            for i in members {
+                out[i] = Some(logits.narrow(0, at, wanted[i].1.len())?);
+                at += wanted[i].1.len();
+            }
         }
         Ok(out)
     }

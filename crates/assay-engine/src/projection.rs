@@ -49,6 +49,15 @@ impl MatmulPolicy {
     }
 }
 
+/// Which path a forward pass takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// Per call, by its number of rows (`MatmulPolicy::dense_min_rows`).
+    ByRows,
+    /// Always the dense f32 path.
+    Dense,
+}
+
 /// One weight matrix `[out, in]` as loaded: f32 values, and the file's quantized blocks when
 /// the file had them.
 #[derive(Debug, Clone)]
@@ -108,9 +117,10 @@ impl Projection {
     }
 }
 
-impl Module for Projection {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.uses_dense(x.dim(0)?) {
+impl Projection {
+    /// `forward` on a given path (dense, or quantized when there is a quantized copy).
+    pub fn forward_on(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
+        let y = if dense || self.quantized.is_empty() {
             x.matmul(&self.dense.t()?)?
         } else if let [one] = self.quantized.as_slice() {
             one.forward(x)?
@@ -122,6 +132,12 @@ impl Module for Projection {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Module for Projection {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_on(x, self.uses_dense(x.dim(0)?))
     }
 }
 

@@ -1,0 +1,228 @@
+//! Binary checks, evaluator sets, items to judge, and judgments: the JSON formats of
+//! `--checks`, `--items` and judge results.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One binary PASS/FAIL question asked of every (input, output) pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The question, phrased so that PASS means the output is good on this criterion.
+    pub question: String,
+    /// What a passing output does.
+    #[serde(default)]
+    pub pass_criteria: String,
+    /// Short examples of failing outputs.
+    #[serde(default)]
+    pub fail_examples: Vec<String>,
+    /// P(PASS) at or above which the verdict is PASS; 0.5 when absent.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+}
+
+impl Check {
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold.unwrap_or(Self::DEFAULT_THRESHOLD)
+    }
+}
+
+/// Why a set of checks or items is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("the evaluator set has no checks")]
+    NoChecks,
+    #[error("duplicate check id '{0}'")]
+    DuplicateCheck(String),
+    #[error("check '{0}' has an empty question")]
+    EmptyQuestion(String),
+    #[error("check '{id}' has threshold {threshold}, outside [0, 1]")]
+    Threshold { id: String, threshold: f32 },
+    #[error("invalid checks JSON: {0}")]
+    ChecksJson(String),
+    #[error("line {line}: {reason}")]
+    ItemLine { line: usize, reason: String },
+    #[error("line {line}: duplicate item id '{id}'")]
+    DuplicateItem { line: usize, id: String },
+    #[error("line {line}: item '{id}' has an empty output; there is nothing to judge")]
+    EmptyOutput { line: usize, id: String },
+    #[error("no items: the dataset is empty")]
+    NoItems,
+}
+
+/// An ordered list of checks; its content hash identifies it in results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluatorSet {
+    /// A version label (e.g. "v1"); the content hash identifies the checks whatever the label.
+    #[serde(default)]
+    pub version: Option<String>,
+    pub checks: Vec<Check>,
+}
+
+impl EvaluatorSet {
+    /// Validates `checks`: at least one, unique ids, non-empty questions, thresholds in [0, 1].
+    pub fn new(version: Option<String>, checks: Vec<Check>) -> Result<Self, InputError> {
+        if checks.is_empty() {
+            return Err(InputError::NoChecks);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &checks {
+            if !seen.insert(c.id.as_str()) {
+                return Err(InputError::DuplicateCheck(c.id.clone()));
+            }
+            if c.question.trim().is_empty() {
+                return Err(InputError::EmptyQuestion(c.id.clone()));
+            }
+            if let Some(t) = c.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+                return Err(InputError::Threshold { id: c.id.clone(), threshold: t });
+            }
+        }
+        Ok(Self { version, checks })
+    }
+
+    /// Parses `--checks` JSON: either `{"version"?, "checks": [...]}` or a bare list of checks.
+    pub fn from_json(text: &str) -> Result<Self, InputError> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Set { version: Option<String>, checks: Vec<Check> },
+            List(Vec<Check>),
+        }
+        let form: Form = serde_json::from_str(text).map_err(|e| InputError::ChecksJson(e.to_string()))?;
+        match form {
+            Form::Set { version, checks } => Self::new(version, checks),
+            Form::List(checks) => Self::new(None, checks),
+        }
+    }
+
+    /// Hex SHA-256 of the checks' canonical JSON.
+    pub fn content_hash(&self) -> String {
+        let json = serde_json::to_vec(&self.checks).expect("checks serialise");
+        Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One (input, output) pair to judge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeItem {
+    pub id: String,
+    pub input: String,
+    pub output: String,
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// Parses JSONL items `{id, input, output, context?}`; errors name the 1-based line.
+pub fn parse_items_jsonl(text: &str) -> Result<Vec<JudgeItem>, InputError> {
+    let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line_no = i + 1;
+        let item: JudgeItem = serde_json::from_str(line).map_err(|e| InputError::ItemLine { line: line_no, reason: e.to_string() })?;
+        if !seen.insert(item.id.clone()) {
+            return Err(InputError::DuplicateItem { line: line_no, id: item.id });
+        }
+        if item.output.trim().is_empty() {
+            return Err(InputError::EmptyOutput { line: line_no, id: item.id });
+        }
+        items.push(item);
+    }
+    if items.is_empty() {
+        return Err(InputError::NoItems);
+    }
+    Ok(items)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+/// The answer of one check on one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgment {
+    pub item_id: String,
+    pub check_id: String,
+    pub verdict: Verdict,
+    /// P(pass label) / (P(pass label) + P(fail label)).
+    pub p_pass: f32,
+    /// Log-likelihood of the whole pass label's token sequence.
+    pub logprob_pass: f32,
+    pub logprob_fail: f32,
+    /// Probability mass of the first label token outside both labels: how far the judge is
+    /// from answering in the expected format.
+    pub off_format_mass: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+}
+
+/// Passes out of checks for one item ("18/25").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemScore {
+    pub item_id: String,
+    pub passed: usize,
+    pub total: usize,
+}
+
+impl ItemScore {
+    pub fn of(item_id: &str, judgments: &[Judgment]) -> Self {
+        Self { item_id: item_id.to_string(), passed: judgments.iter().filter(|j| j.verdict == Verdict::Pass).count(), total: judgments.len() }
+    }
+}
+
+impl std::fmt::Display for ItemScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.passed, self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(id: &str) -> Check {
+        Check { id: id.into(), name: String::new(), question: "Is it polite?".into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None }
+    }
+
+    #[test]
+    fn sets_reject_empty_duplicate_and_bad_checks() {
+        assert_eq!(EvaluatorSet::new(None, vec![]), Err(InputError::NoChecks));
+        assert_eq!(EvaluatorSet::new(None, vec![check("a"), check("a")]), Err(InputError::DuplicateCheck("a".into())));
+        let mut c = check("b");
+        c.question = " ".into();
+        assert_eq!(EvaluatorSet::new(None, vec![c]), Err(InputError::EmptyQuestion("b".into())));
+        let mut c = check("c");
+        c.threshold = Some(1.5);
+        assert!(matches!(EvaluatorSet::new(None, vec![c]), Err(InputError::Threshold { .. })));
+    }
+
+    #[test]
+    fn both_json_forms_parse_and_hash_ignores_the_label() {
+        let a = EvaluatorSet::from_json(r#"[{"id": "a", "question": "Is it polite?"}]"#).unwrap();
+        let b = EvaluatorSet::from_json(r#"{"version": "v2", "checks": [{"id": "a", "question": "Is it polite?"}]}"#).unwrap();
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_eq!(b.version.as_deref(), Some("v2"));
+        assert!(matches!(EvaluatorSet::from_json(r#"[{"id": "a"}]"#), Err(InputError::ChecksJson(_))));
+    }
+
+    #[test]
+    fn items_errors_name_the_line() {
+        let text = "{\"id\": \"1\", \"input\": \"q\", \"output\": \"a\"}\n\n{\"id\": \"2\", \"input\": \"q\"}\n";
+        assert!(matches!(parse_items_jsonl(text), Err(InputError::ItemLine { line: 3, .. })));
+        let dup = "{\"id\": \"1\", \"input\": \"q\", \"output\": \"a\"}\n{\"id\": \"1\", \"input\": \"q\", \"output\": \"b\"}";
+        assert_eq!(parse_items_jsonl(dup), Err(InputError::DuplicateItem { line: 2, id: "1".into() }));
+        assert_eq!(parse_items_jsonl("\n"), Err(InputError::NoItems));
+        let empty = "{\"id\": \"e\", \"input\": \"q\", \"output\": \" \"}";
+        assert_eq!(parse_items_jsonl(empty), Err(InputError::EmptyOutput { line: 1, id: "e".into() }));
+    }
+}

@@ -1,0 +1,74 @@
+//! `assay judge`: every check of an evaluator set asked of every item, with progress and a
+//! summary. Judgments are written whole at the end (to a temporary file renamed over `--out`),
+//! so an interrupted run leaves no half-written output.
+
+use crate::options::{GlobalOptions, JudgeArgs};
+use anyhow::{Context, Result};
+use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment, Verdict};
+use assay_engine::judge::{judge_item, Labels};
+use std::io::Write;
+use std::time::Instant;
+
+pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let set = EvaluatorSet::from_json(&read(&args.checks)?).with_context(|| format!("checks in {}", args.checks.display()))?;
+    let items = parse_items_jsonl(&read(&args.items)?).with_context(|| format!("items in {}", args.items.display()))?;
+    let labels = Labels { pass: args.pass_label.clone(), fail: args.fail_label.clone() };
+    let lm = super::load_language_model(global, &args.model)?;
+    let (n_items, n_checks) = (items.len(), set.checks.len());
+    eprintln!("judging {n_items} items x {n_checks} checks (set {}) with {}", &set.content_hash()[..12], args.model);
+    let started = Instant::now();
+    let mut judgments: Vec<Judgment> = Vec::with_capacity(n_items * n_checks);
+    let mut scores = Vec::with_capacity(n_items);
+    for (done, item) in items.iter().enumerate() {
+        let js = judge_item(&lm, item, &set.checks, &labels).with_context(|| format!("item '{}'", item.id))?;
+        scores.push(ItemScore::of(&item.id, &js));
+        judgments.extend(js);
+        let secs = started.elapsed().as_secs_f64();
+        let rate = (done + 1) as f64 / secs;
+        eprint!(
+            "\r[{}/{n_items}] {rate:.2} items/s, {:.1} checks/s, ETA {:.0}s   ",
+            done + 1,
+            rate * n_checks as f64,
+            (n_items - done - 1) as f64 / rate
+        );
+    }
+    eprintln!();
+    let mut text = String::new();
+    for j in &judgments {
+        text.push_str(&serde_json::to_string(j)?);
+        text.push('\n');
+    }
+    match &args.out {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+            eprintln!("wrote {} judgments to {}", judgments.len(), path.display());
+        }
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    summarise(&set, &judgments, &scores, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn summarise(set: &EvaluatorSet, judgments: &[Judgment], scores: &[ItemScore], secs: f64) {
+    let total = set.checks.len();
+    eprintln!("{} judgments in {secs:.1}s ({:.1} checks/s)", judgments.len(), judgments.len() as f64 / secs);
+    eprintln!("score distribution (passed/{total}: items):");
+    for passed in (0..=total).rev() {
+        let n = scores.iter().filter(|s| s.passed == passed).count();
+        if n > 0 {
+            eprintln!("  {passed:>3}/{total}: {n:>5} {}", "#".repeat(n.min(60)));
+        }
+    }
+    eprintln!("per-check pass rate (mean P(pass), mean off-format mass):");
+    for c in &set.checks {
+        let mine: Vec<&Judgment> = judgments.iter().filter(|j| j.check_id == c.id).collect();
+        let n = mine.len().max(1) as f32;
+        let rate = mine.iter().filter(|j| j.verdict == Verdict::Pass).count() as f32 / n;
+        let p = mine.iter().map(|j| j.p_pass).sum::<f32>() / n;
+        let off = mine.iter().map(|j| j.off_format_mass).sum::<f32>() / n;
+        eprintln!("  {:<28} {:>5.1}%  ({p:.3}, {off:.3})", c.id, 100.0 * rate);
+    }
+}

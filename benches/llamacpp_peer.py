@@ -134,6 +134,8 @@ def main() -> int:
     ap.add_argument("--gen-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--judge", choices=["J1"])
+    ap.add_argument("--workload", help="J1 token ids from `assay bench judge --dump-workload F` "
+                    "(prefix, suffixes, pass_label): run exactly assay's workload")
     ap.add_argument("--flash-attn", action="store_true", help="enable flash attention")
     ap.add_argument("--dump-workload", help="write the token ids used to this JSON file")
     a = ap.parse_args()
@@ -146,7 +148,12 @@ def main() -> int:
            "flash_attn": a.flash_attn}
 
     if a.judge:
-        prefix, checks = build_j1(llm)
+        if a.workload:
+            w = json.load(open(a.workload, encoding="utf-8"))
+            # The same rows assay scores: each suffix plus the pass label but its last token.
+            prefix, checks = w["prefix"], [s + w["pass_label"][:-1] for s in w["suffixes"]]
+        else:
+            prefix, checks = build_j1(llm)
         workload = {"prefix": prefix, "checks": checks}
         bench_j1(llm, prefix, checks)  # warm-up
         runs = [bench_j1(llm, prefix, checks) for _ in range(a.repeats)]

@@ -143,6 +143,12 @@ pub struct BenchJudgeArgs {
     /// Timed repetitions of each mode after one warm-up; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
     pub repeats: usize,
+    /// Modes to run, in order (naive, prefix_reuse, packed); the first is the reference for p_pass.
+    #[arg(long, env = "ASSAY_BENCH_MODES", value_delimiter = ',', default_value = "naive,prefix_reuse,packed")]
+    pub modes: Vec<String>,
+    /// Write the workload's token ids (prefix, suffixes, labels) to this JSON file, for peers.
+    #[arg(long, env = "ASSAY_BENCH_DUMP")]
+    pub dump_workload: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

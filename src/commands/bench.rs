@@ -194,9 +194,17 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
             Ok(score_checks(&lm, &prefix, &prompts.suffixes, &labels)?.iter().map(|x| assay_engine::judge::p_pass(x.0, x.1)).collect())
         })),
     ];
+    if let Some(path) = &args.dump_workload {
+        let ids = |t: &str| lm.tokenizer.encode(t);
+        let dump = serde_json::json!({"prefix": prompts.prefix, "suffixes": prompts.suffixes, "pass_label": ids(&labels.pass)?, "fail_label": ids(&labels.fail)?});
+        std::fs::write(path, dump.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for m in &args.modes {
+        anyhow::ensure!(modes.iter().any(|(name, ..)| name == m), "unknown mode '{m}' (naive, prefix_reuse, packed)");
+    }
     let mut results = Vec::new();
     let mut reference: Option<Vec<f32>> = None;
-    for (name, tokens, run) in &modes {
+    for (name, tokens, run) in args.modes.iter().filter_map(|m| modes.iter().find(|(name, ..)| name == m)) {
         let p_pass = run()?;
         let deviation = reference.as_ref().map_or(0.0, |r| r.iter().zip(&p_pass).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
         reference.get_or_insert(p_pass);
@@ -210,8 +218,12 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
         eprintln!("  {name:<13} {:>7.2} checks/s {:>8.1} prefill tok/s   runs {secs:.2?} s   max |p_pass - naive| {deviation:.1e}", n as f64 / s, *tokens as f64 / s);
         results.push(serde_json::json!({"mode": name, "checks_per_s": n as f64 / s, "prefill_tok_s": *tokens as f64 / s, "runs_s": secs}));
     }
-    let cps = |i: usize| results[i]["checks_per_s"].as_f64().unwrap_or(0.0);
-    eprintln!("  packed / naive {:.1}x, packed / prefix_reuse {:.1}x", cps(2) / cps(0), cps(2) / cps(1));
+    let cps = |mode: &str| results.iter().find(|r| r["mode"] == mode).and_then(|r| r["checks_per_s"].as_f64());
+    for other in ["naive", "prefix_reuse"] {
+        if let (Some(packed), Some(o)) = (cps("packed"), cps(other)) {
+            eprintln!("  packed / {other} {:.1}x", packed / o);
+        }
+    }
     println!(
         "{}",
         serde_json::json!({"engine": "assay", "bench": "judge", "workload": "J1", "threads": candle_core::utils::get_num_threads(),

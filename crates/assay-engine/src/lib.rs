@@ -17,6 +17,7 @@ pub mod judge;
 pub mod kv_cache;
 pub mod language_model;
 pub mod llama;
+pub mod packed_gemm;
 pub mod projection;
 pub mod registry;
 pub mod sampling;

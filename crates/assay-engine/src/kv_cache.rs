@@ -89,11 +89,6 @@ impl KvCache {
         self.capacity
     }
 
-    /// Bytes held by this cache's own buffers (not the parent's).
-    pub fn bytes(&self) -> usize {
-        2 * self.layout.n_layers * self.layout.n_kv_heads * self.capacity * self.layout.head_dim * self.layout.dtype.size_in_bytes()
-    }
-
     /// Makes room for `total` positions, doubling the capacity as needed and copying the
     /// filled part once.
     pub fn reserve(&mut self, total: usize) -> Result<()> {

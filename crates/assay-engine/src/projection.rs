@@ -39,7 +39,7 @@ impl MatmulPolicy {
     /// and a second copy would only cost memory.
     pub fn for_device(device: &Device) -> Self {
         if device.is_cpu() {
-            Self { dense_min_rows: 8, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0 }
+            Self { dense_min_rows: 4, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0 }
         } else {
             Self { dense_min_rows: 0, keep_quantized: false, quantized_format: QuantizedFormat::Q8_0 }
         }
@@ -82,7 +82,6 @@ enum DenseCopy {
 pub struct Projection {
     /// The f32 weights `[out, in]` for calls with many rows.
     dense: DenseCopy,
-    out_features: usize,
     /// Quantized copy of `dense` for calls with fewer than `dense_min_rows` rows, as row
     /// blocks whose outputs are concatenated (one block unless the source format is kept for
     /// stacked weights).
@@ -111,22 +110,18 @@ impl Projection {
                 .collect::<Result<_>>()?,
         };
         let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
-        let (out_features, k) = dense.dims2()?;
+        let (n, k) = dense.dims2()?;
         let packed = match dense.device().is_cpu() {
-            true => PackedWeights::new(&dense.flatten_all()?.to_vec1::<f32>()?, out_features, k),
+            true => PackedWeights::new(&dense.flatten_all()?.to_vec1::<f32>()?, n, k),
             false => None,
         };
         let dense = packed.map_or(DenseCopy::Tensor(dense), DenseCopy::Packed);
-        Ok(Self { dense, out_features, quantized, bias, dense_min_rows: policy.dense_min_rows })
+        Ok(Self { dense, quantized, bias, dense_min_rows: policy.dense_min_rows })
     }
 
     /// A projection of one float weight `[out, in]`.
     pub fn from_dense(weight: Tensor, bias: Option<Tensor>, policy: MatmulPolicy) -> Result<Self> {
         Self::new(vec![LoadedWeight { dense: weight, source: None }], bias, policy)
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.out_features
     }
 
     /// True when a call with `rows` rows takes the dense (batched) path.

@@ -173,10 +173,6 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, false).map_err(|e| EngineError::Tokenizer { model: path.display().to_string(), reason: e.to_string() })
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
 }
 
 fn pre_tokenizer_for(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {

@@ -103,6 +103,9 @@ pub struct JudgeArgs {
     /// Text of the failing answer after "Verdict:".
     #[arg(long, env = "ASSAY_FAIL_LABEL", default_value = " FAIL")]
     pub fail_label: String,
+    /// Memory for computed prompt prefixes kept for reuse (MiB); items sharing a prefix compute it once.
+    #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
+    pub prefix_cache_mb: usize,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ mod common;
 
 use assay_core::{Check, JudgeItem, Verdict};
 use assay_engine::judge::{judge_item, judge_prompts, label_logprob_unpacked, p_pass, Labels};
-use assay_engine::EngineError;
+use assay_engine::{EngineError, PrefixCache};
 
 /// Largest |difference| allowed between packed and unpacked label log-likelihoods (measured:
 /// 1.1e-5 to 2.1e-5, five times less). Both run every matmul on the dense f32 path; only the summation
@@ -46,7 +46,7 @@ fn packed_label_likelihoods_equal_independent_full_prompts() {
     let (pass_ids, fail_ids) = (lm.tokenizer.encode(&labels.pass).unwrap(), lm.tokenizer.encode(&labels.fail).unwrap());
     let mut worst = 0f32;
     for item in items() {
-        let judgments = judge_item(lm, &item, &checks, &labels).unwrap();
+        let judgments = judge_item(lm, &mut PrefixCache::new(0), &item, &checks, &labels).unwrap();
         assert_eq!(judgments.len(), checks.len());
         let prompts = judge_prompts(lm, &item, &checks).unwrap();
         let prefix_text = lm.tokenizer.decode(&prompts.prefix).unwrap();
@@ -76,7 +76,7 @@ fn single_token_labels_and_thresholds_work() {
     checks[0].threshold = Some(0.0);
     checks[1].threshold = Some(1.0);
     let labels = Labels { pass: " Yes".into(), fail: " No".into() };
-    let j = judge_item(lm, &items()[0], &checks, &labels).unwrap();
+    let j = judge_item(lm, &mut PrefixCache::new(0), &items()[0], &checks, &labels).unwrap();
     assert_eq!(j[0].verdict, Verdict::Pass);
     assert_eq!(j[1].verdict, Verdict::Fail);
 }
@@ -85,8 +85,22 @@ fn single_token_labels_and_thresholds_work() {
 fn an_item_longer_than_the_context_names_the_item_and_the_limit() {
     let lm = common::smollm2();
     let item = JudgeItem { id: "huge".into(), input: "q".into(), output: "word ".repeat(9000), context: None };
-    match judge_item(lm, &item, &checks(), &Labels::default()) {
+    match judge_item(lm, &mut PrefixCache::new(0), &item, &checks(), &Labels::default()) {
         Err(e @ EngineError::ItemTooLong { .. }) => assert!(e.to_string().contains("'huge'") && e.to_string().contains("8192"), "{e}"),
         other => panic!("expected ItemTooLong, got {:?}", other.map(|j| j.len())),
     }
+}
+
+#[test]
+fn a_cached_prefix_gives_the_same_judgments_and_is_counted() {
+    let lm = common::smollm2();
+    let mut prefixes = PrefixCache::new(64 << 20);
+    let item = &items()[1];
+    let first = judge_item(lm, &mut prefixes, item, &checks()[..2], &Labels::default()).unwrap();
+    let second = judge_item(lm, &mut prefixes, item, &checks()[2..], &Labels::default()).unwrap();
+    let again = judge_item(lm, &mut prefixes, item, &checks()[..2], &Labels::default()).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(second.len(), 3);
+    let s = prefixes.stats();
+    assert_eq!((s.hits, s.misses, s.entries), (2, 1, 1));
 }

@@ -164,6 +164,7 @@ fn j1_workload(path: &Path) -> Result<(assay_core::JudgeItem, Vec<assay_core::Ch
 
 fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     use assay_engine::judge::{judge_item, judge_prompts, prefill_prefix, score_checks, Labels};
+    use assay_engine::PrefixCache;
     anyhow::ensure!(args.repeats > 0, "repeats must be > 0");
     let lm = super::load_language_model(global, &args.model)?;
     let (item, checks) = j1_workload(&args.kqa)?;
@@ -175,9 +176,11 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
     let modes: Vec<Mode> = vec![
         ("naive", n * p + suffix_tokens, Box::new(|| {
+            // A zero budget keeps no prefix between checks: each one computes its own.
+            let mut no_reuse = PrefixCache::new(0);
             let mut out = Vec::new();
             for c in &checks {
-                out.extend(judge_item(&lm, &item, std::slice::from_ref(c), &labels)?.iter().map(|j| j.p_pass));
+                out.extend(judge_item(&lm, &mut no_reuse, &item, std::slice::from_ref(c), &labels)?.iter().map(|j| j.p_pass));
             }
             Ok(out)
         })),

@@ -6,6 +6,7 @@ use crate::options::{GlobalOptions, JudgeArgs};
 use anyhow::{Context, Result};
 use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment, Verdict};
 use assay_engine::judge::{judge_item, Labels};
+use assay_engine::PrefixCache;
 use std::io::Write;
 use std::time::Instant;
 
@@ -20,8 +21,9 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     let started = Instant::now();
     let mut judgments: Vec<Judgment> = Vec::with_capacity(n_items * n_checks);
     let mut scores = Vec::with_capacity(n_items);
+    let mut prefixes = PrefixCache::new(args.prefix_cache_mb << 20);
     for (done, item) in items.iter().enumerate() {
-        let js = judge_item(&lm, item, &set.checks, &labels).with_context(|| format!("item '{}'", item.id))?;
+        let js = judge_item(&lm, &mut prefixes, item, &set.checks, &labels).with_context(|| format!("item '{}'", item.id))?;
         scores.push(ItemScore::of(&item.id, &js));
         judgments.extend(js);
         let secs = started.elapsed().as_secs_f64();
@@ -49,6 +51,8 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     summarise(&set, &judgments, &scores, started.elapsed().as_secs_f64());
+    let s = prefixes.stats();
+    eprintln!("prefix cache: {} hits, {} misses, {} kept ({:.1} MiB)", s.hits, s.misses, s.entries, s.bytes as f64 / (1 << 20) as f64);
     Ok(())
 }
 

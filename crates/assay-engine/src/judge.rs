@@ -24,6 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::language_model::LanguageModel;
 use crate::llama::{LogitsAt, SequenceChunk};
+use crate::prefix_cache::PrefixCache;
 use crate::projection::MatmulPath;
 use assay_core::{Check, JudgeItem, Judgment, Verdict};
 use candle_core::Tensor;
@@ -175,8 +176,9 @@ pub fn p_pass(lp_pass: f32, lp_fail: f32) -> f32 {
     1.0 / (1.0 + (lp_fail - lp_pass).exp())
 }
 
-/// Judges one item on every check: one prefix pass and one packed pass for all checks.
-pub fn judge_item(lm: &LanguageModel, item: &JudgeItem, checks: &[Check], labels: &Labels) -> Result<Vec<Judgment>> {
+/// Judges one item on every check: the prefix from `prefixes` (computed on a miss), then one
+/// packed pass for all checks.
+pub fn judge_item(lm: &LanguageModel, prefixes: &mut PrefixCache, item: &JudgeItem, checks: &[Check], labels: &Labels) -> Result<Vec<Judgment>> {
     let prompts = judge_prompts(lm, item, checks)?;
     let label_ids = LabelIds::new(lm, labels)?;
     let limit = lm.context_length();
@@ -184,7 +186,7 @@ pub fn judge_item(lm: &LanguageModel, item: &JudgeItem, checks: &[Check], labels
     if longest > limit {
         return Err(EngineError::ItemTooLong { item: item.id.clone(), tokens: longest, limit });
     }
-    let prefix = prefill_prefix(lm, &prompts.prefix)?;
+    let prefix = prefixes.get_or_compute(&prompts.prefix, || prefill_prefix(lm, &prompts.prefix))?;
     let scores = score_checks(lm, &prefix, &prompts.suffixes, labels)?;
     Ok(checks
         .iter()

@@ -89,6 +89,12 @@ impl KvCache {
         self.capacity
     }
 
+    /// Bytes held by this cache's own buffers (not the parent's).
+    pub fn bytes(&self) -> usize {
+        let l = &self.layout;
+        2 * l.n_layers * l.n_kv_heads * self.capacity * l.head_dim * l.dtype.size_in_bytes()
+    }
+
     /// Makes room for `total` positions, doubling the capacity as needed and copying the
     /// filled part once.
     pub fn reserve(&mut self, total: usize) -> Result<()> {

@@ -26,6 +26,7 @@ use crate::language_model::LanguageModel;
 use crate::llama::{LogitsAt, SequenceChunk};
 use crate::prefix_cache::PrefixCache;
 use crate::projection::MatmulPath;
+use crate::sampling::log_sum_exp;
 use assay_core::{Check, JudgeItem, Judgment, Verdict};
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -109,9 +110,7 @@ impl LabelIds {
 
 /// Log-softmax of one logits row, read at `id`.
 fn logprob(row: &[f32], id: u32) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-    row[id as usize] - lse
+    row[id as usize] - log_sum_exp(row)
 }
 
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
@@ -146,11 +145,12 @@ pub fn score_checks(lm: &LanguageModel, prefix: &Arc<KvCache>, suffixes: &[Vec<u
     let mut out = Vec::with_capacity(suffixes.len());
     for logits in &first {
         let r = rows(logits.as_ref().expect("rows were requested"))?;
-        let lp_a: f32 = a.iter().zip(&r).map(|(&id, row)| logprob(row, id)).sum();
-        let p_first_a = logprob(&r[0], a[0]).exp();
-        let p_first_b = logprob(&r[0], b[0]).exp();
-        let off = if a[0] == b[0] { 1.0 - p_first_a } else { 1.0 - p_first_a - p_first_b };
-        out.push((lp_a, logprob(&r[0], b[0]), off.max(0.0)));
+        // The first row predicts both labels' first tokens: normalise it once.
+        let lse = log_sum_exp(&r[0]);
+        let (lp_first_a, lp_first_b) = (r[0][a[0] as usize] - lse, r[0][b[0] as usize] - lse);
+        let lp_a = lp_first_a + a[1..].iter().zip(&r[1..]).map(|(&id, row)| logprob(row, id)).sum::<f32>();
+        let off = if a[0] == b[0] { 1.0 - lp_first_a.exp() } else { 1.0 - lp_first_a.exp() - lp_first_b.exp() };
+        out.push((lp_a, lp_first_b, off.max(0.0)));
     }
     // Pass 2, only for a multi-token fail label: drop the pass label from each branch and
     // score the rest of the fail label.

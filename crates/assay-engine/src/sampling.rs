@@ -86,11 +86,16 @@ pub fn argmax(logits: &[f32]) -> u32 {
         .0 as u32
 }
 
+/// `ln(sum(exp(row)))`, computed stably: the normaliser of a log-softmax.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+}
+
 /// Log-probability of `chosen` under the model's distribution (raw logits, before temperature
 /// and truncation) and the `top` most likely alternatives.
 pub fn token_logprob(logits: &[f32], chosen: u32, top: usize, text: impl Fn(u32) -> String) -> TokenLogprob {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let lse = log_sum_exp(logits);
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     let top = top.min(order.len());
     if top > 0 {

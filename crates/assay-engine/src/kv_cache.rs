@@ -67,18 +67,28 @@ impl KvCache {
         self.parent.as_ref()
     }
 
-    /// Filled keys and values of `layer` in every ancestor, root first.
-    pub fn ancestor_segments(&self, layer: usize) -> Result<Vec<(Tensor, Tensor)>> {
+    /// The non-empty caches this one continues, root first.
+    pub fn ancestors(&self) -> Vec<&KvCache> {
         let mut chain = Vec::new();
         let mut at = self.parent.as_deref();
         while let Some(c) = at {
             if c.len > 0 {
-                chain.push((c.k[layer].narrow(1, 0, c.len)?, c.v[layer].narrow(1, 0, c.len)?));
+                chain.push(c);
             }
             at = c.parent.as_deref();
         }
         chain.reverse();
-        Ok(chain)
+        chain
+    }
+
+    /// Filled keys and values of `layer` in every ancestor, root first.
+    pub fn ancestor_segments(&self, layer: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        self.ancestors().into_iter().map(|c| Ok((c.k[layer].narrow(1, 0, c.len)?, c.v[layer].narrow(1, 0, c.len)?))).collect()
+    }
+
+    /// The whole key and value buffers of `layer`, `[n_kv_heads, capacity, head_dim]`.
+    pub fn layer_buffers(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.k[layer], &self.v[layer])
     }
 
     pub fn is_empty(&self) -> bool {

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod chat;
+pub mod cpu_attention;
 pub mod device;
 pub mod embed;
 pub mod error;

@@ -6,6 +6,7 @@
 //! asks for.
 
 use crate::attention::{self, Partial};
+use crate::cpu_attention::{CpuAttention, KvSegment, QueryChunk};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvLayout};
@@ -88,6 +89,8 @@ pub struct LlamaModel {
     /// `[context_length, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
+    /// The fused attention kernel, where this CPU runs it.
+    cpu_attention: Option<CpuAttention>,
 }
 
 /// Weights by role, whatever the file's naming.
@@ -376,6 +379,7 @@ impl LlamaModel {
             layers,
             cos,
             sin,
+            cpu_attention: if device.is_cpu() && policy.fused_attention { CpuAttention::new(config.n_heads, config.n_kv_heads, config.head_dim) } else { None },
             device: device.clone(),
             config,
         })
@@ -438,22 +442,12 @@ impl LlamaModel {
         let positions = Tensor::new(positions.as_slice(), &self.device)?;
         let cos = self.cos.index_select(&positions, 0)?;
         let sin = self.sin.index_select(&positions, 0)?;
-        let masks = spans.iter().map(|&(_, t, own)| causal_mask(t, own, &self.device)).collect::<Result<Vec<_>>>()?;
-        // Chunks that continue the same parent read its keys together: one matmul per segment.
-        let mut prefix_groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let Some(parent) = chunk.cache.parent().filter(|p| p.total_len() > 0) {
-                let key = std::sync::Arc::as_ptr(parent) as usize;
-                match prefix_groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, members)) => members.push(i),
-                    None => prefix_groups.push((key, vec![i])),
-                }
-            }
-        }
-
+        let unfused = match self.cpu_attention {
+            Some(_) => None,
+            None => Some(UnfusedPlan::new(chunks, &spans, &self.device)?),
+        };
         let mut x = self.embed.index_select(&ids, 0)?;
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let group = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
@@ -464,41 +458,15 @@ impl LlamaModel {
             let q = (self.rope(&heads(0, nh)?, &cos, &sin)? * scale)?;
             let k = self.rope(&heads(nh, nkv)?, &cos, &sin)?;
             let v = heads(nh + nkv, nkv)?;
-            let mut queries = Vec::with_capacity(chunks.len());
-            let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
-            let mut own_parts: Vec<Option<Partial>> = Vec::with_capacity(chunks.len());
-            for (chunk, (&(offset, t, _), mask)) in chunks.iter().zip(spans.iter().zip(&masks)) {
-                let (ks, vs) = chunk.cache.append(li, &k.narrow(1, offset, t)?, &v.narrow(1, offset, t)?)?;
-                let q = q.narrow(1, offset, t)?.contiguous()?.reshape((nkv, group * t, hd))?;
-                if chunk.cache.parent_len() == 0 {
-                    outs.push(Some(attention::full(&q, &ks, &vs, mask.as_ref(), group)?));
-                    own_parts.push(None);
-                } else {
-                    outs.push(None);
-                    own_parts.push(Some(Partial::new(&q, &ks, &vs, mask.as_ref(), group)?));
+            let attn = match &self.cpu_attention {
+                Some(fused) => {
+                    for (chunk, &(offset, t, _)) in chunks.iter().zip(&spans) {
+                        chunk.cache.append(li, &k.narrow(1, offset, t)?, &v.narrow(1, offset, t)?)?;
+                    }
+                    self.attend_fused(fused, li, chunks, &spans, &q, total)?
                 }
-                queries.push(q);
-            }
-            for (_, members) in &prefix_groups {
-                let stacked: Vec<Tensor> = members.iter().map(|&i| queries[i].clone()).collect();
-                let stacked = if stacked.len() == 1 { stacked[0].clone() } else { Tensor::cat(&stacked, 1)? };
-                let segments = chunks[members[0]].cache.ancestor_segments(li)?;
-                let shared: Vec<Partial> = segments.iter().map(|(ks, vs)| Partial::new(&stacked, ks, vs, None, group)).collect::<candle_core::Result<_>>()?;
-                let mut row = 0;
-                for &i in members {
-                    let rows = queries[i].dim(1)?;
-                    let mut parts: Vec<Partial> = shared.iter().map(|p| p.rows(row, rows)).collect::<candle_core::Result<_>>()?;
-                    parts.push(own_parts[i].take().expect("a chunk with a parent has an own part"));
-                    outs[i] = Some(Partial::merge(&parts)?);
-                    row += rows;
-                }
-            }
-            let outs: Vec<Tensor> = outs
-                .into_iter()
-                .zip(&spans)
-                .map(|(o, &(_, t, _))| o.expect("every chunk attended").reshape((nh, t, hd))?.transpose(0, 1)?.reshape((t, nh * hd)))
-                .collect::<candle_core::Result<_>>()?;
-            let attn = if outs.len() == 1 { outs[0].clone() } else { Tensor::cat(&outs, 0)? };
+                None => unfused.as_ref().expect("planned without the fused kernel").attend(li, chunks, &spans, &q, &k, &v, &self.config)?,
+            };
             x = (x + project(&layer.out, &attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
             let gu = project(&layer.gate_up, &h)?;
@@ -539,6 +507,43 @@ impl LlamaModel {
             }
         }
         Ok(out)
+    }
+
+    /// Attention through the fused CPU kernel, reading keys and values straight from the caches
+    /// (the new ones already appended). Every distinct ancestor is one segment, shared by all
+    /// chunks that continue it.
+    fn attend_fused(&self, fused: &CpuAttention, li: usize, chunks: &[SequenceChunk<'_>], spans: &[(usize, usize, usize)], q: &Tensor, total: usize) -> Result<Tensor> {
+        let mut caches: Vec<(&KvCache, usize)> = Vec::new();
+        let mut plans = Vec::with_capacity(chunks.len());
+        for (chunk, &(offset, t, before)) in chunks.iter().zip(spans) {
+            let mut ancestors = Vec::new();
+            for a in chunk.cache.ancestors() {
+                let at = caches.iter().position(|(c, _)| std::ptr::eq(*c, a)).unwrap_or_else(|| {
+                    caches.push((a, a.len()));
+                    caches.len() - 1
+                });
+                ancestors.push(at);
+            }
+            caches.push((&*chunk.cache, before + t));
+            plans.push(QueryChunk { offset, rows: t, ancestors, own: caches.len() - 1, before });
+        }
+        let guards: Vec<_> = caches
+            .iter()
+            .map(|(c, _)| {
+                let (k, v) = c.layer_buffers(li);
+                (k.storage_and_layout(), v.storage_and_layout())
+            })
+            .collect();
+        let segments = guards
+            .iter()
+            .zip(&caches)
+            .map(|((k, v), (c, len))| Ok(KvSegment { k: cpu_f32(&k.0, k.1)?, v: cpu_f32(&v.0, v.1)?, head_stride: c.capacity(), len: *len }))
+            .collect::<Result<Vec<_>>>()?;
+        let q = q.contiguous()?;
+        let q_guard = q.storage_and_layout();
+        let out = fused.attend(cpu_f32(&q_guard.0, q_guard.1)?, total, &segments, &plans);
+        let cfg = &self.config;
+        Ok(Tensor::from_vec(out, (total, cfg.n_heads * cfg.head_dim), &self.device)?)
     }
 
     /// Rotates `x` (`[heads, T, head_dim]`) by each token's position.
@@ -590,6 +595,84 @@ fn rope_tables(cfg: &LlamaConfig, factors: Option<&Tensor>, device: &Device) -> 
     let pos = Tensor::arange(0u32, cfg.context_length as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context_length, 1))?;
     let angles = pos.broadcast_mul(&inv_freq)?;
     Ok((angles.cos()?, angles.sin()?))
+}
+
+/// What attention with candle ops needs beyond the chunks: causal masks and which chunks
+/// continue the same parent.
+struct UnfusedPlan {
+    masks: Vec<Option<Tensor>>,
+    /// Chunks that continue the same parent read its keys together: one matmul per segment.
+    prefix_groups: Vec<(usize, Vec<usize>)>,
+}
+
+impl UnfusedPlan {
+    fn new(chunks: &[SequenceChunk<'_>], spans: &[(usize, usize, usize)], device: &Device) -> Result<Self> {
+        let masks = spans.iter().map(|&(_, t, own)| causal_mask(t, own, device)).collect::<Result<Vec<_>>>()?;
+        // Chunks that continue the same parent read its keys together: one matmul per segment.
+        let mut prefix_groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Some(parent) = chunk.cache.parent().filter(|p| p.total_len() > 0) {
+                let key = std::sync::Arc::as_ptr(parent) as usize;
+                match prefix_groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push(i),
+                    None => prefix_groups.push((key, vec![i])),
+                }
+            }
+        }
+        Ok(Self { masks, prefix_groups })
+    }
+
+    /// Attention with candle ops (GPUs, CPUs without AVX-512): each chunk's own keys under the
+    /// causal mask, and each shared prefix as one product for all the chunks that continue it,
+    /// merged by log-sum-exp. Appends the new keys and values to the caches.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(&self, li: usize, chunks: &[SequenceChunk<'_>], spans: &[(usize, usize, usize)], q: &Tensor, k: &Tensor, v: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let group = nh / nkv;
+            let mut queries = Vec::with_capacity(chunks.len());
+            let mut outs: Vec<Option<Tensor>> = Vec::with_capacity(chunks.len());
+            let mut own_parts: Vec<Option<Partial>> = Vec::with_capacity(chunks.len());
+            for (chunk, (&(offset, t, _), mask)) in chunks.iter().zip(spans.iter().zip(&self.masks)) {
+                let (ks, vs) = chunk.cache.append(li, &k.narrow(1, offset, t)?, &v.narrow(1, offset, t)?)?;
+                let q = q.narrow(1, offset, t)?.contiguous()?.reshape((nkv, group * t, hd))?;
+                if chunk.cache.parent_len() == 0 {
+                    outs.push(Some(attention::full(&q, &ks, &vs, mask.as_ref(), group)?));
+                    own_parts.push(None);
+                } else {
+                    outs.push(None);
+                    own_parts.push(Some(Partial::new(&q, &ks, &vs, mask.as_ref(), group)?));
+                }
+                queries.push(q);
+            }
+            for (_, members) in &self.prefix_groups {
+                let stacked: Vec<Tensor> = members.iter().map(|&i| queries[i].clone()).collect();
+                let stacked = if stacked.len() == 1 { stacked[0].clone() } else { Tensor::cat(&stacked, 1)? };
+                let segments = chunks[members[0]].cache.ancestor_segments(li)?;
+                let shared: Vec<Partial> = segments.iter().map(|(ks, vs)| Partial::new(&stacked, ks, vs, None, group)).collect::<candle_core::Result<_>>()?;
+                let mut row = 0;
+                for &i in members {
+                    let rows = queries[i].dim(1)?;
+                    let mut parts: Vec<Partial> = shared.iter().map(|p| p.rows(row, rows)).collect::<candle_core::Result<_>>()?;
+                    parts.push(own_parts[i].take().expect("a chunk with a parent has an own part"));
+                    outs[i] = Some(Partial::merge(&parts)?);
+                    row += rows;
+                }
+            }
+            let outs: Vec<Tensor> = outs
+                .into_iter()
+                .zip(spans)
+                .map(|(o, &(_, t, _))| o.expect("every chunk attended").reshape((nh, t, hd))?.transpose(0, 1)?.reshape((t, nh * hd)))
+                .collect::<candle_core::Result<_>>()?;
+            Ok(if outs.len() == 1 { outs[0].clone() } else { Tensor::cat(&outs, 0)? })
+    }
+}
+
+/// The f32 data of a CPU tensor from its first element (its layout must be contiguous).
+fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) if layout.is_contiguous() => Ok(&data[layout.start_offset()..]),
+        _ => Err(EngineError::InvalidModel { path: "attention".into(), reason: "the fused CPU kernel needs contiguous f32 tensors on the CPU".into() }),
+    }
 }
 
 /// Log-softmax over the last dimension.

@@ -32,6 +32,9 @@ pub struct MatmulPolicy {
     /// Keep a quantized copy for calls with few rows.
     pub keep_quantized: bool,
     pub quantized_format: QuantizedFormat,
+    /// Attention through the fused CPU kernel (`cpu_attention`) where the CPU runs it; off,
+    /// attention uses candle's ops and reproduces upstream's arithmetic exactly.
+    pub fused_attention: bool,
 }
 
 impl MatmulPolicy {
@@ -39,16 +42,16 @@ impl MatmulPolicy {
     /// and a second copy would only cost memory.
     pub fn for_device(device: &Device) -> Self {
         if device.is_cpu() {
-            Self { dense_min_rows: 4, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0 }
+            Self { dense_min_rows: 4, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0, fused_attention: true }
         } else {
-            Self { dense_min_rows: 0, keep_quantized: false, quantized_format: QuantizedFormat::Q8_0 }
+            Self { dense_min_rows: 0, keep_quantized: false, quantized_format: QuantizedFormat::Q8_0, fused_attention: false }
         }
     }
 
-    /// Every matmul through the file's own quantized blocks, as upstream candle's
-    /// `quantized_llama` does (reference comparisons).
+    /// Every matmul through the file's own quantized blocks and attention through candle's
+    /// ops, as upstream candle's `quantized_llama` does (reference comparisons).
     pub fn source_quantized() -> Self {
-        Self { dense_min_rows: usize::MAX, keep_quantized: true, quantized_format: QuantizedFormat::Source }
+        Self { dense_min_rows: usize::MAX, keep_quantized: true, quantized_format: QuantizedFormat::Source, fused_attention: false }
     }
 }
 

@@ -106,6 +106,35 @@ pub struct JudgeArgs {
     /// Memory for computed prompt prefixes kept for reuse (MiB); items sharing a prefix compute it once.
     #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
     pub prefix_cache_mb: usize,
+    /// verdict: label likelihoods right after the prompt (one pass); rationale: a short
+    /// generated rationale per check first, then the verdict after it.
+    #[arg(long, env = "ASSAY_JUDGE_MODE", default_value = "verdict", value_parser = ["verdict", "rationale"])]
+    pub mode: String,
+    /// Rationales sampled per check at --temperature; more than one reports each sample's
+    /// verdict and the flip rate (implies rationale mode).
+    #[arg(long, env = "ASSAY_JUDGE_SAMPLES", default_value_t = 1)]
+    pub samples: usize,
+    /// Sampling temperature of the rationales when --samples > 1.
+    #[arg(long, env = "ASSAY_JUDGE_TEMPERATURE", default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Most tokens of a rationale (it also ends at the first line break).
+    #[arg(long, env = "ASSAY_JUDGE_RATIONALE_TOKENS", default_value_t = 48)]
+    pub rationale_tokens: usize,
+    /// Seed of the rationale samplers.
+    #[arg(long, env = "ASSAY_JUDGE_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl JudgeArgs {
+    pub fn judge_options(&self) -> assay_core::JudgeOptions {
+        assay_core::JudgeOptions {
+            mode: if self.mode == "rationale" { assay_core::JudgeMode::Rationale } else { assay_core::JudgeMode::Verdict },
+            samples: self.samples,
+            temperature: self.temperature,
+            rationale_tokens: self.rationale_tokens,
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -130,8 +159,9 @@ pub enum BenchKind {
     Gen(BenchGenArgs),
     /// Dense (gemm) versus quantized matmul time by number of rows, for the model's shapes.
     Matmul(BenchMatmulArgs),
-    /// Workload J1: one ~1,000-token context and 25 checks of ~60 tokens, judged naively (each
-    /// check a full prompt), with prefix reuse (checks one after another) and packed.
+    /// Judge workloads J1 (one ~1,000-token context, 25 checks of ~60 tokens) and J2 (64 items
+    /// x 25 checks), judged naively (each check a full prompt), with prefix reuse (checks one
+    /// after another) and packed.
     Judge(BenchJudgeArgs),
 }
 
@@ -140,16 +170,25 @@ pub struct BenchJudgeArgs {
     /// Judge model to measure.
     #[arg(long, env = "ASSAY_JUDGE_MODEL", default_value = "smollm2")]
     pub model: String,
-    /// K-QA questions file the context and checks are made from.
+    /// j1: one K-QA context and 25 checks from its must-have statements; j2: 64 K-QA answers
+    /// x the 25 checks of --j2-checks.
+    #[arg(long, env = "ASSAY_BENCH_WORKLOAD", default_value = "j1", value_parser = ["j1", "j2"])]
+    pub workload: String,
+    /// K-QA questions file the contexts (and J1's checks) are made from.
     #[arg(long, env = "ASSAY_BENCH_KQA", default_value = "../shared/data/kqa/questions_w_answers.jsonl")]
     pub kqa: PathBuf,
+    /// Evaluator set of J2.
+    #[arg(long, env = "ASSAY_BENCH_J2_CHECKS", default_value = "benches/j2_checks.json")]
+    pub j2_checks: PathBuf,
     /// Timed repetitions of each mode after one warm-up; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
     pub repeats: usize,
-    /// Modes to run, in order (naive, prefix_reuse, packed); the first is the reference for p_pass.
-    #[arg(long, env = "ASSAY_BENCH_MODES", value_delimiter = ',', default_value = "naive,prefix_reuse,packed")]
-    pub modes: Vec<String>,
-    /// Write the workload's token ids (prefix, suffixes, labels) to this JSON file, for peers.
+    /// Modes to run, in order (naive, prefix_reuse, packed); the first is the reference for
+    /// p_pass. Default: all three for J1; prefix_reuse,packed for J2 (naive J2 is 1,600
+    /// full prompts).
+    #[arg(long, env = "ASSAY_BENCH_MODES", value_delimiter = ',')]
+    pub modes: Option<Vec<String>>,
+    /// Write J1's token ids (prefix, suffixes, labels) to this JSON file, for peers.
     #[arg(long, env = "ASSAY_BENCH_DUMP")]
     pub dump_workload: Option<PathBuf>,
 }

@@ -1,15 +1,17 @@
-//! The packed judge pass (all checks of an item branching from one cached prefix, in one
-//! forward) gives the same label log-likelihoods as each check's full prompt run alone.
+//! The packed judge pass (the checks of several items branching from the cached prefix tree,
+//! in one forward) gives the same label log-likelihoods as each check's full prompt run alone,
+//! whatever was batched with it; rationale and sampled modes are reproducible.
 
 mod common;
 
-use assay_core::{Check, JudgeItem, Verdict};
-use assay_engine::judge::{judge_item, judge_prompts, label_logprob_unpacked, p_pass, Labels};
+use assay_core::{Check, JudgeItem, JudgeMode, JudgeOptions, Judgment, Verdict};
+use assay_engine::judge::{judge_items, judge_prompts, score_unpacked, LabelIds, Labels};
 use assay_engine::{EngineError, PrefixCache};
 
 /// Largest |difference| allowed between packed and unpacked label log-likelihoods (measured:
-/// 1.1e-5 to 2.1e-5, five times less). Both run every matmul on the dense f32 path; only the summation
-/// order of attention differs (prefix and own keys in two softmax parts merged by log-sum-exp).
+/// 2.6e-5, four times less). Both run every matmul on the dense f32 path; only the summation
+/// order of attention differs (key blocks of each prefix level, then the own keys, against
+/// blocks of the one full prompt).
 const LOGPROB_TOLERANCE: f32 = 1e-4;
 
 fn checks() -> Vec<Check> {
@@ -38,35 +40,51 @@ fn items() -> Vec<JudgeItem> {
         .collect()
 }
 
+fn judge(lm: &assay_engine::LanguageModel, prefixes: &mut PrefixCache, items: &[JudgeItem], checks: &[Check], labels: &Labels, options: &JudgeOptions) -> Vec<Vec<Judgment>> {
+    judge_items(lm, prefixes, items, checks, labels, options, &mut |_| {}).unwrap()
+}
+
 #[test]
 fn packed_label_likelihoods_equal_independent_full_prompts() {
     let lm = common::smollm2();
-    let checks = checks();
-    let labels = Labels::default();
-    let (pass_ids, fail_ids) = (lm.tokenizer.encode(&labels.pass).unwrap(), lm.tokenizer.encode(&labels.fail).unwrap());
+    let (items, checks, labels) = (items(), checks(), Labels::default());
+    let label_ids = LabelIds::new(lm, &labels).unwrap();
+    // All items' checks in one packed pass over the prefix tree.
+    let judged = judge(lm, &mut PrefixCache::new(0), &items, &checks, &labels, &JudgeOptions::default());
+    let prompts = judge_prompts(lm, &items, &checks, false).unwrap();
+    let instructions = lm.tokenizer.decode(&prompts.instructions).unwrap();
+    assert!(instructions.contains("strict evaluator") && !instructions.contains("## Task input"), "{instructions:?}");
     let mut worst = 0f32;
-    for item in items() {
-        let judgments = judge_item(lm, &mut PrefixCache::new(0), &item, &checks, &labels).unwrap();
+    for (i, (item, judgments)) in items.iter().zip(&judged).enumerate() {
         assert_eq!(judgments.len(), checks.len());
-        let prompts = judge_prompts(lm, &item, &checks).unwrap();
-        let prefix_text = lm.tokenizer.decode(&prompts.prefix).unwrap();
-        assert!(prefix_text.contains(&item.input) && prefix_text.contains(&item.output) && prefix_text.ends_with("## Criterion\n"));
-        for ((j, check), suffix) in judgments.iter().zip(&checks).zip(&prompts.suffixes) {
-            assert_eq!(j.check_id, check.id);
-            let suffix_text = lm.tokenizer.decode(suffix).unwrap();
+        let item_text = lm.tokenizer.decode(&prompts.items[i]).unwrap();
+        assert!(item_text.starts_with("## Task input") && item_text.contains(&item.input) && item_text.contains(&item.output) && item_text.ends_with("## Criterion\n"));
+        for (c, (j, check)) in judgments.iter().zip(&checks).enumerate() {
+            assert_eq!((j.item_id.as_str(), j.check_id.as_str()), (item.id.as_str(), check.id.as_str()));
+            let suffix_text = lm.tokenizer.decode(&prompts.suffixes[c]).unwrap();
             assert!(suffix_text.starts_with(&check.question) && suffix_text.ends_with("assistant\nVerdict:"), "{suffix_text:?}");
-            let full: Vec<u32> = prompts.prefix.iter().chain(suffix).copied().collect();
-            let lp_pass = label_logprob_unpacked(lm, &full, &pass_ids).unwrap();
-            let lp_fail = label_logprob_unpacked(lm, &full, &fail_ids).unwrap();
-            let diff = (lp_pass - j.logprob_pass).abs().max((lp_fail - j.logprob_fail).abs());
+            let alone = score_unpacked(lm, &prompts.full(i, c), &label_ids).unwrap();
+            let diff = (alone.logprob_pass - j.logprob_pass).abs().max((alone.logprob_fail - j.logprob_fail).abs());
             worst = worst.max(diff);
-            assert!(diff <= LOGPROB_TOLERANCE, "{} / {}: packed ({}, {}) vs alone ({lp_pass}, {lp_fail})", item.id, check.id, j.logprob_pass, j.logprob_fail);
-            assert!((p_pass(lp_pass, lp_fail) - j.p_pass).abs() < 1e-3);
+            assert!(diff <= LOGPROB_TOLERANCE, "{} / {}: packed ({}, {}) vs alone ({}, {})", item.id, check.id, j.logprob_pass, j.logprob_fail, alone.logprob_pass, alone.logprob_fail);
+            assert!((alone.p_pass() - j.p_pass).abs() < 1e-3);
             assert!((0.0..=1.0).contains(&j.p_pass) && (0.0..=1.0).contains(&j.off_format_mass));
             assert_eq!(j.verdict == Verdict::Pass, j.p_pass >= 0.5);
+            assert!(j.rationale.is_none() && j.samples.is_empty() && j.flip_rate.is_none());
         }
     }
     println!("max |packed - alone| label log-likelihood: {worst:.2e}");
+}
+
+#[test]
+fn a_verdict_does_not_depend_on_what_was_batched_with_it() {
+    let lm = common::smollm2();
+    let (items, checks, labels) = (items(), checks(), Labels::default());
+    let together = judge(lm, &mut PrefixCache::new(0), &items, &checks, &labels, &JudgeOptions::default());
+    for (item, want) in items.iter().zip(&together) {
+        let alone = judge(lm, &mut PrefixCache::new(0), std::slice::from_ref(item), &checks[1..2], &labels, &JudgeOptions::default());
+        assert_eq!(alone[0][0], want[1]);
+    }
 }
 
 #[test]
@@ -76,31 +94,77 @@ fn single_token_labels_and_thresholds_work() {
     checks[0].threshold = Some(0.0);
     checks[1].threshold = Some(1.0);
     let labels = Labels { pass: " Yes".into(), fail: " No".into() };
-    let j = judge_item(lm, &mut PrefixCache::new(0), &items()[0], &checks, &labels).unwrap();
-    assert_eq!(j[0].verdict, Verdict::Pass);
-    assert_eq!(j[1].verdict, Verdict::Fail);
+    let j = judge(lm, &mut PrefixCache::new(0), &items()[..1], &checks, &labels, &JudgeOptions::default());
+    assert_eq!(j[0][0].verdict, Verdict::Pass);
+    assert_eq!(j[0][1].verdict, Verdict::Fail);
 }
 
 #[test]
 fn an_item_longer_than_the_context_names_the_item_and_the_limit() {
     let lm = common::smollm2();
     let item = JudgeItem { id: "huge".into(), input: "q".into(), output: "word ".repeat(9000), context: None };
-    match judge_item(lm, &mut PrefixCache::new(0), &item, &checks(), &Labels::default()) {
+    match judge_items(lm, &mut PrefixCache::new(0), &[items()[0].clone(), item], &checks(), &Labels::default(), &JudgeOptions::default(), &mut |_| panic!("nothing may run")) {
         Err(e @ EngineError::ItemTooLong { .. }) => assert!(e.to_string().contains("'huge'") && e.to_string().contains("8192"), "{e}"),
         other => panic!("expected ItemTooLong, got {:?}", other.map(|j| j.len())),
     }
 }
 
 #[test]
-fn a_cached_prefix_gives_the_same_judgments_and_is_counted() {
+fn cached_prefixes_give_the_same_judgments_and_are_counted() {
     let lm = common::smollm2();
-    let mut prefixes = PrefixCache::new(64 << 20);
-    let item = &items()[1];
-    let first = judge_item(lm, &mut prefixes, item, &checks()[..2], &Labels::default()).unwrap();
-    let second = judge_item(lm, &mut prefixes, item, &checks()[2..], &Labels::default()).unwrap();
-    let again = judge_item(lm, &mut prefixes, item, &checks()[..2], &Labels::default()).unwrap();
-    assert_eq!(first, again);
-    assert_eq!(second.len(), 3);
+    let mut prefixes = PrefixCache::new(256 << 20);
+    let (items, checks, labels) = (&items()[1..], checks(), Labels::default());
+    let first = judge(lm, &mut prefixes, items, &checks[..2], &labels, &JudgeOptions::default());
     let s = prefixes.stats();
-    assert_eq!((s.hits, s.misses, s.entries), (2, 1, 1));
+    // The instructions and each item's part are computed once.
+    assert_eq!((s.hits, s.misses, s.entries), (0, 3, 3));
+    let second = judge(lm, &mut prefixes, items, &checks[2..], &labels, &JudgeOptions::default());
+    let again = judge(lm, &mut prefixes, items, &checks[..2], &labels, &JudgeOptions::default());
+    assert_eq!(first, again);
+    assert_eq!(second[0].len(), 3);
+    let s = prefixes.stats();
+    assert_eq!((s.hits, s.misses, s.entries), (6, 3, 3));
+}
+
+#[test]
+fn rationale_mode_generates_then_scores_and_is_reproducible() {
+    let lm = common::smollm2();
+    let (items, checks, labels) = (&items()[..2], &checks()[..3], Labels::default());
+    let options = JudgeOptions { mode: JudgeMode::Rationale, rationale_tokens: 12, ..JudgeOptions::default() };
+    let mut done = Vec::new();
+    let judged = judge_items(lm, &mut PrefixCache::new(0), items, checks, &labels, &options, &mut |n| done.push(n)).unwrap();
+    assert_eq!(done.last(), Some(&6));
+    for j in judged.iter().flatten() {
+        let r = j.rationale.as_deref().expect("rationale mode reports the rationale");
+        assert!(!r.contains('\n') && lm.tokenizer.encode(r).unwrap().len() <= 12 + 1, "{r:?}");
+        assert_eq!(j.verdict == Verdict::Pass, j.p_pass >= 0.5);
+        assert!(j.samples.is_empty());
+    }
+    // Greedy rationales: the same again, and the same for an item judged alone.
+    assert_eq!(judge(lm, &mut PrefixCache::new(0), items, checks, &labels, &options), judged);
+    assert_eq!(judge(lm, &mut PrefixCache::new(0), &items[1..], checks, &labels, &options)[0], judged[1]);
+}
+
+#[test]
+fn sampled_rationales_report_each_verdict_and_the_flip_rate() {
+    let lm = common::smollm2();
+    let (items, checks, labels) = (&items()[..1], &checks()[..2], Labels::default());
+    let options = JudgeOptions { samples: 4, temperature: 1.0, rationale_tokens: 8, seed: 7, ..JudgeOptions::default() };
+    let judged = judge(lm, &mut PrefixCache::new(0), items, checks, &labels, &options);
+    for j in &judged[0] {
+        assert_eq!(j.samples.len(), 4);
+        let mean = j.samples.iter().map(|s| s.p_pass).sum::<f32>() / 4.0;
+        assert!((mean - j.p_pass).abs() < 1e-6);
+        let flips = j.samples.iter().filter(|s| s.verdict != j.verdict).count() as f32 / 4.0;
+        assert_eq!(j.flip_rate, Some(flips));
+        assert!(j.samples.iter().all(|s| s.verdict == Verdict::at(s.p_pass, 0.5)));
+    }
+    // Seeded: the same samples again; another seed draws other rationales.
+    assert_eq!(judge(lm, &mut PrefixCache::new(0), items, checks, &labels, &options), judged);
+    let other = judge(lm, &mut PrefixCache::new(0), items, checks, &labels, &JudgeOptions { seed: 8, ..options.clone() });
+    let texts = |js: &[Judgment]| js.iter().flat_map(|j| j.samples.iter().map(|s| s.rationale.clone())).collect::<Vec<_>>();
+    assert_ne!(texts(&other[0]), texts(&judged[0]));
+    // Bad options are refused before any work.
+    let bad = JudgeOptions { samples: 3, temperature: 0.0, ..JudgeOptions::default() };
+    assert!(matches!(judge_items(lm, &mut PrefixCache::new(0), items, checks, &labels, &bad, &mut |_| {}), Err(EngineError::InvalidInput(_))));
 }

@@ -135,14 +135,23 @@ fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
     Ok(())
 }
 
-/// Workload J1 from K-QA: the first question as input, physician answers as the output (cut
-/// to a ~1,000-token prompt), and 25 checks made from the questions' must-have statements.
-fn j1_workload(path: &Path) -> Result<(assay_core::JudgeItem, Vec<assay_core::Check>)> {
+/// K-QA rows (question, physician answer, must-have statements).
+fn kqa_rows(path: &Path) -> Result<Vec<serde_json::Value>> {
     let raw = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let rows: Vec<serde_json::Value> = raw.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<serde_json::Result<_>>()?;
-    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    Ok(raw.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<serde_json::Result<_>>()?)
+}
+
+fn text(v: &serde_json::Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+/// Workload J1 from K-QA: the first question as input, physician answers as the output (cut
+/// so that instructions and item make ~1,000 tokens), and 25 checks of ~60 tokens (with the
+/// answer lead-in) made from the questions' must-have statements.
+fn j1_workload(path: &Path) -> Result<(Vec<assay_core::JudgeItem>, Vec<assay_core::Check>)> {
+    let rows = kqa_rows(path)?;
     let answers: Vec<String> = rows.iter().map(|r| text(r, "Free_form_answer")).collect();
-    let output = answers.join("\n\n").chars().take(3600).collect::<String>();
+    let output = answers.join("\n\n").chars().take(4500).collect::<String>();
     let item = assay_core::JudgeItem { id: "j1".into(), input: text(&rows[0], "Question"), output, context: None };
     let statements: Vec<String> = rows.iter().flat_map(|r| r["Must_have"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_str().map(str::to_string)).collect();
     anyhow::ensure!(statements.len() >= 25, "{} has fewer than 25 must-have statements", path.display());
@@ -154,63 +163,102 @@ fn j1_workload(path: &Path) -> Result<(assay_core::JudgeItem, Vec<assay_core::Ch
             id: format!("c{i:02}"),
             name: format!("states fact {i}"),
             question: format!("Does the output state the following, without contradicting it? \"{s}\""),
-            pass_criteria: "The statement is present in the output, in these or other words, and nothing in the output contradicts it.".into(),
+            pass_criteria: "the output says this, in any words.".into(),
             fail_examples: vec![],
             threshold: None,
         })
         .collect();
-    Ok((item, checks))
+    Ok((vec![item], checks))
+}
+
+/// Workload J2: the first 64 K-QA questions with their physician answers, and an evaluator
+/// set of 25 checks for medical answers.
+fn j2_workload(kqa: &Path, checks: &Path) -> Result<(Vec<assay_core::JudgeItem>, Vec<assay_core::Check>)> {
+    let rows = kqa_rows(kqa)?;
+    let items: Vec<assay_core::JudgeItem> = rows
+        .iter()
+        .filter(|r| !text(r, "Free_form_answer").trim().is_empty())
+        .take(64)
+        .enumerate()
+        .map(|(i, r)| assay_core::JudgeItem { id: format!("kqa-{i}"), input: text(r, "Question"), output: text(r, "Free_form_answer"), context: None })
+        .collect();
+    anyhow::ensure!(items.len() == 64, "{} has {} answered questions, J2 needs 64", kqa.display(), items.len());
+    let json = std::fs::read_to_string(checks).with_context(|| format!("reading {}", checks.display()))?;
+    let set = assay_core::EvaluatorSet::from_json(&json).with_context(|| format!("checks in {}", checks.display()))?;
+    Ok((items, set.checks))
 }
 
 fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
-    use assay_engine::judge::{judge_item, judge_prompts, prefill_prefix, score_checks, Labels};
-    use assay_engine::PrefixCache;
+    use assay_engine::judge::{judge_items, judge_prompts, prefill_prefix, score_labels, score_unpacked, LabelIds, Labels};
+    use assay_engine::{KvCache, PrefixCache};
     anyhow::ensure!(args.repeats > 0, "repeats must be > 0");
     let lm = super::load_language_model(global, &args.model)?;
-    let (item, checks) = j1_workload(&args.kqa)?;
+    let (items, checks) = match args.workload.as_str() {
+        "j1" => j1_workload(&args.kqa)?,
+        _ => j2_workload(&args.kqa, &args.j2_checks)?,
+    };
+    let default_modes = if items.len() == 1 { "naive,prefix_reuse,packed" } else { "prefix_reuse,packed" };
+    let wanted: Vec<String> = args.modes.clone().unwrap_or_else(|| default_modes.split(',').map(str::to_string).collect());
     let labels = Labels::default();
-    let prompts = judge_prompts(&lm, &item, &checks)?;
-    let (p, n) = (prompts.prefix.len(), checks.len());
+    let label_ids = LabelIds::new(&lm, &labels)?;
+    let prompts = judge_prompts(&lm, &items, &checks, false)?;
+    let (n_items, n_checks) = (items.len(), checks.len());
+    let n = n_items * n_checks;
+    let instr = prompts.instructions.len();
+    let item_tokens: usize = prompts.items.iter().map(Vec::len).sum();
     let suffix_tokens: usize = prompts.suffixes.iter().map(Vec::len).sum();
-    eprintln!("J1: prefix {p} tokens, {n} checks of {:.0} tokens on average", suffix_tokens as f64 / n as f64);
+    let workload = args.workload.to_uppercase();
+    eprintln!(
+        "{workload}: {n_items} item(s) x {n_checks} checks; instructions {instr} tokens, items {:.0} tokens on average, checks {:.0} tokens on average",
+        item_tokens as f64 / n_items as f64,
+        suffix_tokens as f64 / n_checks as f64
+    );
+    let shared_tokens = instr + item_tokens + n_items * suffix_tokens;
+    let p_pass_of = |scores: Vec<assay_engine::judge::LabelScores>| scores.iter().map(|s| s.p_pass()).collect::<Vec<f32>>();
     type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
     let modes: Vec<Mode> = vec![
-        ("naive", n * p + suffix_tokens, Box::new(|| {
-            // A zero budget keeps no prefix between checks: each one computes its own.
-            let mut no_reuse = PrefixCache::new(0);
-            let mut out = Vec::new();
-            for c in &checks {
-                out.extend(judge_item(&lm, &mut no_reuse, &item, std::slice::from_ref(c), &labels)?.iter().map(|j| j.p_pass));
+        ("naive", n_checks * (instr + item_tokens) + n_items * suffix_tokens, Box::new(|| {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n_items {
+                for c in 0..n_checks {
+                    out.push(score_unpacked(&lm, &prompts.full(i, c), &label_ids)?.p_pass());
+                }
             }
             Ok(out)
         })),
-        ("prefix_reuse", p + suffix_tokens, Box::new(|| {
-            let prefix = prefill_prefix(&lm, &prompts.prefix)?;
-            let mut out = Vec::new();
-            for s in &prompts.suffixes {
-                out.extend(score_checks(&lm, &prefix, std::slice::from_ref(s), &labels)?.iter().map(|x| assay_engine::judge::p_pass(x.0, x.1)));
+        ("prefix_reuse", shared_tokens, Box::new(|| {
+            let root = prefill_prefix(&lm, None, &prompts.instructions)?;
+            let mut out = Vec::with_capacity(n);
+            for item in &prompts.items {
+                let prefix = prefill_prefix(&lm, Some(&root), item)?;
+                for s in &prompts.suffixes {
+                    let mut cache = KvCache::branch(&prefix, s.len() + 2)?;
+                    out.extend(p_pass_of(score_labels(&lm, std::slice::from_mut(&mut cache), &[s], &label_ids)?));
+                }
             }
             Ok(out)
         })),
-        ("packed", p + suffix_tokens, Box::new(|| {
-            let prefix = prefill_prefix(&lm, &prompts.prefix)?;
-            Ok(score_checks(&lm, &prefix, &prompts.suffixes, &labels)?.iter().map(|x| assay_engine::judge::p_pass(x.0, x.1)).collect())
+        ("packed", shared_tokens, Box::new(|| {
+            let judged = judge_items(&lm, &mut PrefixCache::new(usize::MAX), &items, &checks, &labels, &Default::default(), &mut |_| {})?;
+            Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
         })),
     ];
     if let Some(path) = &args.dump_workload {
+        anyhow::ensure!(n_items == 1, "--dump-workload writes J1 (one item)");
         let ids = |t: &str| lm.tokenizer.encode(t);
-        let dump = serde_json::json!({"prefix": prompts.prefix, "suffixes": prompts.suffixes, "pass_label": ids(&labels.pass)?, "fail_label": ids(&labels.fail)?});
+        let prefix: Vec<u32> = prompts.instructions.iter().chain(&prompts.items[0]).copied().collect();
+        let dump = serde_json::json!({"prefix": prefix, "suffixes": prompts.suffixes, "pass_label": ids(&labels.pass)?, "fail_label": ids(&labels.fail)?});
         std::fs::write(path, dump.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
-    for m in &args.modes {
+    for m in &wanted {
         anyhow::ensure!(modes.iter().any(|(name, ..)| name == m), "unknown mode '{m}' (naive, prefix_reuse, packed)");
     }
     let mut results = Vec::new();
-    let mut reference: Option<Vec<f32>> = None;
-    for (name, tokens, run) in args.modes.iter().filter_map(|m| modes.iter().find(|(name, ..)| name == m)) {
+    let mut reference: Option<(String, Vec<f32>)> = None;
+    for (name, tokens, run) in wanted.iter().filter_map(|m| modes.iter().find(|(name, ..)| name == m)) {
         let p_pass = run()?;
-        let deviation = reference.as_ref().map_or(0.0, |r| r.iter().zip(&p_pass).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
-        reference.get_or_insert(p_pass);
+        let deviation = reference.as_ref().map_or(0.0, |(_, r)| r.iter().zip(&p_pass).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
+        let reference_name = reference.get_or_insert_with(|| (name.to_string(), p_pass)).0.clone();
         let mut secs: Vec<f64> = (0..args.repeats)
             .map(|_| {
                 let t = Instant::now();
@@ -218,7 +266,7 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?;
         let s = median(&mut secs);
-        eprintln!("  {name:<13} {:>7.2} checks/s {:>8.1} prefill tok/s   runs {secs:.2?} s   max |p_pass - naive| {deviation:.1e}", n as f64 / s, *tokens as f64 / s);
+        eprintln!("  {name:<13} {:>7.2} checks/s {:>8.1} prefill tok/s   runs {secs:.2?} s   max |p_pass - {reference_name}| {deviation:.1e}", n as f64 / s, *tokens as f64 / s);
         results.push(serde_json::json!({"mode": name, "checks_per_s": n as f64 / s, "prefill_tok_s": *tokens as f64 / s, "runs_s": secs}));
     }
     let cps = |mode: &str| results.iter().find(|r| r["mode"] == mode).and_then(|r| r["checks_per_s"].as_f64());
@@ -229,8 +277,8 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"engine": "assay", "bench": "judge", "workload": "J1", "threads": candle_core::utils::get_num_threads(),
-            "prefix_tokens": p, "checks": n, "suffix_tokens": suffix_tokens, "modes": results})
+        serde_json::json!({"engine": "assay", "bench": "judge", "workload": workload, "threads": candle_core::utils::get_num_threads(),
+            "items": n_items, "checks": n_checks, "instruction_tokens": instr, "item_tokens": item_tokens, "suffix_tokens": suffix_tokens, "modes": results})
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 use crate::options::{GlobalOptions, JudgeArgs};
 use anyhow::{Context, Result};
 use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment, Verdict};
-use assay_engine::judge::{judge_item, Labels};
+use assay_engine::judge::{judge_items, Labels};
 use assay_engine::PrefixCache;
 use std::io::Write;
 use std::time::Instant;
@@ -15,26 +15,27 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     let set = EvaluatorSet::from_json(&read(&args.checks)?).with_context(|| format!("checks in {}", args.checks.display()))?;
     let items = parse_items_jsonl(&read(&args.items)?).with_context(|| format!("items in {}", args.items.display()))?;
     let labels = Labels { pass: args.pass_label.clone(), fail: args.fail_label.clone() };
+    let options = args.judge_options();
+    options.validate()?;
     let lm = super::load_language_model(global, &args.model)?;
     let (n_items, n_checks) = (items.len(), set.checks.len());
-    eprintln!("judging {n_items} items x {n_checks} checks (set {}) with {}", &set.content_hash()[..12], args.model);
+    let total = n_items * n_checks;
+    eprintln!("judging {n_items} items x {n_checks} checks (set {}) with {}, {}", &set.content_hash()[..12], args.model, if options.generates_rationales() { format!("rationales first ({} per check)", options.samples) } else { "verdict only".into() });
     let started = Instant::now();
-    let mut judgments: Vec<Judgment> = Vec::with_capacity(n_items * n_checks);
-    let mut scores = Vec::with_capacity(n_items);
     let mut prefixes = PrefixCache::new(args.prefix_cache_mb << 20);
-    for (done, item) in items.iter().enumerate() {
-        let js = judge_item(&lm, &mut prefixes, item, &set.checks, &labels).with_context(|| format!("item '{}'", item.id))?;
-        scores.push(ItemScore::of(&item.id, &js));
-        judgments.extend(js);
+    let mut progress = |done: usize| {
         let secs = started.elapsed().as_secs_f64();
-        let rate = (done + 1) as f64 / secs;
+        let rate = done as f64 / secs;
         eprint!(
-            "\r[{}/{n_items}] {rate:.2} items/s, {:.1} checks/s, ETA {:.0}s   ",
-            done + 1,
-            rate * n_checks as f64,
-            (n_items - done - 1) as f64 / rate
+            "\r[{}/{n_items} items] {:.2} items/s, {rate:.1} checks/s, ETA {:.0}s   ",
+            done / n_checks,
+            rate / n_checks as f64,
+            (total - done) as f64 / rate.max(1e-9)
         );
-    }
+    };
+    let per_item = judge_items(&lm, &mut prefixes, &items, &set.checks, &labels, &options, &mut progress)?;
+    let scores: Vec<ItemScore> = items.iter().zip(&per_item).map(|(item, js)| ItemScore::of(&item.id, js)).collect();
+    let judgments: Vec<Judgment> = per_item.into_iter().flatten().collect();
     eprintln!();
     let mut text = String::new();
     for j in &judgments {
@@ -66,13 +67,15 @@ fn summarise(set: &EvaluatorSet, judgments: &[Judgment], scores: &[ItemScore], s
             eprintln!("  {passed:>3}/{total}: {n:>5} {}", "#".repeat(n.min(60)));
         }
     }
-    eprintln!("per-check pass rate (mean P(pass), mean off-format mass):");
+    eprintln!("per-check pass rate (mean P(pass), mean off-format mass{}):", if judgments.iter().any(|j| j.flip_rate.is_some()) { ", mean flip rate" } else { "" });
     for c in &set.checks {
         let mine: Vec<&Judgment> = judgments.iter().filter(|j| j.check_id == c.id).collect();
         let n = mine.len().max(1) as f32;
         let rate = mine.iter().filter(|j| j.verdict == Verdict::Pass).count() as f32 / n;
         let p = mine.iter().map(|j| j.p_pass).sum::<f32>() / n;
         let off = mine.iter().map(|j| j.off_format_mass).sum::<f32>() / n;
-        eprintln!("  {:<28} {:>5.1}%  ({p:.3}, {off:.3})", c.id, 100.0 * rate);
+        let flips: Vec<f32> = mine.iter().filter_map(|j| j.flip_rate).collect();
+        let flip = if flips.is_empty() { String::new() } else { format!(", {:.3}", flips.iter().sum::<f32>() / flips.len() as f32) };
+        eprintln!("  {:<28} {:>5.1}%  ({p:.3}, {off:.3}{flip})", c.id, 100.0 * rate);
     }
 }

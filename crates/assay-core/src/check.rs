@@ -53,6 +53,8 @@ pub enum InputError {
     EmptyOutput { line: usize, id: String },
     #[error("no items: the dataset is empty")]
     NoItems,
+    #[error("invalid judge options: {0}")]
+    JudgeOptions(String),
 }
 
 /// An ordered list of checks; its content hash identifies it in results.
@@ -148,6 +150,17 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    /// PASS when `p_pass` reaches `threshold`.
+    pub fn at(p_pass: f32, threshold: f32) -> Self {
+        if p_pass >= threshold {
+            Self::Pass
+        } else {
+            Self::Fail
+        }
+    }
+}
+
 /// The answer of one check on one item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Judgment {
@@ -162,8 +175,113 @@ pub struct Judgment {
     /// Probability mass of the first label token outside both labels: how far the judge is
     /// from answering in the expected format.
     pub off_format_mass: f32,
+    /// The judge's reasoning before the verdict (rationale mode with one sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationale: Option<String>,
+    /// Each sampled rationale and its verdict (`samples > 1`); the fields above then hold their
+    /// means, and the verdict is the mean p_pass against the threshold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<JudgeSample>,
+    /// Fraction of the samples whose verdict differs from the overall verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip_rate: Option<f32>,
+}
+
+/// One sampled rationale and the verdict that followed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSample {
+    pub rationale: String,
+    pub verdict: Verdict,
+    pub p_pass: f32,
+    pub logprob_pass: f32,
+    pub logprob_fail: f32,
+    pub off_format_mass: f32,
+}
+
+impl Judgment {
+    /// The judgment of one check from its samples (one sample: that sample's figures, with
+    /// its rationale when `with_rationale`).
+    pub fn from_samples(item_id: &str, check: &Check, mut samples: Vec<JudgeSample>, with_rationale: bool) -> Self {
+        let n = samples.len().max(1) as f32;
+        let mean = |f: fn(&JudgeSample) -> f32| samples.iter().map(f).sum::<f32>() / n;
+        let p_pass = mean(|s| s.p_pass);
+        let verdict = Verdict::at(p_pass, check.threshold());
+        let mut j = Self {
+            item_id: item_id.to_string(),
+            check_id: check.id.clone(),
+            verdict,
+            p_pass,
+            logprob_pass: mean(|s| s.logprob_pass),
+            logprob_fail: mean(|s| s.logprob_fail),
+            off_format_mass: mean(|s| s.off_format_mass),
+            rationale: None,
+            samples: Vec::new(),
+            flip_rate: None,
+        };
+        if samples.len() == 1 {
+            let only = samples.pop().expect("one sample");
+            j.verdict = only.verdict;
+            j.rationale = with_rationale.then_some(only.rationale);
+        } else {
+            j.flip_rate = Some(samples.iter().filter(|s| s.verdict != verdict).count() as f32 / n);
+            j.samples = samples;
+        }
+        j
+    }
+}
+
+/// How a judge reaches its verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeMode {
+    /// The label log-likelihoods right after the prompt: one pass, no generation.
+    #[default]
+    Verdict,
+    /// A short generated rationale first, then the label log-likelihoods after it.
+    Rationale,
+}
+
+/// What a judge run does per check; shared by `assay judge`, the server and the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JudgeOptions {
+    pub mode: JudgeMode,
+    /// Rationales sampled per check; more than one implies rationale mode at `temperature`
+    /// and reports each sample's verdict and the flip rate.
+    pub samples: usize,
+    /// Sampling temperature of the rationales when `samples > 1` (one sample is greedy).
+    pub temperature: f32,
+    /// Most tokens of a rationale (it also ends at the first line break).
+    pub rationale_tokens: usize,
+    /// Seed of the rationale samplers; each (item, check, sample) derives its own from it.
+    pub seed: u64,
+}
+
+impl Default for JudgeOptions {
+    fn default() -> Self {
+        Self { mode: JudgeMode::Verdict, samples: 1, temperature: 0.7, rationale_tokens: 48, seed: 0 }
+    }
+}
+
+impl JudgeOptions {
+    pub fn validate(&self) -> Result<(), InputError> {
+        let bad = |m: String| Err(InputError::JudgeOptions(m));
+        if self.samples == 0 {
+            return bad("samples must be at least 1".into());
+        }
+        if self.samples > 1 && !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("sampling {} rationales needs a temperature > 0 (got {})", self.samples, self.temperature));
+        }
+        if self.generates_rationales() && self.rationale_tokens == 0 {
+            return bad("rationale_tokens must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Whether each check first generates a rationale.
+    pub fn generates_rationales(&self) -> bool {
+        self.mode == JudgeMode::Rationale || self.samples > 1
+    }
 }
 
 /// Passes out of checks for one item ("18/25").

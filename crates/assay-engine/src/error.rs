@@ -36,6 +36,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error(transparent)]
     InvalidParams(#[from] assay_core::SamplingParamsError),
+    #[error(transparent)]
+    InvalidInput(#[from] assay_core::InputError),
     #[error("model manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error("tensor computation failed: {0}")]

@@ -44,22 +44,38 @@ impl PrefixCache {
 
     /// The computed prefix for `tokens`, from the cache or from `compute`.
     pub fn get_or_compute(&mut self, tokens: &[u32], compute: impl FnOnce() -> Result<Arc<KvCache>>) -> Result<Arc<KvCache>> {
+        if let Some(hit) = self.get(tokens) {
+            return Ok(hit);
+        }
+        let cache = compute()?;
+        self.insert(tokens, cache.clone());
+        Ok(cache)
+    }
+
+    /// The cached prefix for `tokens`, counted as a hit or a miss.
+    pub fn get(&mut self, tokens: &[u32]) -> Option<Arc<KvCache>> {
         self.evict_to(self.budget_bytes);
         self.clock += 1;
-        let key = hash(tokens);
-        if let Some(e) = self.entries.get_mut(&key).and_then(|b| b.iter_mut().find(|e| e.tokens == tokens)) {
-            e.last_used = self.clock;
-            self.stats.hits += 1;
-            return Ok(e.cache.clone());
+        let clock = self.clock;
+        let found = self.entries.get_mut(&hash(tokens)).and_then(|b| b.iter_mut().find(|e| e.tokens == tokens)).map(|e| {
+            e.last_used = clock;
+            e.cache.clone()
+        });
+        match found {
+            Some(_) => self.stats.hits += 1,
+            None => self.stats.misses += 1,
         }
-        self.stats.misses += 1;
-        let cache = compute()?;
+        found
+    }
+
+    /// Keeps `cache` as the computed prefix for `tokens` (a miss the caller computed).
+    pub fn insert(&mut self, tokens: &[u32], cache: Arc<KvCache>) {
+        self.clock += 1;
         let bytes = cache.bytes();
-        self.entries.entry(key).or_default().push(Entry { tokens: tokens.to_vec(), cache: cache.clone(), bytes, last_used: self.clock });
+        self.entries.entry(hash(tokens)).or_default().push(Entry { tokens: tokens.to_vec(), cache, bytes, last_used: self.clock });
         self.stats.entries += 1;
         self.stats.bytes += bytes;
         self.evict_to(self.budget_bytes);
-        Ok(cache)
     }
 
     /// Drops least recently used entries that no caller holds until at most `budget` bytes remain.

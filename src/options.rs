@@ -112,8 +112,8 @@ pub struct DataImportArgs {
     #[arg(long, env = "ASSAY_DATA_FILE")]
     pub file: PathBuf,
     /// Where each item field comes from when the file names it differently, e.g. input=prompt,id=key.
-    #[arg(long, env = "ASSAY_DATA_MAP", default_value = "")]
-    pub map: String,
+    #[arg(long, env = "ASSAY_DATA_MAP")]
+    pub map: Option<String>,
     /// Name of the new dataset (default: the file's name without extension).
     #[arg(long, env = "ASSAY_DATASET")]
     pub name: Option<String>,

@@ -88,10 +88,19 @@ fn project_data_set_versions_diff_and_exports_on_ifeval() {
     let (ok, stdout, stderr) = assay(&db, &["data", "import", "--project", "ifeval", "--file", path_str(&responses), "--map", "input=prompt,output=response"]);
     assert!(ok && stdout.contains("imported 20 items (20 with outputs)"), "{stdout}{stderr}");
 
+    // A CSV with quoted newlines (MEDEC's notes), its other columns kept as metadata.
+    let medec = common::repo_root().join("../shared/data/medec/MEDEC-MS-ValidationSet-with-GroundTruth-and-ErrorType.csv");
+    let (ok, stdout, stderr) = assay(&db, &["data", "import", "--project", "ifeval", "--file", path_str(&medec), "--map", "id=Text ID,input=Text", "--name", "medec"]);
+    assert!(ok && stdout.contains("imported 574 items (0 with outputs) as dataset 'medec'"), "{stdout}{stderr}");
+
     let store = Store::open(&db).unwrap();
     let project = store.project_by_name("ifeval").unwrap();
+    let medec = store.dataset_by_name(project.id, "medec").unwrap();
+    let note = &store.items(medec.id).unwrap()[0].fields;
+    let sentences = note.metadata.as_ref().unwrap()["Sentences"].as_str().unwrap();
+    assert!(note.key == "ms-val-0" && note.input.starts_with("A 24-year-old") && sentences.lines().count() > 5, "{note:?}");
     let datasets = store.datasets(project.id).unwrap();
-    assert_eq!(datasets.iter().map(|d| (d.name.as_str(), d.item_count)).collect::<Vec<_>>(), vec![("prompts", 20), ("input_response_data_gpt4_20231107_145030", 20)]);
+    assert_eq!(datasets.iter().map(|d| (d.name.as_str(), d.item_count)).collect::<Vec<_>>(), vec![("prompts", 20), ("input_response_data_gpt4_20231107_145030", 20), ("medec", 574)]);
     let first = &store.items(datasets[0].id).unwrap()[0].fields;
     assert_eq!(first.key, "1000");
     assert!(first.input.starts_with("Write a 300+ word summary"));
@@ -179,6 +188,8 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let ragged = write("ragged.csv", "input,output\nq,a\nonly one,a,b\n");
     let bad_checks = write("bad_checks.json", r#"[{"id": "a", "question": "A?"}, {"id": "a", "question": "B?"}]"#);
     let good_path = path_str(&good).to_string();
+    // --db wins over ASSAY_DB (set by `assay`): this one names a fresh file without the project.
+    let other_db = dir.path().join("other.db");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["data", "import", "--project", "p", "--file", &malformed, "--map", "id=key,input=prompt"], "line 4: invalid JSON"),
         (vec!["data", "import", "--project", "p", "--file", &empty], "the file has no items"),
@@ -193,6 +204,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         (vec!["project", "create", "p", "--prompt-file", path_str(&prompt)], "project 'p' already exists"),
         (vec!["export", "set", "--project", "p", "--set", "v9"], "evaluator-set version 9 not found"),
         (vec!["export", "judgments", "--project", "p", "--run", "42"], "run 42 not found"),
+        (vec!["--db", path_str(&other_db), "set", "diff", "--project", "p", "1", "1"], "no project 'p' in"),
     ];
     for (args, expected) in cases {
         let (ok, _, stderr) = assay(&db, &args);

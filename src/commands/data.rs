@@ -10,7 +10,7 @@ pub fn run(global: &GlobalOptions, args: &DataArgs) -> Result<()> {
         DataCommand::Import(import) => {
             let file = &import.file;
             let format = Format::of_path(file)?;
-            let map = FieldMap::parse(&import.map)?;
+            let map = import.map.as_deref().map(FieldMap::parse).transpose()?.unwrap_or_default();
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
             let items = read_items(&text, format, &map).with_context(|| format!("reading items from {}", file.display()))?;
             let name = match &import.name {

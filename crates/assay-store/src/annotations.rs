@@ -2,8 +2,8 @@
 //! concrete errors an annotator model listed, or its raw answer flagged unparseable, so that
 //! no answer is ever silently dropped.
 
-use crate::datasets::json_column;
-use crate::error::OptionalRow;
+use crate::columns::json_column;
+use crate::error::{foreign_key_error, OptionalRow};
 use crate::text_enum::text_enum;
 use crate::{AnnotationId, DatasetId, ErrorId, GenerationId, ItemId, ProjectId, Result, Store, StoreError};
 use rusqlite::{params, Row};
@@ -176,14 +176,6 @@ impl Store {
             .query_map([project], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         ids.into_iter().map(|id| self.annotation(id)).collect()
-    }
-}
-
-/// A foreign-key failure means the record referred to does not exist.
-pub(crate) fn foreign_key_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::not_found(what()),
-        _ => e.into(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The taxonomy discovery builds: a tree of clusters of annotated errors, kept per discovery
 //! run so that the checks made from its leaves can be traced back to the errors behind them.
 
-use crate::annotations::foreign_key_error;
+use crate::error::foreign_key_error;
 use crate::{ClusterId, ErrorId, Result, RunId, Store, StoreError};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};

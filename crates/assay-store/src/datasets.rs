@@ -1,6 +1,7 @@
 //! Datasets: named sets of items (input, optional output and context, reference and metadata
 //! JSON) imported whole into a project.
 
+use crate::columns::optional_json_column;
 use crate::error::{is_unique_violation, OptionalRow};
 use crate::{DatasetId, ItemId, ProjectId, Result, Store, StoreError};
 use assay_core::JudgeItem;
@@ -50,17 +51,6 @@ pub struct Dataset {
     pub source: String,
     pub item_count: usize,
     pub created_at: String,
-}
-
-/// Reads a nullable JSON text column.
-pub(crate) fn optional_json_column(r: &Row, i: usize) -> rusqlite::Result<Option<serde_json::Value>> {
-    let text: Option<String> = r.get(i)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))).transpose()
-}
-
-/// Reads a JSON text column that is never null.
-pub(crate) fn json_column(r: &Row, i: usize) -> rusqlite::Result<serde_json::Value> {
-    optional_json_column(r, i).map(Option::unwrap_or_default)
 }
 
 const DATASET_COLUMNS: &str = "d.id, d.project_id, d.name, d.source, (SELECT count(*) FROM items WHERE dataset_id = d.id), d.created_at";

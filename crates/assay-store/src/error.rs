@@ -43,6 +43,14 @@ impl<T> OptionalRow<T> for rusqlite::Result<T> {
     }
 }
 
+/// A foreign-key failure means the record referred to does not exist.
+pub(crate) fn foreign_key_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::not_found(what()),
+        _ => e.into(),
+    }
+}
+
 /// True when `e` is a UNIQUE or PRIMARY KEY violation, which callers report as a conflict.
 pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(

@@ -2,8 +2,8 @@
 //! questions the system raises about ambiguous cases, and the rulings that answer them.
 //! Labels name checks by id (not by version), so they hold across evaluator-set versions.
 
-use crate::error::OptionalRow;
-use crate::runs::{verdict_from_text, verdict_to_text};
+use crate::error::{foreign_key_error, OptionalRow};
+use crate::columns::{json_column, verdict_column, verdict_text};
 use crate::text_enum::text_enum;
 use crate::{DatasetId, ItemId, ProjectId, QuestionId, Result, Store, StoreError};
 use assay_core::Verdict;
@@ -68,7 +68,6 @@ pub struct Question {
 const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at";
 
 fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
-    let options: String = r.get(5)?;
     let ruling_text: Option<String> = r.get(8)?;
     Ok(Question {
         id: r.get(0)?,
@@ -77,7 +76,7 @@ fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
             item: r.get(2)?,
             check: r.get(3)?,
             why: r.get(4)?,
-            options: serde_json::from_str(&options).map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
+            options: json_column(r, 5)?,
         },
         status: r.get(6)?,
         created_at: r.get(7)?,
@@ -96,8 +95,8 @@ impl Store {
             )?;
             for l in labels {
                 upsert
-                    .execute(params![l.item, l.check, verdict_to_text(l.verdict), l.note])
-                    .map_err(|e| crate::annotations::foreign_key_error(e, || format!("item {}", l.item)))?;
+                    .execute(params![l.item, l.check, verdict_text(l.verdict), l.note])
+                    .map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
             }
         }
         tx.commit()?;
@@ -116,7 +115,7 @@ impl Store {
                  ON CONFLICT (item_id) DO UPDATE SET score = excluded.score, note = excluded.note, created_at = excluded.created_at",
             )?;
             for l in labels {
-                upsert.execute(params![l.item, l.score, l.note]).map_err(|e| crate::annotations::foreign_key_error(e, || format!("item {}", l.item)))?;
+                upsert.execute(params![l.item, l.score, l.note]).map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
             }
         }
         tx.commit()?;
@@ -130,7 +129,7 @@ impl Store {
              WHERE i.dataset_id = ?1 ORDER BY l.item_id, l.check_key",
         )?;
         let rows = stmt
-            .query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_from_text(&r.get::<_, String>(2)?)?, note: r.get(3)? }))?
+            .query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)? }))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -155,7 +154,7 @@ impl Store {
                     return Err(StoreError::Invalid("a question must say why the case is ambiguous".into()));
                 }
                 let options = serde_json::to_string(&q.options).expect("strings serialise");
-                insert.execute(params![project, q.item, q.check, q.why, options]).map_err(|e| crate::annotations::foreign_key_error(e, || format!("item {:?}", q.item)))?;
+                insert.execute(params![project, q.item, q.check, q.why, options]).map_err(|e| foreign_key_error(e, || format!("item {:?}", q.item)))?;
                 ids.push(QuestionId(tx.last_insert_rowid()));
             }
         }

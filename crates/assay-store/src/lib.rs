@@ -14,6 +14,7 @@
 
 mod annotations;
 mod clusters;
+mod columns;
 pub mod dataset_file;
 mod datasets;
 mod error;

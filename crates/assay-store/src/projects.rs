@@ -1,6 +1,7 @@
 //! Projects: one task (its generation prompt, the expert's notes, which backend and model plays
 //! each role) and everything evaluated for it.
 
+use crate::columns::json_column;
 use crate::error::{is_unique_violation, OptionalRow};
 use crate::{ProjectId, Result, Store, StoreError};
 use rusqlite::{params, Row};
@@ -39,7 +40,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Project> {
         task: r.get(2)?,
         generation_prompt: r.get(3)?,
         expert_notes: r.get(4)?,
-        config: crate::datasets::json_column(r, 5)?,
+        config: json_column(r, 5)?,
         created_at: r.get(6)?,
     })
 }

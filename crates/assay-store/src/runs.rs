@@ -2,11 +2,11 @@
 //! judge run produces. A judgment is unique per (run, item, check): a run killed at any point
 //! resumes by asking `pending_pairs` what is missing, and inserting a judgment twice is a no-op.
 
-use crate::datasets::json_column;
+use crate::columns::{json_column, verdict_column, verdict_text};
 use crate::error::OptionalRow;
 use crate::text_enum::text_enum;
 use crate::{DatasetId, ItemId, ProjectId, Result, RunId, SetVersionId, Store, StoreError};
-use assay_core::{Judgment, Verdict};
+use assay_core::Judgment;
 use rusqlite::{params, Row};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -87,21 +87,6 @@ fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
     })
-}
-
-pub(crate) fn verdict_from_text(s: &str) -> rusqlite::Result<Verdict> {
-    match s {
-        "PASS" => Ok(Verdict::Pass),
-        "FAIL" => Ok(Verdict::Fail),
-        other => Err(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("'{other}' is not a verdict").into())),
-    }
-}
-
-pub(crate) fn verdict_to_text(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "PASS",
-        Verdict::Fail => "FAIL",
-    }
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -234,7 +219,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (run_id, item_id, check_id) DO NOTHING",
             )?;
             for (item, check, j) in rows {
-                inserted += insert.execute(params![run, item, check, verdict_to_text(j.verdict), j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale])?;
+                inserted += insert.execute(params![run, item, check, verdict_text(j.verdict), j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale])?;
             }
         }
         tx.execute(&format!("UPDATE runs SET progress_done = (SELECT count(*) FROM judgments WHERE run_id = ?1), updated_at = {NOW} WHERE id = ?1"), [run])?;
@@ -255,7 +240,7 @@ impl Store {
                 Ok(Judgment {
                     item_id: r.get(0)?,
                     check_id: r.get(1)?,
-                    verdict: verdict_from_text(&r.get::<_, String>(2)?)?,
+                    verdict: verdict_column(r, 2)?,
                     p_pass: r.get::<_, f64>(3)? as f32,
                     logprob_pass: r.get::<_, f64>(4)? as f32,
                     logprob_fail: r.get::<_, f64>(5)? as f32,
@@ -273,7 +258,7 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use crate::Store;
-    use assay_core::EvaluatorSet;
+    use assay_core::{EvaluatorSet, Verdict};
     use serde_json::json;
 
     fn judgment(item: &str, check: &str, p_pass: f32) -> Judgment {

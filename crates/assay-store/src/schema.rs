@@ -13,6 +13,11 @@ const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    // The usual case, an up-to-date file, takes no write lock: opening must not wait on a
+    // run that is writing.
+    if conn.pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0))? == SCHEMA_VERSION {
+        return Ok(());
+    }
     loop {
         // IMMEDIATE takes the write lock before reading the version, so two processes opening
         // a new file cannot both apply the same migration.
@@ -56,6 +61,14 @@ mod tests {
         let err = Store::open(&dir.path().join("assay.db")).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn two_connections_share_the_file() {
+        let (dir, mut writer) = temp_store();
+        let reader = Store::open(&dir.path().join("assay.db")).unwrap();
+        project(&mut writer, "seen");
+        assert_eq!(reader.project_by_name("seen").unwrap().name, "seen");
     }
 
     #[test]

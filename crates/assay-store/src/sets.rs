@@ -2,6 +2,7 @@
 //! the reason it was made, and the content hash of its checks (`EvaluatorSet::content_hash`),
 //! and the diff between any two. The schema's triggers refuse any update or delete.
 
+use crate::columns::json_column;
 use crate::error::OptionalRow;
 use crate::{ProjectId, Result, SetVersionId, Store, StoreError};
 use assay_core::{Check, EvaluatorSet};
@@ -81,13 +82,12 @@ impl SetDiff {
 const VERSION_COLUMNS: &str = "v.id, v.project_id, v.number, (SELECT number FROM set_versions WHERE id = v.parent_id), v.content_hash, v.reason, v.created_at";
 
 fn check_from_row(r: &Row) -> rusqlite::Result<Check> {
-    let examples: String = r.get(4)?;
     Ok(Check {
         id: r.get(0)?,
         name: r.get(1)?,
         question: r.get(2)?,
         pass_criteria: r.get(3)?,
-        fail_examples: serde_json::from_str(&examples).map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+        fail_examples: json_column(r, 4)?,
         threshold: r.get::<_, Option<f64>>(5)?.map(|t| t as f32),
     })
 }

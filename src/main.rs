@@ -26,6 +26,10 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => commands::embed::run(&cli.global, args),
         Command::Judge(args) => commands::judge::run(&cli.global, args),
         Command::Bench(args) => commands::bench::run(&cli.global, args),
+        Command::Project(args) => commands::project::run(&cli.global, args),
+        Command::Data(args) => commands::data::run(&cli.global, args),
+        Command::Set(args) => commands::set::run(&cli.global, args),
+        Command::Export(args) => commands::export::run(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,6 +27,9 @@ pub struct GlobalOptions {
     /// CPU threads for matrix products (default: one per physical core).
     #[arg(long, global = true, env = "ASSAY_THREADS")]
     pub threads: Option<usize>,
+    /// SQLite file holding projects, datasets, evaluator sets, runs and judgments (created if missing).
+    #[arg(long, global = true, env = "ASSAY_DB", default_value = "assay.db")]
+    pub db: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +44,158 @@ pub enum Command {
     Judge(JudgeArgs),
     /// Measure engine throughput.
     Bench(BenchArgs),
+    /// Create projects: a task, its generation prompt and everything evaluated for it.
+    Project(ProjectArgs),
+    /// Import datasets of items (JSONL or CSV) into a project.
+    Data(DataArgs),
+    /// Evaluator sets: import checks as a new immutable version, compare two versions.
+    Set(SetArgs),
+    /// Write a run's judgments or an evaluator-set version to a file or stdout.
+    Export(ExportArgs),
+}
+
+/// The project a command works on.
+#[derive(Debug, Args)]
+pub struct ProjectArg {
+    /// Project name.
+    #[arg(long, env = "ASSAY_PROJECT")]
+    pub project: String,
+}
+
+/// Reads an evaluator-set version number written as `2` or `v2`.
+fn parse_set_version(s: &str) -> Result<u32, String> {
+    s.strip_prefix('v').unwrap_or(s).parse().map_err(|_| format!("'{s}' is not a version number (write 2 or v2)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    #[command(subcommand)]
+    pub what: ProjectCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project from its generation prompt.
+    Create(ProjectCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectCreateArgs {
+    /// Name of the new project (unique in the database).
+    #[arg(env = "ASSAY_PROJECT")]
+    pub name: String,
+    /// File holding the prompt the task's outputs are generated with.
+    #[arg(long, env = "ASSAY_PROMPT_FILE")]
+    pub prompt_file: PathBuf,
+    /// Short name of the task (e.g. "clinical note summary").
+    #[arg(long, env = "ASSAY_TASK", default_value = "")]
+    pub task: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub what: DataCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Import a JSONL or CSV file as a new dataset, all or nothing.
+    Import(DataImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataImportArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Items: .jsonl (one object per line) or .csv (header row); fields id, input, output?, context?, reference?, metadata?.
+    #[arg(long, env = "ASSAY_DATA_FILE")]
+    pub file: PathBuf,
+    /// Where each item field comes from when the file names it differently, e.g. input=prompt,id=key.
+    #[arg(long, env = "ASSAY_DATA_MAP")]
+    pub map: Option<String>,
+    /// Name of the new dataset (default: the file's name without extension).
+    #[arg(long, env = "ASSAY_DATASET")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(subcommand)]
+    pub what: SetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Store checks (JSON) as the project's next evaluator-set version, with the latest as parent.
+    Import(SetImportArgs),
+    /// Show the checks added, removed and changed from one version to another.
+    Diff(SetDiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetImportArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Checks: a JSON list of {id, question, name?, pass_criteria?, fail_examples?, threshold?}, or {version?, checks}.
+    #[arg(long, env = "ASSAY_CHECKS")]
+    pub checks: PathBuf,
+    /// Why this version was made (default: "imported from <file>").
+    #[arg(long, env = "ASSAY_SET_REASON")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetDiffArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// The version compared from (2 or v2).
+    #[arg(env = "ASSAY_SET_FROM", value_parser = parse_set_version)]
+    pub from: u32,
+    /// The version compared to.
+    #[arg(env = "ASSAY_SET_TO", value_parser = parse_set_version)]
+    pub to: u32,
+    /// Print the diff as JSON instead of text.
+    #[arg(long, env = "ASSAY_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub what: ExportCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A run's judgments as JSONL, in the format `assay judge` writes.
+    Judgments(ExportJudgmentsArgs),
+    /// An evaluator-set version as JSON, usable as --checks.
+    Set(ExportSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportJudgmentsArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Id of the run.
+    #[arg(long, env = "ASSAY_RUN")]
+    pub run: i64,
+    /// Write here (whole, at the end) instead of stdout.
+    #[arg(long, env = "ASSAY_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportSetArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// The version to export (2 or v2).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: u32,
+    /// Write here (whole, at the end) instead of stdout.
+    #[arg(long, env = "ASSAY_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,247 @@
+//! What the expert contributes: PASS/FAIL labels per (item, check), whole-output scores,
+//! questions the system raises about ambiguous cases, and the rulings that answer them.
+//! Labels name checks by id (not by version), so they hold across evaluator-set versions.
+
+use crate::error::{foreign_key_error, OptionalRow};
+use crate::columns::{json_column, verdict_column, verdict_text};
+use crate::text_enum::text_enum;
+use crate::{DatasetId, ItemId, ProjectId, QuestionId, Result, Store, StoreError};
+use assay_core::Verdict;
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+/// The expert's verdict of one check on one item; setting it again replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckLabel {
+    pub item: ItemId,
+    pub check: String,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The expert's score of a whole output; setting it again replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreLabel {
+    pub item: ItemId,
+    pub score: f64,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuestionStatus {
+    Open,
+    Answered,
+}
+text_enum!(QuestionStatus { Open => "open", Answered => "answered" });
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewQuestion {
+    /// The item the question is about; none for questions about the checks themselves.
+    pub item: Option<ItemId>,
+    pub check: Option<String>,
+    /// Why the case is ambiguous (judges disagree, samples flip, p_pass near the threshold...).
+    pub why: String,
+    /// The answers the expert is offered.
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ruling {
+    pub text: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Question {
+    pub id: QuestionId,
+    pub project: ProjectId,
+    #[serde(flatten)]
+    pub asked: NewQuestion,
+    pub status: QuestionStatus,
+    pub ruling: Option<Ruling>,
+    pub created_at: String,
+}
+
+const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at";
+
+fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
+    let ruling_text: Option<String> = r.get(8)?;
+    Ok(Question {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        asked: NewQuestion {
+            item: r.get(2)?,
+            check: r.get(3)?,
+            why: r.get(4)?,
+            options: json_column(r, 5)?,
+        },
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+        ruling: ruling_text.map(|text| r.get(9).map(|created_at| Ruling { text, created_at })).transpose()?,
+    })
+}
+
+impl Store {
+    /// Records check labels in one transaction, replacing earlier labels of the same pairs.
+    pub fn set_check_labels(&mut self, labels: &[CheckLabel]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO check_labels (item_id, check_key, verdict, note) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, created_at = excluded.created_at",
+            )?;
+            for l in labels {
+                upsert
+                    .execute(params![l.item, l.check, verdict_text(l.verdict), l.note])
+                    .map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records whole-output scores in one transaction, replacing earlier scores of the items.
+    pub fn set_score_labels(&mut self, labels: &[ScoreLabel]) -> Result<()> {
+        if let Some(l) = labels.iter().find(|l| !l.score.is_finite()) {
+            return Err(StoreError::Invalid(format!("item {}: score {} is not a number", l.item, l.score)));
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO score_labels (item_id, score, note) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (item_id) DO UPDATE SET score = excluded.score, note = excluded.note, created_at = excluded.created_at",
+            )?;
+            for l in labels {
+                upsert.execute(params![l.item, l.score, l.note]).map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The check labels of the dataset's items, by item then check id.
+    pub fn check_labels(&self, dataset: DatasetId) -> Result<Vec<CheckLabel>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.item_id, l.check_key, l.verdict, l.note FROM check_labels l JOIN items i ON i.id = l.item_id
+             WHERE i.dataset_id = ?1 ORDER BY l.item_id, l.check_key",
+        )?;
+        let rows = stmt
+            .query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)? }))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn score_labels(&self, dataset: DatasetId) -> Result<Vec<ScoreLabel>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.item_id, l.score, l.note FROM score_labels l JOIN items i ON i.id = l.item_id WHERE i.dataset_id = ?1 ORDER BY l.item_id",
+        )?;
+        let rows = stmt.query_map([dataset], |r| Ok(ScoreLabel { item: r.get(0)?, score: r.get(1)?, note: r.get(2)? }))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Raises questions for the expert in one transaction; returns their ids in order.
+    pub fn add_questions(&mut self, project: ProjectId, questions: &[NewQuestion]) -> Result<Vec<QuestionId>> {
+        self.project(project)?;
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(questions.len());
+        {
+            let mut insert = tx.prepare("INSERT INTO questions (project_id, item_id, check_key, why, options) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for q in questions {
+                if q.why.trim().is_empty() {
+                    return Err(StoreError::Invalid("a question must say why the case is ambiguous".into()));
+                }
+                let options = serde_json::to_string(&q.options).expect("strings serialise");
+                insert.execute(params![project, q.item, q.check, q.why, options]).map_err(|e| foreign_key_error(e, || format!("item {:?}", q.item)))?;
+                ids.push(QuestionId(tx.last_insert_rowid()));
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    pub fn question(&self, id: QuestionId) -> Result<Question> {
+        self.conn
+            .query_row(&format!("SELECT {QUESTION_COLUMNS} FROM questions q LEFT JOIN rulings r ON r.question_id = q.id WHERE q.id = ?1"), [id], question_from_row)
+            .or_not_found(|| format!("question {id}"))
+    }
+
+    /// The project's questions, oldest first; only those with `status` when given.
+    pub fn questions(&self, project: ProjectId, status: Option<QuestionStatus>) -> Result<Vec<Question>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {QUESTION_COLUMNS} FROM questions q LEFT JOIN rulings r ON r.question_id = q.id
+             WHERE q.project_id = ?1 AND (?2 IS NULL OR q.status = ?2) ORDER BY q.id"
+        ))?;
+        let rows = stmt.query_map(params![project, status], question_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Records the expert's ruling on an open question; a question is answered once.
+    pub fn answer_question(&mut self, id: QuestionId, ruling: &str) -> Result<Question> {
+        if ruling.trim().is_empty() {
+            return Err(StoreError::Invalid("a ruling cannot be blank".into()));
+        }
+        let tx = self.conn.transaction()?;
+        let status: Option<QuestionStatus> = tx.query_row("SELECT status FROM questions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match status {
+            None => return Err(StoreError::not_found(format!("question {id}"))),
+            Some(QuestionStatus::Answered) => return Err(StoreError::Conflict(format!("question {id} is already answered"))),
+            Some(QuestionStatus::Open) => {}
+        }
+        tx.execute("INSERT INTO rulings (question_id, text) VALUES (?1, ?2)", params![id, ruling])?;
+        tx.execute("UPDATE questions SET status = 'answered' WHERE id = ?1", [id])?;
+        tx.commit()?;
+        self.question(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn labels_are_replaced_not_repeated() {
+        let (_dir, mut store) = temp_store();
+        let p = project(&mut store, "p");
+        let d = store.import_dataset(p.id, "d", "", &[item("a", Some("x")), item("b", Some("y"))]).unwrap();
+        let items = store.items(d.id).unwrap();
+        let label = |i: usize, check: &str, verdict| CheckLabel { item: items[i].id, check: check.into(), verdict, note: String::new() };
+        store.set_check_labels(&[label(0, "k", Verdict::Pass), label(1, "k", Verdict::Fail)]).unwrap();
+        store.set_check_labels(&[label(0, "k", Verdict::Fail)]).unwrap();
+        assert_eq!(store.check_labels(d.id).unwrap(), vec![label(0, "k", Verdict::Fail), label(1, "k", Verdict::Fail)]);
+        assert!(matches!(store.set_check_labels(&[label(0, "j", Verdict::Pass), CheckLabel { item: ItemId(999), ..label(0, "k", Verdict::Pass) }]), Err(StoreError::NotFound { .. })));
+        assert_eq!(store.check_labels(d.id).unwrap().len(), 2, "the failed batch added nothing");
+        store.set_score_labels(&[ScoreLabel { item: items[1].id, score: 3.0, note: "weak".into() }]).unwrap();
+        store.set_score_labels(&[ScoreLabel { item: items[1].id, score: 4.0, note: String::new() }]).unwrap();
+        assert_eq!(store.score_labels(d.id).unwrap(), vec![ScoreLabel { item: items[1].id, score: 4.0, note: String::new() }]);
+        assert!(matches!(store.set_score_labels(&[ScoreLabel { item: items[1].id, score: f64::NAN, note: String::new() }]), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn questions_are_answered_once() {
+        let (_dir, mut store) = temp_store();
+        let p = project(&mut store, "p");
+        let d = store.import_dataset(p.id, "d", "", &[item("a", Some("x"))]).unwrap();
+        let item_id = store.items(d.id).unwrap()[0].id;
+        let asked = NewQuestion {
+            item: Some(item_id),
+            check: Some("no_diagnosis".into()),
+            why: "p_pass 0.52 sits at the threshold".into(),
+            options: vec!["PASS".into(), "FAIL".into()],
+        };
+        let about_checks = NewQuestion { item: None, check: None, why: "checks a and b contradict".into(), options: vec![] };
+        let ids = store.add_questions(p.id, &[asked.clone(), about_checks]).unwrap();
+        assert_eq!(store.questions(p.id, Some(QuestionStatus::Open)).unwrap().len(), 2);
+        let answered = store.answer_question(ids[0], "Listing insulin does not count as inferring diabetes.").unwrap();
+        assert_eq!((answered.status, answered.asked, answered.ruling.unwrap().text.as_str()), (QuestionStatus::Answered, asked, "Listing insulin does not count as inferring diabetes."));
+        assert!(matches!(store.answer_question(ids[0], "again"), Err(StoreError::Conflict(_))));
+        assert!(matches!(store.answer_question(ids[1], " "), Err(StoreError::Invalid(_))));
+        assert!(matches!(store.answer_question(QuestionId(99), "x"), Err(StoreError::NotFound { .. })));
+        let open = store.questions(p.id, Some(QuestionStatus::Open)).unwrap();
+        assert_eq!((open.len(), open[0].id, open[0].ruling.is_none()), (1, ids[1], true));
+        assert_eq!(store.questions(p.id, None).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,71 @@
+//! `assay export judgments` (a run's judgments as JSONL, the format `assay judge` writes) and
+//! `assay export set` (a version as JSON that `--checks` reads back). Files are written whole
+//! to a temporary name and renamed, so a failed export leaves no half-written file.
+
+use crate::options::{ExportArgs, ExportCommand, GlobalOptions};
+use anyhow::{Context, Result};
+use assay_core::Check;
+use assay_store::RunId;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+pub fn run(global: &GlobalOptions, args: &ExportArgs) -> Result<()> {
+    let store = super::open_store(global)?;
+    match &args.what {
+        ExportCommand::Judgments(export) => {
+            let project = super::project(&store, &export.project.project)?;
+            let run = store.run(RunId(export.run))?;
+            anyhow::ensure!(run.project == project.id, "run {} belongs to another project than '{}'", run.id, project.name);
+            let judgments = store.judgments(run.id)?;
+            let mut text = String::new();
+            for j in &judgments {
+                text += &serde_json::to_string(j)?;
+                text.push('\n');
+            }
+            write_output(export.out.as_deref(), &text)?;
+            eprintln!("exported {} judgments of {} run {} ({}, {}/{} done)", judgments.len(), run.kind, run.id, run.status, run.progress_done, run.progress_total);
+        }
+        ExportCommand::Set(export) => {
+            let project = super::project(&store, &export.project.project)?;
+            let version = store.set_version(project.id, export.set).with_context(|| format!("project '{}'", project.name))?;
+            let exported = ExportedSet {
+                version: version.set.version.as_deref(),
+                project: &project.name,
+                parent: version.parent.map(|p| format!("v{p}")),
+                reason: &version.reason,
+                content_hash: &version.content_hash,
+                created_at: &version.created_at,
+                checks: &version.set.checks,
+            };
+            write_output(export.out.as_deref(), &(serde_json::to_string_pretty(&exported)? + "\n"))?;
+            eprintln!("exported version v{} of project '{}' ({} checks)", version.number, project.name, version.set.checks.len());
+        }
+    }
+    Ok(())
+}
+
+/// An evaluator-set version as a file. Read as `--checks`, the fields beside `version` and
+/// `checks` are ignored. Serialised directly (not through `serde_json::Value`, which would
+/// widen thresholds to f64 and write 0.6 as 0.6000000238418579).
+#[derive(Serialize)]
+struct ExportedSet<'a> {
+    version: Option<&'a str>,
+    project: &'a str,
+    parent: Option<String>,
+    reason: &'a str,
+    content_hash: &'a str,
+    created_at: &'a str,
+    checks: &'a [Check],
+}
+
+fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        }
+        None => Ok(std::io::stdout().lock().write_all(text.as_bytes())?),
+    }
+}

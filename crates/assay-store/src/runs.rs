@@ -215,11 +215,12 @@ impl Store {
         let mut inserted = 0;
         {
             let mut insert = tx.prepare(
-                "INSERT INTO judgments (run_id, item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass, rationale)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (run_id, item_id, check_id) DO NOTHING",
+                "INSERT INTO judgments (run_id, item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass, rationale, samples, flip_rate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (run_id, item_id, check_id) DO NOTHING",
             )?;
             for (item, check, j) in rows {
-                inserted += insert.execute(params![run, item, check, verdict_text(j.verdict), j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale])?;
+                let samples = (!j.samples.is_empty()).then(|| serde_json::to_string(&j.samples)).transpose().map_err(|e| StoreError::Invalid(e.to_string()))?;
+                inserted += insert.execute(params![run, item, check, verdict_text(j.verdict), j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale, samples, j.flip_rate])?;
             }
         }
         tx.execute(&format!("UPDATE runs SET progress_done = (SELECT count(*) FROM judgments WHERE run_id = ?1), updated_at = {NOW} WHERE id = ?1"), [run])?;
@@ -231,7 +232,7 @@ impl Store {
     pub fn judgments(&self, run: RunId) -> Result<Vec<Judgment>> {
         self.run(run)?;
         let mut stmt = self.conn.prepare(
-            "SELECT i.key, c.key, j.verdict, j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale
+            "SELECT i.key, c.key, j.verdict, j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale, j.samples, j.flip_rate
              FROM judgments j JOIN items i ON i.id = j.item_id JOIN checks c ON c.id = j.check_id
              WHERE j.run_id = ?1 ORDER BY i.id, c.position",
         )?;
@@ -246,6 +247,11 @@ impl Store {
                     logprob_fail: r.get::<_, f64>(5)? as f32,
                     off_format_mass: r.get::<_, f64>(6)? as f32,
                     rationale: r.get(7)?,
+                    samples: match r.get::<_, Option<String>>(8)? {
+                        Some(json) => serde_json::from_str(&json).map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e)))?,
+                        None => Vec::new(),
+                    },
+                    flip_rate: r.get::<_, Option<f64>>(9)?.map(|f| f as f32),
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -271,6 +277,8 @@ mod tests {
             logprob_fail: (1.0 - p_pass).ln(),
             off_format_mass: 0.01,
             rationale: None,
+            samples: Vec::new(),
+            flip_rate: None,
         }
     }
 
@@ -290,7 +298,12 @@ mod tests {
         let all = store.pending_pairs(run).unwrap();
         assert_eq!(all.len(), 12);
         assert_eq!((all[0].item_key.as_str(), all[0].check.as_str(), all[11].item_key.as_str(), all[11].check.as_str()), ("a", "k0", "c", "k3"));
-        let judgments: Vec<Judgment> = all.iter().enumerate().map(|(n, p)| judgment(&p.item_key, &p.check, n as f32 / 12.0)).collect();
+        let mut judgments: Vec<Judgment> = all.iter().enumerate().map(|(n, p)| judgment(&p.item_key, &p.check, n as f32 / 12.0)).collect();
+        // Rationales and sampled verdicts are kept as judged.
+        judgments[1].rationale = Some("short because".into());
+        let sample = assay_core::JudgeSample { rationale: "it is".into(), verdict: Verdict::Fail, p_pass: 0.2, logprob_pass: -2.0, logprob_fail: -0.5, off_format_mass: 0.1 };
+        judgments[2].samples = vec![sample.clone(), assay_core::JudgeSample { verdict: Verdict::Pass, p_pass: 0.7, ..sample }];
+        judgments[2].flip_rate = Some(0.5);
         store.set_run_status(run, RunStatus::Running, None).unwrap();
         assert_eq!(store.insert_judgments(run, &judgments[..6]).unwrap(), 6);
         drop(store); // the process dies here

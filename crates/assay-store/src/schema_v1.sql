@@ -136,6 +136,9 @@ CREATE TABLE judgments (
     logprob_fail    REAL NOT NULL,
     off_format_mass REAL NOT NULL,
     rationale       TEXT,
+    -- Sampled rationales and their verdicts (JSON list), and the flip rate, when sampled.
+    samples         TEXT,
+    flip_rate       REAL,
     created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     UNIQUE (run_id, item_id, check_id)
 );

@@ -335,7 +335,7 @@ pub struct BenchJudgeArgs {
     /// Evaluator set of J2.
     #[arg(long, env = "ASSAY_BENCH_J2_CHECKS", default_value = "benches/j2_checks.json")]
     pub j2_checks: PathBuf,
-    /// Timed repetitions of each mode after one warm-up; the median is reported.
+    /// Timed runs of each mode; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
     pub repeats: usize,
     /// Modes to run, in order (naive, prefix_reuse, packed); the first is the reference for

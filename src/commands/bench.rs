@@ -256,15 +256,16 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     let mut results = Vec::new();
     let mut reference: Option<(String, Vec<f32>)> = None;
     for (name, tokens, run) in wanted.iter().filter_map(|m| modes.iter().find(|(name, ..)| name == m)) {
-        let p_pass = run()?;
+        // No warm-up run: weights are packed at load, and J2 runs take minutes.
+        let mut secs = Vec::with_capacity(args.repeats);
+        let mut p_pass = Vec::new();
+        for _ in 0..args.repeats {
+            let t = Instant::now();
+            p_pass = run()?;
+            secs.push(t.elapsed().as_secs_f64());
+        }
         let deviation = reference.as_ref().map_or(0.0, |(_, r)| r.iter().zip(&p_pass).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
         let reference_name = reference.get_or_insert_with(|| (name.to_string(), p_pass)).0.clone();
-        let mut secs: Vec<f64> = (0..args.repeats)
-            .map(|_| {
-                let t = Instant::now();
-                run().map(|_| t.elapsed().as_secs_f64())
-            })
-            .collect::<Result<_>>()?;
         let s = median(&mut secs);
         eprintln!("  {name:<13} {:>7.2} checks/s {:>8.1} prefill tok/s   runs {secs:.2?} s   max |p_pass - {reference_name}| {deviation:.1e}", n as f64 / s, *tokens as f64 / s);
         results.push(serde_json::json!({"mode": name, "checks_per_s": n as f64 / s, "prefill_tok_s": *tokens as f64 / s, "runs_s": secs}));

@@ -11,6 +11,7 @@
 //! The kernel needs AVX-512F and a head size of 64 or 128; `CpuAttention::new` says whether it
 //! applies, and callers keep the candle path otherwise (and on GPUs).
 
+use crate::packed_gemm::avx512_available;
 use rayon::prelude::*;
 
 /// Keys per block: two 16-lane vectors of scores per query row.
@@ -150,16 +151,6 @@ struct SegmentRead<'a> {
     causal: bool,
 }
 
-fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Dispatches a tile to the kernel compiled for its row count, so that every accumulator
 /// index is a constant and stays in a register.

@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => commands::embed::run(&cli.global, args),
         Command::Judge(args) => commands::judge::run(&cli.global, args),
         Command::Bench(args) => commands::bench::run(&cli.global, args),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod embed;
 pub mod generate;
 pub mod judge;
 pub mod models;
+pub mod serve;
 
 use crate::options::GlobalOptions;
 use anyhow::{Context, Result};

@@ -4,12 +4,13 @@
 
 use crate::error::ApiError;
 use crate::{ApiJson, AppState};
-use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore};
+use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment};
 use assay_engine::judge::Labels;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct JudgeRequest {
@@ -23,7 +24,7 @@ pub(crate) struct JudgeRequest {
     fail_label: Option<String>,
 }
 
-pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<JudgeRequest>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<JudgeRequest>) -> Result<Response, ApiError> {
     let models = state.models()?;
     let engine = models.engine(req.model.as_deref().unwrap_or(&models.judge))?;
     // The same parsers and checks as the CLI's files: a JSON evaluator set and JSONL items
@@ -34,6 +35,28 @@ pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<J
     let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
     let reply = engine.judge(items.clone(), set.checks.clone(), labels)?;
     let judgments = reply.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
-    let results: Vec<Value> = items.iter().zip(&judgments).map(|(item, js)| json!({"item_id": item.id, "judgments": js, "score": ItemScore::of(&item.id, js)})).collect();
-    Ok(Json(json!({"model": engine.name(), "evaluator_set": {"version": set.version, "content_hash": set.content_hash()}, "results": results})))
+    let results = items.iter().zip(&judgments).map(|(item, js)| ItemResult { item_id: &item.id, judgments: js, score: ItemScore::of(&item.id, js) }).collect();
+    Ok(Json(JudgeResponse { model: engine.name(), evaluator_set: EvaluatorSetRef { version: set.version.as_deref(), content_hash: set.content_hash() }, results }).into_response())
+}
+
+// Typed rather than `serde_json::Value`: floats keep their shortest f32 form, exactly as
+// `assay judge` writes them.
+#[derive(Serialize)]
+struct JudgeResponse<'a> {
+    model: &'a str,
+    evaluator_set: EvaluatorSetRef<'a>,
+    results: Vec<ItemResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct EvaluatorSetRef<'a> {
+    version: Option<&'a str>,
+    content_hash: String,
+}
+
+#[derive(Serialize)]
+struct ItemResult<'a> {
+    item_id: &'a str,
+    judgments: &'a [Judgment],
+    score: ItemScore,
 }

@@ -285,3 +285,31 @@ fn the_openai_python_client_works_against_the_server() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("OK"), "{log}");
 }
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let mut server = Server::start(&[]);
+    let body = chat("Tell me a story about a lighthouse keeper.", 11, 24);
+    std::thread::scope(|s| {
+        let in_flight = s.spawn(|| server.post("/v1/chat/completions", &body));
+        // Wait until the request is queued or running.
+        let started = Instant::now();
+        while !server.get("/metrics").1.contains("assay_queue_depth{model=\"smollm2\"} 1") {
+            assert!(started.elapsed() < Duration::from_secs(30), "the request never arrived");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let (status, response) = in_flight.join().unwrap();
+        assert_eq!(status, 200, "the in-flight request finishes: {response}");
+    });
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}

@@ -158,8 +158,8 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
                     let result = judge(lm, &mut prefixes, &JudgeJob { items: &items, checks: &checks, labels: &labels, deadline, timeout_s }, &reply);
                     EngineMetrics::add(&metrics.judge_checks, result.as_ref().map_or(0, |r| r.len() * checks.len()));
                     let stats = prefixes.stats();
-                    metrics.prefix_cache_hits.store(stats.hits as u64, Ordering::Relaxed);
-                    metrics.prefix_cache_misses.store(stats.misses as u64, Ordering::Relaxed);
+                    metrics.prefix_cache_hits.store(stats.hits, Ordering::Relaxed);
+                    metrics.prefix_cache_misses.store(stats.misses, Ordering::Relaxed);
                     let _ = reply.send(result);
                 }
             }

@@ -29,6 +29,9 @@ impl Histogram {
     }
 }
 
+/// Picks one counter of an `EngineMetrics`.
+type Counter = fn(&EngineMetrics) -> &AtomicU64;
+
 /// Per-model engine figures, updated by the engine thread.
 #[derive(Default)]
 pub struct EngineMetrics {
@@ -78,7 +81,7 @@ impl Metrics {
             let _ = writeln!(out, "assay_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "assay_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
         }
-        let series: [(&str, &str, &str, fn(&EngineMetrics) -> &AtomicU64); 7] = [
+        let series: [(&str, &str, &str, Counter); 7] = [
             ("assay_prompt_tokens_total", "counter", "Prompt tokens prefilled for generation.", |m| &m.prompt_tokens),
             ("assay_generated_tokens_total", "counter", "Tokens generated.", |m| &m.generated_tokens),
             ("assay_batch_size", "gauge", "Sequences in the last batched forward pass.", |m| &m.batch_size),

@@ -119,3 +119,40 @@ impl ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_openai_shape_and_its_status() {
+        let cases = [
+            (ApiError::ContextLength { tokens: 9000, limit: 8192 }, 400, "context_length_exceeded"),
+            (ApiError::ModelNotFound { name: "x".into(), loaded: "smollm2".into() }, 404, "model_not_found"),
+            (ApiError::Unauthorized, 401, "invalid_api_key"),
+            (ApiError::Overloaded { model: "m".into(), limit: 4, retry_after_s: 1 }, 429, "queue_full"),
+            (ApiError::Unavailable("loading models"), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            let body = e.body();
+            assert_eq!(body["error"]["code"], code);
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()) && body["error"]["type"].is_string());
+        }
+        assert!(ApiError::ContextLength { tokens: 9000, limit: 8192 }.to_string().contains("8192"));
+    }
+
+    #[test]
+    fn engine_errors_map_to_client_or_server_errors() {
+        let overflow = ApiError::from(EngineError::ContextOverflow { tokens: 10, reserved: 1, limit: 8 });
+        assert!(matches!(overflow, ApiError::ContextLength { tokens: 10, limit: 8 }));
+        assert_eq!(ApiError::from(EngineError::EmptyPrompt).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(EngineError::InvalidDevice("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn overload_sends_retry_after() {
+        let r = ApiError::Overloaded { model: "m".into(), limit: 4, retry_after_s: 1 }.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

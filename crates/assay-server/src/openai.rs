@@ -398,3 +398,35 @@ pub(crate) async fn embeddings(State(state): State<AppState>, ApiJson(req): ApiJ
         .collect();
     Ok(Json(json!({"object": "list", "data": data, "model": req.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(v: Value) -> Sampling {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn openai_defaults_and_stop_forms() {
+        let s = sampling(json!({}));
+        let p = s.params(16, false, 0);
+        assert_eq!((p.max_tokens, p.temperature, p.top_p), (16, 1.0, 1.0));
+        assert_eq!(sampling(json!({"stop": "\n"})).params(16, false, 0).stop, vec!["\n"]);
+        assert_eq!(
+            sampling(json!({"stop": ["a", "b"], "max_tokens": 3, "max_completion_tokens": 5})).params(16, false, 0),
+            SamplingParams { max_tokens: 5, temperature: 1.0, stop: vec!["a".into(), "b".into()], ..SamplingParams::default() }
+        );
+        assert!(serde_json::from_value::<Sampling>(json!({"stop": 3})).is_err());
+        assert!(sampling(json!({"n": 0})).n().is_err() && sampling(json!({"n": 17})).n().is_err());
+        assert_eq!(sampling(json!({"unknown": true})).n().unwrap(), 1);
+    }
+
+    #[test]
+    fn completion_logprobs_offsets_follow_the_tokens() {
+        let lp = |t: &str| TokenLogprob { token_id: 0, token: t.into(), logprob: -0.5, top: vec![] };
+        let v = completion_logprobs(&[lp("He"), lp("llo"), lp(" world")]);
+        assert_eq!(v["text_offset"], json!([0, 2, 5]));
+        assert_eq!(v["tokens"], json!(["He", "llo", " world"]));
+    }
+}

@@ -1,8 +1,8 @@
 //! One engine thread per loaded language model. The thread owns the model's batch and prefix
 //! cache and is fed by a channel: generation requests join the running batch between steps
-//! (continuous batching) and stream their events back on a tokio channel; judge requests run
-//! between steps. A request whose receiver is gone (client disconnected) or whose deadline has
-//! passed is cancelled. Admission is a semaphore of `max_queue` permits: a request holds its
+//! (continuous batching) and stream their events back on a tokio channel; judge requests are
+//! worked through one item per step, so they share the thread with running streams. A request
+//! whose receiver is gone (client disconnected) or whose deadline has passed is cancelled. Admission is a semaphore of `max_queue` permits: a request holds its
 //! permit while it waits or runs, and is refused (429) when none is left.
 
 use crate::error::ApiError;
@@ -10,7 +10,7 @@ use crate::metrics::EngineMetrics;
 use assay_core::{Check, Generation, JudgeItem, Judgment, SamplingParams};
 use assay_engine::judge::{judge_item, Labels};
 use assay_engine::{BatchConfig, BatchGenerator, LanguageModel, PrefixCache, SeqId, SequenceEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub type JudgeResult = Result<Vec<Vec<Judgment>>, ApiError>;
 
 enum Job {
     Generate { choices: Vec<(Vec<u32>, SamplingParams)>, events: UnboundedSender<GenEvent>, deadline: Instant, permit: OwnedSemaphorePermit },
-    Judge { items: Vec<JudgeItem>, checks: Vec<Check>, labels: Labels, reply: oneshot::Sender<JudgeResult>, deadline: Instant, _permit: OwnedSemaphorePermit },
+    Judge(JudgeWork),
 }
 
 /// Limits an engine enforces.
@@ -102,7 +102,8 @@ impl Engine {
     pub fn judge(&self, items: Vec<JudgeItem>, checks: Vec<Check>, labels: Labels) -> Result<oneshot::Receiver<JudgeResult>, ApiError> {
         let permit = self.admit(1)?;
         let (reply, receiver) = oneshot::channel();
-        self.send(Job::Judge { items, checks, labels, reply, deadline: Instant::now() + self.limits.request_timeout, _permit: permit })?;
+        let deadline = Instant::now() + self.limits.request_timeout;
+        self.send(Job::Judge(JudgeWork { items, checks, labels, reply, deadline, done: Vec::new(), _permit: permit }))?;
         Ok(receiver)
     }
 }
@@ -120,10 +121,11 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
     let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
     let mut prefixes = PrefixCache::new(limits.prefix_cache_bytes);
     let mut live: HashMap<SeqId, Live> = HashMap::new();
+    let mut judging: VecDeque<JudgeWork> = VecDeque::new();
     let timeout_s = limits.request_timeout.as_secs();
     loop {
         // Idle: block for work; busy: take whatever arrived since the last step.
-        let first = if batch.is_empty() {
+        let first = if batch.is_empty() && judging.is_empty() {
             match inbox.recv() {
                 Ok(job) => Some(job),
                 Err(_) => return,
@@ -154,14 +156,18 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
                         }
                     }
                 }
-                Job::Judge { items, checks, labels, reply, deadline, _permit } => {
-                    let result = judge(lm, &mut prefixes, &JudgeJob { items: &items, checks: &checks, labels: &labels, deadline, timeout_s }, &reply);
-                    EngineMetrics::add(&metrics.judge_checks, result.as_ref().map_or(0, |r| r.len() * checks.len()));
-                    let stats = prefixes.stats();
-                    metrics.prefix_cache_hits.store(stats.hits, Ordering::Relaxed);
-                    metrics.prefix_cache_misses.store(stats.misses, Ordering::Relaxed);
-                    let _ = reply.send(result);
-                }
+                Job::Judge(work) => judging.push_back(work),
+            }
+        }
+        // One judged item per step, so that judge requests do not stall running generations.
+        if let Some(work) = judging.front_mut() {
+            if let Some(result) = work.advance(lm, &mut prefixes, timeout_s) {
+                let work = judging.pop_front().expect("the front job");
+                EngineMetrics::add(&metrics.judge_checks, result.as_ref().map_or(0, |r| r.len() * work.checks.len()));
+                let stats = prefixes.stats();
+                metrics.prefix_cache_hits.store(stats.hits, Ordering::Relaxed);
+                metrics.prefix_cache_misses.store(stats.misses, Ordering::Relaxed);
+                let _ = work.reply.send(result);
             }
         }
         // Drop sequences nobody listens to any more, and those past their deadline.
@@ -210,26 +216,32 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
     }
 }
 
-struct JudgeJob<'a> {
-    items: &'a [JudgeItem],
-    checks: &'a [Check],
-    labels: &'a Labels,
+/// A judge request in progress: its items are judged one per engine step.
+struct JudgeWork {
+    items: Vec<JudgeItem>,
+    checks: Vec<Check>,
+    labels: Labels,
+    reply: oneshot::Sender<JudgeResult>,
     deadline: Instant,
-    timeout_s: u64,
+    /// Judgments of the items judged so far, in order.
+    done: Vec<Vec<Judgment>>,
+    _permit: OwnedSemaphorePermit,
 }
 
-/// Judges every item in turn, giving up when the client has gone or the deadline passed.
-fn judge(lm: &LanguageModel, prefixes: &mut PrefixCache, job: &JudgeJob<'_>, reply: &oneshot::Sender<JudgeResult>) -> JudgeResult {
-    let JudgeJob { items, checks, labels, deadline, timeout_s } = *job;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        if reply.is_closed() {
-            return Err(ApiError::Unavailable("gone: the client disconnected"));
+impl JudgeWork {
+    /// Judges the next item; returns the request's result once it is complete or has failed
+    /// (the client gone, the deadline passed, an item refused).
+    fn advance(&mut self, lm: &LanguageModel, prefixes: &mut PrefixCache, timeout_s: u64) -> Option<JudgeResult> {
+        if self.reply.is_closed() {
+            return Some(Err(ApiError::Unavailable("gone: the client disconnected")));
         }
-        if Instant::now() > deadline {
-            return Err(ApiError::Timeout(timeout_s));
+        if Instant::now() > self.deadline {
+            return Some(Err(ApiError::Timeout(timeout_s)));
         }
-        out.push(judge_item(lm, prefixes, item, checks, labels)?);
+        match judge_item(lm, prefixes, &self.items[self.done.len()], &self.checks, &self.labels) {
+            Ok(judgments) => self.done.push(judgments),
+            Err(e) => return Some(Err(e.into())),
+        }
+        (self.done.len() == self.items.len()).then(|| Ok(std::mem::take(&mut self.done)))
     }
-    Ok(out)
 }

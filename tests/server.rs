@@ -324,3 +324,10 @@ fn sigterm_lets_in_flight_requests_finish_then_exits() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn a_model_that_cannot_be_loaded_ends_the_server_with_an_error() {
+    let out = Command::new(common::assay_bin()).args(["serve", "--model", "no-such-model", "--port", "0"]).current_dir(common::repo_root()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("loading models failed") && stderr.contains("no-such-model"), "{stderr}");
+}

@@ -15,8 +15,9 @@ pub fn run(global: &GlobalOptions, args: &ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         prefix_cache_bytes: args.prefix_cache_mb << 20,
     };
-    let (global, args) = (global.clone(), args.clone());
-    let load = move || load_models(&global, &args).map_err(|e| format!("{e:#}"));
+    let (global, loader_args) = (global.clone(), args.clone());
+    let load = move || load_models(&global, &loader_args).map_err(|e| format!("{e:#}"));
+    eprintln!("assay serve: http://{} (answers 503 until {} is loaded; ASSAY_LOG=info for details)", config.addr, args.model);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(assay_server::serve(config, load)).context("assay serve")
 }

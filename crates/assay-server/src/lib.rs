@@ -142,7 +142,8 @@ pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedMod
         let result = result.map(|models| {
             let names = models.names().join(", ");
             let _ = loader.0.models.set(models);
-            loader.0.phase.store(READY, Ordering::Release);
+            // A shutdown that began while loading keeps the server draining.
+            let _ = loader.0.phase.compare_exchange(LOADING, READY, Ordering::AcqRel, Ordering::Acquire);
             tracing::info!("ready: {names}");
         });
         let _ = loaded_tx.send(result);

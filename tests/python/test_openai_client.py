@@ -67,6 +67,16 @@ class OpenAIClient(unittest.TestCase):
             self.assertAlmostEqual(t.logprob, t.top_logprobs[0].logprob, places=5)
             self.assertEqual(bytes(t.bytes).decode("utf-8", "replace"), t.token)
 
+    def test_streamed_logprobs_equal_the_whole_response(self):
+        whole = chat(max_tokens=5, temperature=0.0, logprobs=True, top_logprobs=2)
+        streamed = []
+        for chunk in chat(max_tokens=5, temperature=0.0, logprobs=True, top_logprobs=2, stream=True):
+            for c in chunk.choices:
+                if c.logprobs and c.logprobs.content:
+                    streamed.extend(c.logprobs.content)
+        self.assertEqual([t.token for t in streamed], [t.token for t in whole.choices[0].logprobs.content])
+        self.assertEqual([t.logprob for t in streamed], [t.logprob for t in whole.choices[0].logprobs.content])
+
     def test_completions(self):
         r = client().completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0.0, logprobs=2)
         self.assertEqual(r.object, "text_completion")

@@ -244,10 +244,13 @@ impl Head {
         }
     }
 
-    fn finish_delta(&self, index: usize, reason: FinishReason) -> Value {
+    /// The last chunk of a streamed choice. It carries the choice's log-probabilities, all of
+    /// them: streamed text is held back around stop strings, so pieces and tokens do not align.
+    fn finish_delta(&self, index: usize, g: &Generation) -> Value {
+        let reason = finish_reason(g.finish_reason);
         match self.api {
-            Api::Chat => json!({"index": index, "delta": {}, "finish_reason": finish_reason(reason), "logprobs": null}),
-            Api::Completion => json!({"index": index, "text": "", "finish_reason": finish_reason(reason), "logprobs": null}),
+            Api::Chat => json!({"index": index, "delta": {}, "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| chat_logprobs(l))}),
+            Api::Completion => json!({"index": index, "text": "", "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| completion_logprobs(l))}),
         }
     }
 
@@ -334,7 +337,7 @@ fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, inc
             let chunk = match events.recv().await {
                 Some(GenEvent::Text { index, piece }) => head.wrap(true, vec![head.text_delta(index, &piece)], None),
                 Some(GenEvent::Finished { index, generation }) => {
-                    let chunk = head.wrap(true, vec![head.finish_delta(index, generation.finish_reason)], None);
+                    let chunk = head.wrap(true, vec![head.finish_delta(index, &generation)], None);
                     done.push(generation);
                     chunk
                 }

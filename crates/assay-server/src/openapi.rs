@@ -25,7 +25,7 @@ pub(crate) async fn document() -> Json<Value> {
         "seed": {"type": "integer", "description": "Seeded requests repeat exactly, alone or batched; choice i uses seed + i"},
         "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
-        "stream": {"type": "boolean", "default": false, "description": "Server-sent events ending with data: [DONE]"},
+        "stream": {"type": "boolean", "default": false, "description": "Server-sent events ending with data: [DONE]; a choice's logprobs arrive whole in its finish chunk"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}
     });
     let mut chat = json!({"type": "object", "required": ["model", "messages"], "properties": {

@@ -30,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(args) => commands::data::run(&cli.global, args),
         Command::Set(args) => commands::set::run(&cli.global, args),
         Command::Export(args) => commands::export::run(&cli.global, args),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -52,6 +52,8 @@ pub enum Command {
     Set(SetArgs),
     /// Write a run's judgments or an evaluator-set version to a file or stdout.
     Export(ExportArgs),
+    /// Serve the OpenAI-compatible API, /v1/judge, /health and /metrics on one port.
+    Serve(ServeArgs),
 }
 
 /// The project a command works on.
@@ -196,6 +198,40 @@ pub struct ExportSetArgs {
     /// Write here (whole, at the end) instead of stdout.
     #[arg(long, env = "ASSAY_OUT")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Generation model: a manifest name, a GGUF path, a checkpoint folder or a cached repo id; requests name it by this text.
+    #[arg(long, env = "ASSAY_MODEL", default_value = "smollm2")]
+    pub model: String,
+    /// Judge model for /v1/judge (default: --model); loaded once if it is the same.
+    #[arg(long, env = "ASSAY_JUDGE_MODEL")]
+    pub judge_model: Option<String>,
+    /// Embedding model for /v1/embeddings (a manifest name or a checkpoint folder); none when absent.
+    #[arg(long, env = "ASSAY_EMBED_MODEL")]
+    pub embed_model: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "ASSAY_HOST", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "ASSAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Require 'Authorization: Bearer <key>' on every route but /health.
+    #[arg(long, env = "ASSAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests waiting or running per model; past it, 429 with Retry-After.
+    #[arg(long, env = "ASSAY_MAX_QUEUE", default_value_t = 256)]
+    pub max_queue: usize,
+    /// Seconds a request may wait and run before it is cancelled (504).
+    #[arg(long, env = "ASSAY_REQUEST_TIMEOUT_S", default_value_t = 600)]
+    pub request_timeout_s: u64,
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, env = "ASSAY_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Memory for judge prompt prefixes kept for reuse, per model (MiB).
+    #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
+    pub prefix_cache_mb: usize,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod judge;
 pub mod models;
 pub mod project;
 pub mod set;
+pub mod serve;
 
 use crate::options::GlobalOptions;
 use anyhow::{Context, Result};

@@ -243,7 +243,7 @@ pub enum JudgeMode {
 
 /// What a judge run does per check; shared by `assay judge`, the server and the pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct JudgeOptions {
     pub mode: JudgeMode,
     /// Rationales sampled per check; more than one implies rationale mode at `temperature`

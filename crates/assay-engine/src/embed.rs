@@ -54,6 +54,12 @@ impl Embedder {
 
     /// One unit-length vector per text, in order. Texts longer than the model's window are
     /// truncated, as in sentence-transformers.
+    /// Tokens each text is embedded from (after truncation), summed: the usage of a request.
+    pub fn count_tokens(&self, texts: &[&str]) -> Result<usize> {
+        let tok_err = |e: tokenizers::Error| EngineError::Tokenizer { model: self.name.clone(), reason: e.to_string() };
+        texts.iter().map(|t| Ok(self.tokenizer.encode(*t, true).map_err(tok_err)?.get_ids().len())).sum()
+    }
+
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

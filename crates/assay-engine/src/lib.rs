@@ -3,10 +3,11 @@
 //! It owns devices, model files (GGUF, safetensors folders, the manifest of default models,
 //! the offline Hugging Face cache), tokenizers, chat templates, our own llama-family model
 //! with per-sequence KV caches and a flat-batch forward pass, the CPU matmul paths, sampling,
-//! generation and sentence embeddings. It must not know about evaluation (checks, datasets,
+//! generation (continuous batching of many sequences) and sentence embeddings. It must not know about evaluation (checks, datasets,
 //! storage) or HTTP: callers hand it token ids and sampling parameters.
 
 pub mod attention;
+pub mod batch;
 pub mod chat;
 pub mod cpu_attention;
 pub mod device;
@@ -25,6 +26,7 @@ pub mod registry;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use batch::{BatchConfig, BatchGenerator, SeqId, SequenceEvent};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use device::DeviceSpec;
 pub use embed::Embedder;

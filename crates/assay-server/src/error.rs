@@ -1,0 +1,158 @@
+//! The one place where failures become HTTP statuses and OpenAI-shaped error bodies:
+//! `{"error": {"message", "type", "code"}}`.
+
+use assay_engine::EngineError;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Every way a request can fail, each with its status, OpenAI error type and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body does not match the schema: {0}")]
+    WrongTypes(String),
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the prompt has {tokens} tokens; this model's context is {limit} tokens, which must also hold at least one generated token")]
+    ContextLength { tokens: usize, limit: usize },
+    #[error("the model '{name}' does not exist here; loaded: {loaded}")]
+    ModelNotFound { name: String, loaded: String },
+    #[error("no {what} model is loaded; start the server with {flag}")]
+    RoleNotLoaded { what: &'static str, flag: &'static str },
+    #[error("missing or invalid API key: send 'Authorization: Bearer <key>'")]
+    Unauthorized,
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("the queue of model '{model}' is full ({limit} requests waiting or running); retry later")]
+    Overloaded { model: String, limit: usize, retry_after_s: u64 },
+    #[error("the server is {0}; retry later")]
+    Unavailable(&'static str),
+    #[error("the request did not finish within {0} s")]
+    Timeout(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::MalformedJson(_) | Self::WrongTypes(_) | Self::ContextLength { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ModelNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::RoleNotLoaded { .. } => StatusCode::NOT_IMPLEMENTED,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type` and `code` fields.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::InvalidRequest(_) => ("invalid_request_error", "invalid_value"),
+            Self::MalformedJson(_) => ("invalid_request_error", "invalid_json"),
+            Self::WrongTypes(_) => ("invalid_request_error", "invalid_type"),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
+            Self::ContextLength { .. } => ("invalid_request_error", "context_length_exceeded"),
+            Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::RoleNotLoaded { .. } => ("invalid_request_error", "model_not_loaded"),
+            Self::Unauthorized => ("authentication_error", "invalid_api_key"),
+            Self::RouteNotFound(_) => ("invalid_request_error", "unknown_url"),
+            Self::Overloaded { .. } => ("rate_limit_error", "queue_full"),
+            Self::Unavailable(_) => ("server_error", "unavailable"),
+            Self::Timeout(_) => ("server_error", "timeout"),
+            Self::Internal(_) => ("server_error", "internal_error"),
+        }
+    }
+
+    /// The JSON body, also sent as an SSE event when a stream fails after it started.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        serde_json::json!({"error": {"message": self.to_string(), "type": kind, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::warn!("{self}");
+        }
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Self::Overloaded { retry_after_s, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::ContextOverflow { tokens, limit, .. } => Self::ContextLength { tokens, limit },
+            EngineError::InvalidParams(_) | EngineError::InvalidInput(_) | EngineError::EmptyPrompt | EngineError::ItemTooLong { .. } | EngineError::ChatTemplate { .. } => Self::InvalidRequest(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<assay_core::InputError> for ApiError {
+    fn from(e: assay_core::InputError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// A rejected JSON body; `limit` is the configured body size limit.
+    pub fn from_json_rejection(rejection: JsonRejection, limit: usize) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => Self::MalformedJson(e.body_text()),
+            JsonRejection::JsonDataError(e) => Self::WrongTypes(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::InvalidRequest("expected 'Content-Type: application/json'".into()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { limit },
+            other => Self::InvalidRequest(other.body_text()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_openai_shape_and_its_status() {
+        let cases = [
+            (ApiError::ContextLength { tokens: 9000, limit: 8192 }, 400, "context_length_exceeded"),
+            (ApiError::ModelNotFound { name: "x".into(), loaded: "smollm2".into() }, 404, "model_not_found"),
+            (ApiError::Unauthorized, 401, "invalid_api_key"),
+            (ApiError::Overloaded { model: "m".into(), limit: 4, retry_after_s: 1 }, 429, "queue_full"),
+            (ApiError::Unavailable("loading models"), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            let body = e.body();
+            assert_eq!(body["error"]["code"], code);
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()) && body["error"]["type"].is_string());
+        }
+        assert!(ApiError::ContextLength { tokens: 9000, limit: 8192 }.to_string().contains("8192"));
+    }
+
+    #[test]
+    fn engine_errors_map_to_client_or_server_errors() {
+        let overflow = ApiError::from(EngineError::ContextOverflow { tokens: 10, reserved: 1, limit: 8 });
+        assert!(matches!(overflow, ApiError::ContextLength { tokens: 10, limit: 8 }));
+        assert_eq!(ApiError::from(EngineError::EmptyPrompt).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(EngineError::InvalidDevice("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn overload_sends_retry_after() {
+        let r = ApiError::Overloaded { model: "m".into(), limit: 4, retry_after_s: 1 }.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,67 @@
+//! `POST /v1/judge`: inline checks (an evaluator set, as `assay judge --checks` reads it) asked
+//! of every item, through `assay_engine::judge::judge_items` on the judge model's engine thread (one item per
+//! engine step, its checks in one packed pass, in the requested mode),
+//! which keeps the prefix cache, so the verdicts equal the CLI's for the same input.
+
+use crate::error::ApiError;
+use crate::{ApiJson, AppState};
+use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, JudgeOptions, Judgment};
+use assay_engine::judge::Labels;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct JudgeRequest {
+    /// Judge model; the server's `--judge-model` when absent.
+    model: Option<String>,
+    /// A list of checks, or `{"version", "checks"}`.
+    checks: Value,
+    /// `{id, input, output, context?}` objects.
+    items: Vec<Value>,
+    pass_label: Option<String>,
+    fail_label: Option<String>,
+    /// `mode` (verdict | rationale), `samples`, `temperature`, `rationale_tokens`, `seed`, as
+    /// `assay judge` takes them.
+    #[serde(flatten)]
+    options: JudgeOptions,
+}
+
+pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<JudgeRequest>) -> Result<Response, ApiError> {
+    let models = state.models()?;
+    let engine = models.engine(req.model.as_deref().unwrap_or(&models.judge))?;
+    // The same parsers and checks as the CLI's files: a JSON evaluator set and JSONL items
+    // (an error names the item by its line, i.e. its position in `items`, from 1).
+    let set = EvaluatorSet::from_json(&req.checks.to_string())?;
+    let items = parse_items_jsonl(&req.items.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"))?;
+    let defaults = Labels::default();
+    let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
+    let reply = engine.judge(items.clone(), set.checks.clone(), labels, req.options)?;
+    let judgments = reply.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
+    let results = items.iter().zip(&judgments).map(|(item, js)| ItemResult { item_id: &item.id, judgments: js, score: ItemScore::of(&item.id, js) }).collect();
+    Ok(Json(JudgeResponse { model: engine.name(), evaluator_set: EvaluatorSetRef { version: set.version.as_deref(), content_hash: set.content_hash() }, results }).into_response())
+}
+
+// Typed rather than `serde_json::Value`: floats keep their shortest f32 form, exactly as
+// `assay judge` writes them.
+#[derive(Serialize)]
+struct JudgeResponse<'a> {
+    model: &'a str,
+    evaluator_set: EvaluatorSetRef<'a>,
+    results: Vec<ItemResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct EvaluatorSetRef<'a> {
+    version: Option<&'a str>,
+    content_hash: String,
+}
+
+#[derive(Serialize)]
+struct ItemResult<'a> {
+    item_id: &'a str,
+    judgments: &'a [Judgment],
+    score: ItemScore,
+}

@@ -1,0 +1,258 @@
+//! assay-server: the HTTP API of `assay serve`, one server on one port.
+//!
+//! It owns the routes (OpenAI-compatible chat completions, completions, models and embeddings;
+//! `/v1/judge`; `/health`, `/metrics`, `/openapi.json`), request parsing and validation,
+//! admission (bounded queues, deadlines, body size, context length), API-key auth, metrics,
+//! the mapping of every failure to a status and an OpenAI-shaped error (`error.rs`, the only
+//! place), and the engine threads that own the loaded models (`engine.rs`). It must not
+//! compute anything itself: tokens, sampling and judgments come from `assay-engine`, whose
+//! functions are the same ones the CLI calls, and it must not read model files or flags (the
+//! binary loads the models and hands them over).
+
+pub mod engine;
+pub mod error;
+mod judge_api;
+pub mod metrics;
+mod openai;
+mod openapi;
+
+use crate::engine::{Engine, EngineLimits};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use assay_engine::{Embedder, LanguageModel};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// How the server listens and what it admits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Every route but `/health` needs `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// Requests waiting or running per model before 429.
+    pub max_queue: usize,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Memory for judge prompt prefixes kept for reuse, per model.
+    pub prefix_cache_bytes: usize,
+}
+
+/// The models a server runs, loaded by the caller.
+pub struct LoadedModels {
+    /// Chat and completion models; requests name them. The first is listed first.
+    pub language: Vec<LanguageModel>,
+    /// Name of the language model `/v1/judge` uses when a request names none.
+    pub judge: String,
+    pub embedder: Option<Embedder>,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("loading models failed: {0}")]
+    Load(String),
+    #[error("cannot start an engine thread: {0}")]
+    Thread(std::io::Error),
+    #[error("server error: {0}")]
+    Io(std::io::Error),
+}
+
+const LOADING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+pub(crate) struct Models {
+    engines: Vec<Engine>,
+    judge: String,
+    embedder: Option<Arc<Embedder>>,
+}
+
+impl Models {
+    pub(crate) fn engine(&self, name: &str) -> Result<&Engine, ApiError> {
+        self.engines.iter().find(|e| e.name() == name).ok_or_else(|| ApiError::ModelNotFound { name: name.to_string(), loaded: self.names().join(", ") })
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.engines.iter().map(|e| e.name().to_string()).collect();
+        names.extend(self.embedder.iter().map(|e| e.name.clone()));
+        names
+    }
+}
+
+pub(crate) struct Shared {
+    config: ServerConfig,
+    phase: AtomicU8,
+    models: OnceLock<Models>,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The loaded models, or 503 while loading or draining.
+    pub(crate) fn models(&self) -> Result<&Models, ApiError> {
+        match self.0.phase.load(Ordering::Acquire) {
+            LOADING => Err(ApiError::Unavailable("loading models")),
+            DRAINING => Err(ApiError::Unavailable("shutting down")),
+            _ => Ok(self.0.models.get().expect("models are set before the server is ready")),
+        }
+    }
+}
+
+/// A JSON body whose rejections (syntax, types, size) go through `ApiError`.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError::from_json_rejection(rejection, state.0.config.max_body_bytes)),
+        }
+    }
+}
+
+/// Listens on `config.addr` at once (answering 503 while loading), loads the models with
+/// `load` on a thread of its own, then serves until SIGTERM or ctrl-c; on either it stops
+/// accepting, lets in-flight requests finish (each is bounded by the request timeout) and
+/// returns.
+pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedModels, String> + Send + 'static) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
+    let limits = EngineLimits { max_queue: config.max_queue, request_timeout: config.request_timeout, prefix_cache_bytes: config.prefix_cache_bytes };
+    let state = AppState(Arc::new(Shared { config, phase: AtomicU8::new(LOADING), models: OnceLock::new(), metrics: Metrics::default() }));
+    tracing::info!("listening on {}", listener.local_addr().map_err(ServeError::Io)?);
+
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let loader = state.clone();
+    std::thread::spawn(move || {
+        let result = load().and_then(|models| start_engines(models, limits).map_err(|e| e.to_string()));
+        let result = result.map(|models| {
+            let names = models.names().join(", ");
+            let _ = loader.0.models.set(models);
+            // A shutdown that began while loading keeps the server draining.
+            let _ = loader.0.phase.compare_exchange(LOADING, READY, Ordering::AcqRel, Ordering::Acquire);
+            tracing::info!("ready: {names}");
+        });
+        let _ = loaded_tx.send(result);
+    });
+
+    let app = router(state.clone());
+    let draining = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
+        draining.0.phase.store(DRAINING, Ordering::Release);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let load_failed = async {
+        match loaded_rx.await {
+            Ok(Err(e)) => e,
+            // Loaded: keep serving until the server itself ends.
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(ServeError::Io),
+        e = load_failed => Err(ServeError::Load(e)),
+    }
+}
+
+fn start_engines(models: LoadedModels, limits: EngineLimits) -> Result<Models, ServeError> {
+    let mut engines = Vec::with_capacity(models.language.len());
+    for lm in models.language {
+        // The thread runs until its handle is dropped at exit; it is never joined.
+        let (engine, _thread) = Engine::start(lm, limits).map_err(ServeError::Thread)?;
+        engines.push(engine);
+    }
+    Ok(Models { engines, judge: models.judge, embedder: models.embedder.map(Arc::new) })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let max_body = state.0.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/judge", post(judge_api::judge))
+        .fallback(|req: Request| async move { ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path())) })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Counts every response by route and status and times it.
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state.0.metrics.record_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// With an API key configured, every route but `/health` needs it as a bearer token.
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = &state.0.config.api_key else { return next.run(req).await };
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    // Constant time in the key's content; only its length can leak.
+    if bool::from(presented.as_bytes().ct_eq(key.as_bytes())) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let (status, code) = match state.0.phase.load(Ordering::Acquire) {
+        LOADING => ("loading", axum::http::StatusCode::SERVICE_UNAVAILABLE),
+        DRAINING => ("draining", axum::http::StatusCode::SERVICE_UNAVAILABLE),
+        _ => ("ok", axum::http::StatusCode::OK),
+    };
+    (code, axum::Json(serde_json::json!({"status": status}))).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let engines: Vec<_> = state.0.models.get().map(|m| m.engines.iter().map(|e| (e.name(), &*e.metrics, e.queue_depth())).collect()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(&engines)).into_response()
+}

@@ -228,10 +228,9 @@ fn ifeval_items(n: usize) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn judge_over_http_equals_the_cli_and_metrics_count_it() {
+/// `assay judge` on `items` with the test checks and `extra` flags: its JSONL judgments.
+fn cli_judgments(items: &[Value], extra: &[&str]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    let items = ifeval_items(3);
     let checks_path = dir.path().join("checks.json");
     let items_path = dir.path().join("items.jsonl");
     let out = dir.path().join("judgments.jsonl");
@@ -239,11 +238,34 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     std::fs::write(&items_path, items.iter().map(|i| i.to_string() + "\n").collect::<String>()).unwrap();
     let cli = Command::new(common::assay_bin())
         .args(["judge", "--model", "smollm2", "--checks", checks_path.to_str().unwrap(), "--items", items_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(extra)
         .current_dir(common::repo_root())
         .output()
         .unwrap();
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
-    let want: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn sampled_rationales_over_http_equal_the_cli() {
+    let items = ifeval_items(2);
+    let want = cli_judgments(&items, &["--samples", "2", "--rationale-tokens", "6", "--seed", "3"]);
+    let server = Server::start(&[]);
+    let checks: Value = serde_json::from_str(CHECKS).unwrap();
+    let (status, body) = server.post("/v1/judge", &json!({"checks": checks, "items": items, "samples": 2, "rationale_tokens": 6, "seed": 3}));
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<Value> = body["results"].as_array().unwrap().iter().flat_map(|r| r["judgments"].as_array().unwrap().clone()).collect();
+    assert_eq!(got, want, "HTTP and CLI judgments differ");
+    assert!(got.iter().all(|j| j["samples"].as_array().unwrap().len() == 2 && j["flip_rate"].is_number()));
+    let (status, body) = server.post("/v1/judge", &json!({"checks": checks, "items": items, "samples": 2, "temperature": 0}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("temperature"), "{body}");
+}
+
+#[test]
+fn judge_over_http_equals_the_cli_and_metrics_count_it() {
+    let items = ifeval_items(3);
+    let want = cli_judgments(&items, &[]);
 
     let server = Server::start(&[]);
     let checks: Value = serde_json::from_str(CHECKS).unwrap();
@@ -265,7 +287,9 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     for series in [
         "assay_requests_total{route=\"/v1/judge\",status=\"200\"} 2",
         "assay_judge_checks_total{model=\"smollm2\"} 12",
-        "assay_prefix_cache_hits_total{model=\"smollm2\"} 3",
+        // Per item, the instructions and the item's part: the first request finds the
+        // instructions for its 2nd and 3rd items, the second request finds all six.
+        "assay_prefix_cache_hits_total{model=\"smollm2\"} 8",
         "assay_request_duration_seconds_bucket{route=\"/v1/judge\",le=\"+Inf\"} 2",
         "assay_queue_depth{model=\"smollm2\"} 0",
         "assay_batch_size{model=\"smollm2\"} 1",

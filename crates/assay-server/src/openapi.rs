@@ -58,8 +58,11 @@ pub(crate) async fn document() -> Json<Value> {
                 "model": {"type": "string", "description": "Default: the server's judge model"},
                 "checks": {"description": "A list of {id, question, name?, pass_criteria?, fail_examples?, threshold?}, or {version?, checks}"},
                 "items": {"type": "array", "items": {"type": "object", "required": ["id", "input", "output"], "properties": {"id": {"type": "string"}, "input": {"type": "string"}, "output": {"type": "string"}, "context": {"type": "string"}}}},
-                "pass_label": {"type": "string", "default": " PASS"}, "fail_label": {"type": "string", "default": " FAIL"}}})),
-                "responses": ok("{model, evaluator_set: {version, content_hash}, results: [{item_id, judgments: [{item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass}], score: {item_id, passed, total}}]}", "application/json")}},
+                "pass_label": {"type": "string", "default": " PASS"}, "fail_label": {"type": "string", "default": " FAIL"},
+                "mode": {"enum": ["verdict", "rationale"], "default": "verdict", "description": "rationale: a short generated rationale per check, then the verdict after it"},
+                "samples": {"type": "integer", "minimum": 1, "default": 1, "description": "Rationales sampled per check at `temperature`; > 1 reports each sample and the flip rate"},
+                "temperature": {"type": "number", "default": 0.7}, "rationale_tokens": {"type": "integer", "minimum": 1, "default": 48}, "seed": {"type": "integer", "default": 0}}})),
+                "responses": ok("{model, evaluator_set: {version, content_hash}, results: [{item_id, judgments: [{item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass, rationale?, samples?: [{rationale, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass}], flip_rate?}], score: {item_id, passed, total}}]}", "application/json")}},
             "/health": {"get": {"summary": "200 {status: ok} when ready; 503 {status: loading | draining}; never needs a key", "responses": ok("status", "application/json")}},
             "/metrics": {"get": {"summary": "Prometheus text: requests by route and status, latency histograms, queue depth, batch size, prompt and generated tokens, judge checks, prefix-cache hits", "responses": ok("metrics", "text/plain")}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3.1", "application/json")}}

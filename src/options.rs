@@ -369,7 +369,7 @@ pub struct BenchJudgeArgs {
     #[arg(long, env = "ASSAY_BENCH_KQA", default_value = "../shared/data/kqa/questions_w_answers.jsonl")]
     pub kqa: PathBuf,
     /// Evaluator set of J2.
-    #[arg(long, env = "ASSAY_BENCH_J2_CHECKS", default_value = "benches/j2_checks.json")]
+    #[arg(long, env = "ASSAY_BENCH_J2_CHECKS", default_value = "examples/medical_answer_checks.json")]
     pub j2_checks: PathBuf,
     /// Timed runs of each mode; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]

@@ -263,6 +263,38 @@ fn sampled_rationales_over_http_equal_the_cli() {
 }
 
 #[test]
+fn judge_by_a_stored_evaluator_set_equals_inline_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, prompt, checks_path) = (dir.path().join("assay.db"), dir.path().join("prompt.txt"), dir.path().join("checks.json"));
+    std::fs::write(&prompt, "Follow the user's instructions exactly.").unwrap();
+    std::fs::write(&checks_path, CHECKS).unwrap();
+    for args in [vec!["project", "create", "demo", "--prompt-file", prompt.to_str().unwrap()], vec!["set", "import", "--project", "demo", "--checks", checks_path.to_str().unwrap()]] {
+        let out = Command::new(common::assay_bin()).arg("--db").arg(&db).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let server = Server::start(&["--db", db.to_str().unwrap()]);
+    let items = ifeval_items(2);
+    let checks: Value = serde_json::from_str(CHECKS).unwrap();
+    let (status, inline) = server.post("/v1/judge", &json!({"checks": checks, "items": items}));
+    assert_eq!(status, 200, "{inline}");
+    for request in [json!({"project": "demo", "set": 1, "items": items}), json!({"project": "demo", "items": items})] {
+        let (status, stored) = server.post("/v1/judge", &request);
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["results"], inline["results"]);
+    }
+    for (request, want) in [
+        (json!({"project": "nope", "items": items}), 404),
+        (json!({"project": "demo", "set": 9, "items": items}), 404),
+        (json!({"items": items}), 400),
+        (json!({"checks": checks, "project": "demo", "items": items}), 400),
+    ] {
+        let (status, body) = server.post("/v1/judge", &request);
+        assert_eq!(status, want, "{request}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+}
+
+#[test]
 fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     let items = ifeval_items(3);
     let want = cli_judgments(&items, &[]);

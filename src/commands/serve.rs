@@ -14,6 +14,7 @@ pub fn run(global: &GlobalOptions, args: &ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_s),
         max_body_bytes: args.max_body_bytes,
         prefix_cache_bytes: args.prefix_cache_mb << 20,
+        db: global.db.clone(),
     };
     let (global, loader_args) = (global.clone(), args.clone());
     let load = move || load_models(&global, &loader_args).map_err(|e| format!("{e:#}"));

@@ -19,6 +19,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the prompt has {tokens} tokens; this model's context is {limit} tokens, which must also hold at least one generated token")]
     ContextLength { tokens: usize, limit: usize },
+    #[error("{0}")]
+    RecordNotFound(String),
     #[error("the model '{name}' does not exist here; loaded: {loaded}")]
     ModelNotFound { name: String, loaded: String },
     #[error("no {what} model is loaded; start the server with {flag}")]
@@ -42,7 +44,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) | Self::MalformedJson(_) | Self::WrongTypes(_) | Self::ContextLength { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ModelNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound { .. } | Self::RouteNotFound(_) | Self::RecordNotFound(_) => StatusCode::NOT_FOUND,
             Self::RoleNotLoaded { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -61,6 +63,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::ContextLength { .. } => ("invalid_request_error", "context_length_exceeded"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::RecordNotFound(_) => ("invalid_request_error", "not_found"),
             Self::RoleNotLoaded { .. } => ("invalid_request_error", "model_not_loaded"),
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
             Self::RouteNotFound(_) => ("invalid_request_error", "unknown_url"),
@@ -96,6 +99,16 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::ContextOverflow { tokens, limit, .. } => Self::ContextLength { tokens, limit },
             EngineError::InvalidParams(_) | EngineError::InvalidInput(_) | EngineError::EmptyPrompt | EngineError::ItemTooLong { .. } | EngineError::ChatTemplate { .. } => Self::InvalidRequest(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<assay_store::StoreError> for ApiError {
+    fn from(e: assay_store::StoreError) -> Self {
+        match e {
+            assay_store::StoreError::NotFound { .. } => Self::RecordNotFound(e.to_string()),
+            assay_store::StoreError::Invalid(_) | assay_store::StoreError::Conflict(_) => Self::InvalidRequest(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -1,4 +1,5 @@
-//! `POST /v1/judge`: inline checks (an evaluator set, as `assay judge --checks` reads it) asked
+//! `POST /v1/judge`: inline checks (an evaluator set, as `assay judge --checks` reads it), or a
+//! project's evaluator-set version from the store (`--db`), asked
 //! of every item, through `assay_engine::judge::judge_items` on the judge model's engine thread (one item per
 //! engine step, its checks in one packed pass, in the requested mode),
 //! which keeps the prefix cache, so the verdicts equal the CLI's for the same input.
@@ -17,8 +18,12 @@ use serde_json::Value;
 pub(crate) struct JudgeRequest {
     /// Judge model; the server's `--judge-model` when absent.
     model: Option<String>,
-    /// A list of checks, or `{"version", "checks"}`.
-    checks: Value,
+    /// A list of checks, or `{"version", "checks"}`; or else `project` (and `set`).
+    checks: Option<Value>,
+    /// A project in the server's store (`--db`) whose evaluator set to use.
+    project: Option<String>,
+    /// The set's version number (default: the project's latest).
+    set: Option<u32>,
     /// `{id, input, output, context?}` objects.
     items: Vec<Value>,
     pass_label: Option<String>,
@@ -34,7 +39,15 @@ pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<J
     let engine = models.engine(req.model.as_deref().unwrap_or(&models.judge))?;
     // The same parsers and checks as the CLI's files: a JSON evaluator set and JSONL items
     // (an error names the item by its line, i.e. its position in `items`, from 1).
-    let set = EvaluatorSet::from_json(&req.checks.to_string())?;
+    let set = match (req.checks, req.project) {
+        (Some(checks), None) if req.set.is_none() => EvaluatorSet::from_json(&checks.to_string())?,
+        (None, Some(project)) => {
+            let db = state.0.config.db.clone();
+            let version = req.set;
+            tokio::task::spawn_blocking(move || stored_set(&db, &project, version)).await.map_err(|e| ApiError::Internal(e.to_string()))??
+        }
+        _ => return Err(ApiError::InvalidRequest("give either 'checks' or 'project' (with an optional 'set' version), not both or neither".into())),
+    };
     let items = parse_items_jsonl(&req.items.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"))?;
     let defaults = Labels::default();
     let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
@@ -42,6 +55,20 @@ pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<J
     let judgments = reply.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
     let results = items.iter().zip(&judgments).map(|(item, js)| ItemResult { item_id: &item.id, judgments: js, score: ItemScore::of(&item.id, js) }).collect();
     Ok(Json(JudgeResponse { model: engine.name(), evaluator_set: EvaluatorSetRef { version: set.version.as_deref(), content_hash: set.content_hash() }, results }).into_response())
+}
+
+/// The evaluator set of `project` at `version` (default: the latest) from the store at `db`.
+fn stored_set(db: &std::path::Path, project: &str, version: Option<u32>) -> Result<EvaluatorSet, ApiError> {
+    if !db.is_file() {
+        return Err(ApiError::RecordNotFound(format!("no store at {} (start the server with --db)", db.display())));
+    }
+    let store = assay_store::Store::open(db)?;
+    let project = store.project_by_name(project)?;
+    let found = match version {
+        Some(v) => store.set_version(project.id, v)?,
+        None => store.latest_set_version(project.id)?.ok_or_else(|| ApiError::RecordNotFound(format!("project '{}' has no evaluator set yet", project.name)))?,
+    };
+    Ok(found.set)
 }
 
 // Typed rather than `serde_json::Value`: floats keep their shortest f32 form, exactly as

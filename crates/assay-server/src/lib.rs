@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Memory for judge prompt prefixes kept for reuse, per model.
     pub prefix_cache_bytes: usize,
+    /// The store `/v1/judge` reads evaluator-set versions from (by project and version).
+    pub db: std::path::PathBuf,
 }
 
 /// The models a server runs, loaded by the caller.

@@ -54,7 +54,8 @@ pub(crate) async fn document() -> Json<Value> {
             "/v1/embeddings": {"post": {"summary": "Sentence embeddings (OpenAI)", "requestBody": body(json!({"type": "object", "required": ["model", "input"], "properties": {
                 "model": {"type": "string"}, "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}, "encoding_format": {"enum": ["float", "base64"]}}})),
                 "responses": ok("{object: list, data: [{object: embedding, index, embedding}], usage}", "application/json")}},
-            "/v1/judge": {"post": {"summary": "Judge items with binary checks; the same verdicts as `assay judge`", "requestBody": body(json!({"type": "object", "required": ["checks", "items"], "properties": {
+            "/v1/judge": {"post": {"summary": "Judge items with binary checks (inline, or a project's stored evaluator set); the same verdicts as `assay judge`", "requestBody": body(json!({"type": "object", "required": ["items"], "properties": {
+                "project": {"type": "string", "description": "Instead of checks: a project in the server's store (--db)"}, "set": {"type": "integer", "description": "With project: the evaluator-set version (default: the latest)"},
                 "model": {"type": "string", "description": "Default: the server's judge model"},
                 "checks": {"description": "A list of {id, question, name?, pass_criteria?, fail_examples?, threshold?}, or {version?, checks}"},
                 "items": {"type": "array", "items": {"type": "object", "required": ["id", "input", "output"], "properties": {"id": {"type": "string"}, "input": {"type": "string"}, "output": {"type": "string"}, "context": {"type": "string"}}}},

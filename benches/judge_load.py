@@ -8,9 +8,9 @@ wall time of the round. Standard library only.
 
 import argparse
 import json
-import threading
-import time
 import urllib.request
+
+from serve_load import run_round
 
 
 def j2(kqa, checks_path):
@@ -41,13 +41,7 @@ def main():
         def client(i):
             judged[i] = judge(a.base_url, checks, items[i::n])
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        secs = time.perf_counter() - start
+        secs = run_round(n, client)
         print(json.dumps({"engine": "assay", "workload": "J2", "clients": n, "checks": sum(judged), "seconds": round(secs, 1), "checks_per_s": round(sum(judged) / secs, 2)}), flush=True)
 
 

@@ -17,6 +17,17 @@ def complete(base, model, prompt, max_tokens, seed):
         return json.load(r)["usage"]["completion_tokens"]
 
 
+def run_round(n, client):
+    """Runs `client(i)` for i in 0..n on n threads at once; returns the round's wall seconds."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--engine", required=True)
@@ -35,13 +46,7 @@ def main():
             for r in range(a.requests_per_client):
                 tokens[i] += complete(a.base_url, a.model, prompt, a.max_tokens, 1000 * i + r)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        secs = time.perf_counter() - start
+        secs = run_round(n, client)
         total = sum(tokens)
         print(json.dumps({"engine": a.engine, "clients": n, "requests": n * a.requests_per_client, "tokens": total, "seconds": round(secs, 2), "tok_s": round(total / secs, 1)}), flush=True)
 

@@ -1,0 +1,1 @@
+//! assay-pipeline: the evaluation loop (DESIGN.md, "The loop").

@@ -31,6 +31,13 @@ fn main() -> std::process::ExitCode {
         Command::Set(args) => commands::set::run(&cli.global, args),
         Command::Export(args) => commands::export::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
+        Command::Discover(args) => commands::discover::run(&cli.global, args),
+        Command::Run(args) => commands::run::run(&cli.global, args),
+        Command::Report(args) => commands::report::run(&cli.global, args),
+        Command::Questions(args) => commands::expert::questions(&cli.global, args),
+        Command::Answer(args) => commands::expert::answer(&cli.global, args),
+        Command::Label(args) => commands::expert::label(&cli.global, args),
+        Command::Refine(args) => commands::refine::run(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -54,6 +54,139 @@ pub enum Command {
     Export(ExportArgs),
     /// Serve the OpenAI-compatible API, /v1/judge, /health and /metrics on one port.
     Serve(ServeArgs),
+    /// Discover how outputs fail and turn the failures into checks (a new evaluator-set version).
+    Discover(DiscoverArgs),
+    /// Judge a dataset with an evaluator-set version, stored and resumable.
+    Run(RunArgs),
+    /// Per-check consistency, separation, cohesion and agreement with expert labels; plots.
+    Report(ReportArgs),
+    /// List the questions raised for the expert (ambiguous judgments, uncovered constraints).
+    Questions(QuestionsArgs),
+    /// Record the expert's ruling on a question.
+    Answer(AnswerArgs),
+    /// Record expert PASS/FAIL labels of checks on items, or whole-output scores.
+    Label(LabelArgs),
+    /// Rewrite, split or drop the checks that rulings and the report point at: a new version.
+    Refine(RefineArgs),
+}
+
+/// A dataset of the project, by name.
+#[derive(Debug, Args)]
+pub struct DatasetArg {
+    /// Dataset name (default: the project's most recent dataset).
+    #[arg(long, env = "ASSAY_DATASET")]
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// How many checks to keep (the largest, most severe error clusters first).
+    #[arg(long, env = "ASSAY_DISCOVER_CHECKS", default_value_t = 10)]
+    pub checks: usize,
+    /// Seed of every sampled generation, annotation and check writing.
+    #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Evaluator-set version to judge with (2 or v2; default: the latest).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: Option<u32>,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    #[command(flatten)]
+    pub options: JudgeOptionArgs,
+    /// Items judged between two writes to the database (an interruption loses at most these).
+    #[arg(long, env = "ASSAY_CHUNK_ITEMS", default_value_t = assay_pipeline::DEFAULT_CHUNK_ITEMS)]
+    pub chunk_items: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Evaluator-set version to report on (default: the latest).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: Option<u32>,
+    /// Judge run to report on (default: the set's latest finished judge run).
+    #[arg(long, env = "ASSAY_RUN")]
+    pub run: Option<i64>,
+    /// Folder for the SVG plots (default: reports/<project>-v<set>).
+    #[arg(long, env = "ASSAY_PLOTS")]
+    pub plots: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long, env = "ASSAY_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuestionsArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Include answered questions and their rulings.
+    #[arg(long, env = "ASSAY_ALL")]
+    pub all: bool,
+    /// Print as JSON lines.
+    #[arg(long, env = "ASSAY_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// Id of the question (from `assay questions`).
+    #[arg(env = "ASSAY_QUESTION")]
+    pub question: i64,
+    /// The expert's ruling, kept verbatim (refinement folds it into the check).
+    #[arg(long, env = "ASSAY_RULING")]
+    pub ruling: String,
+    /// For a question about an item and a check: also record this as the expert's label.
+    #[arg(long, env = "ASSAY_LABEL", value_parser = ["pass", "fail"])]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// Item id (its key in the dataset).
+    #[arg(long, env = "ASSAY_ITEM", required_unless_present = "file")]
+    pub item: Option<String>,
+    /// Check id the verdict is about (with --verdict).
+    #[arg(long, env = "ASSAY_CHECK", requires = "verdict")]
+    pub check: Option<String>,
+    /// The expert's verdict of --check on --item.
+    #[arg(long, env = "ASSAY_VERDICT", value_parser = ["pass", "fail"], requires = "check")]
+    pub verdict: Option<String>,
+    /// The expert's score of the whole output of --item.
+    #[arg(long, env = "ASSAY_SCORE", conflicts_with = "verdict")]
+    pub score: Option<f64>,
+    /// A note kept with the label.
+    #[arg(long, env = "ASSAY_NOTE", default_value = "")]
+    pub note: String,
+    /// Many labels: JSONL of {"item", "check", "verdict": "PASS"|"FAIL", "note"?} or {"item", "score", "note"?}, all or nothing.
+    #[arg(long, env = "ASSAY_LABEL_FILE", conflicts_with_all = ["item", "check", "verdict", "score"])]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefineArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Version to refine (default: the latest).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: Option<u32>,
+    /// Seed of the check writer.
+    #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// The project a command works on.
@@ -79,6 +212,18 @@ pub struct ProjectArgs {
 pub enum ProjectCommand {
     /// Create a project from its generation prompt.
     Create(ProjectCreateArgs),
+    /// Show a project's configuration (backend and model per role, generators), or replace it from a JSON file.
+    Config(ProjectConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectConfigArgs {
+    /// Project name.
+    #[arg(env = "ASSAY_PROJECT")]
+    pub name: String,
+    /// JSON file with the new configuration (see `assay project config NAME` for the fields).
+    #[arg(long, env = "ASSAY_PROJECT_CONFIG")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +442,13 @@ pub struct JudgeArgs {
     /// Memory for computed prompt prefixes kept for reuse (MiB); items sharing a prefix compute it once.
     #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
     pub prefix_cache_mb: usize,
+    #[command(flatten)]
+    pub options: JudgeOptionArgs,
+}
+
+/// How each check is judged: `assay judge` and `assay run` take the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct JudgeOptionArgs {
     /// verdict: label likelihoods right after the prompt (one pass); rationale: a short
     /// generated rationale per check first, then the verdict after it.
     #[arg(long, env = "ASSAY_JUDGE_MODE", default_value = "verdict", value_parser = ["verdict", "rationale"])]
@@ -316,7 +468,7 @@ pub struct JudgeArgs {
     pub seed: u64,
 }
 
-impl JudgeArgs {
+impl JudgeOptionArgs {
     pub fn judge_options(&self) -> assay_core::JudgeOptions {
         assay_core::JudgeOptions {
             mode: if self.mode == "rationale" { assay_core::JudgeMode::Rationale } else { assay_core::JudgeMode::Verdict },

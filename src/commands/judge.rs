@@ -15,7 +15,7 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     let set = EvaluatorSet::from_json(&read(&args.checks)?).with_context(|| format!("checks in {}", args.checks.display()))?;
     let items = parse_items_jsonl(&read(&args.items)?).with_context(|| format!("items in {}", args.items.display()))?;
     let labels = Labels { pass: args.pass_label.clone(), fail: args.fail_label.clone() };
-    let options = args.judge_options();
+    let options = args.options.judge_options();
     options.validate()?;
     let lm = super::load_language_model(global, &args.model)?;
     let (n_items, n_checks) = (items.len(), set.checks.len());

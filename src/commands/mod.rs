@@ -2,14 +2,19 @@
 
 pub mod bench;
 pub mod data;
+pub mod discover;
 pub mod embed;
+pub mod expert;
 pub mod export;
 pub mod generate;
 pub mod judge;
 pub mod models;
 pub mod project;
-pub mod set;
+pub mod refine;
+pub mod report;
+pub mod run;
 pub mod serve;
+pub mod set;
 
 use crate::options::GlobalOptions;
 use anyhow::{Context, Result};
@@ -61,5 +66,72 @@ pub fn project(store: &Store, name: &str) -> Result<Project> {
             anyhow::bail!("no project '{name}' in {} (create it with `assay project create {name} --prompt-file F`)", store.path().display())
         }
         other => Ok(other?),
+    }
+}
+
+/// Backends for the pipeline's roles: local models through this process's engine (loaded on
+/// first use), servers by URL as the project's configuration names them.
+pub fn backends(global: &GlobalOptions) -> Result<assay_pipeline::Backends> {
+    let local = assay_pipeline::LocalBackend::new(resolver(global), device(global)?, 512 << 20);
+    Ok(assay_pipeline::Backends::new(std::sync::Arc::new(local)))
+}
+
+/// The project's dataset called `name`, or its most recent one.
+pub fn dataset(store: &Store, project: &Project, name: Option<&str>) -> Result<assay_store::Dataset> {
+    match name {
+        Some(name) => store.dataset_by_name(project.id, name).with_context(|| format!("dataset '{name}' of project '{}'", project.name)),
+        None => store
+            .datasets(project.id)?
+            .into_iter()
+            .max_by_key(|d| d.id.0)
+            .with_context(|| format!("project '{}' has no dataset yet (import one with `assay data import --project {} --file F`)", project.name, project.name)),
+    }
+}
+
+/// The project's evaluator-set version `number`, or its latest.
+pub fn set_version(store: &Store, project: &Project, number: Option<u32>) -> Result<assay_store::SetVersion> {
+    match number {
+        Some(n) => store.set_version(project.id, n).with_context(|| format!("evaluator-set version v{n} of project '{}'", project.name)),
+        None => store
+            .latest_set_version(project.id)?
+            .with_context(|| format!("project '{}' has no evaluator set yet (run `assay discover` or `assay set import`)", project.name)),
+    }
+}
+
+/// Progress of a pipeline step on one stderr line per stage: done/total, rate and ETA.
+pub struct ProgressLine {
+    stage: String,
+    started: std::time::Instant,
+    last: (usize, usize),
+}
+
+impl ProgressLine {
+    /// The first stage's clock starts now: its first report may come after work was done.
+    pub fn new() -> Self {
+        Self { stage: String::new(), started: std::time::Instant::now(), last: (usize::MAX, 0) }
+    }
+
+    pub fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if stage != self.stage {
+            if !self.stage.is_empty() {
+                eprintln!();
+                self.started = std::time::Instant::now();
+            }
+            self.stage = stage.to_string();
+        } else if (done, total) == self.last {
+            return;
+        }
+        self.last = (done, total);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let rate = done as f64 / secs;
+        let eta = if done > 0 && total > done { format!(", ETA {:.0}s", (total - done) as f64 / rate) } else { String::new() };
+        eprint!("\r{stage}: {done}/{total} ({rate:.1}/s{eta})   ");
+    }
+
+    pub fn finish(&mut self) {
+        if !self.stage.is_empty() {
+            eprintln!();
+            self.stage.clear();
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod generation;
+pub mod metrics;
 pub mod model;
 
 pub use check::{parse_items_jsonl, Check, EvaluatorSet, InputError, ItemScore, JudgeItem, JudgeMode, JudgeOptions, JudgeSample, Judgment, Verdict};

@@ -1,1 +1,47 @@
-//! assay-pipeline: the evaluation loop (DESIGN.md, "The loop").
+//! assay-pipeline: the evaluation loop (DESIGN.md, "The loop") on top of the store.
+//!
+//! It owns discovery (generator spectrum -> annotations -> error taxonomy -> checks, plus
+//! static analysis of the task prompt), judge runs (resumable), reports (consistency,
+//! separation, cohesion, agreement with expert labels; SVG plots), ambiguity questions and
+//! refinement into new evaluator-set versions. Every model call goes through a `Backend`
+//! (the local engine or an OpenAI-compatible server), chosen per role in the project's
+//! configuration. It must not parse command lines or speak HTTP as a server; everything it
+//! learns is written to the store before a step returns.
+
+pub mod annotate;
+pub mod backend;
+pub mod check_writer;
+pub mod config;
+pub mod discover;
+pub mod error;
+pub mod judge_run;
+pub mod labels;
+pub mod lenient_json;
+pub mod plots;
+pub mod questions;
+pub mod refine;
+pub mod report;
+pub mod static_analysis;
+pub mod taxonomy;
+
+pub use backend::{Backend, Backends, ChatRequest, Completion, HttpBackend, LocalBackend, Role};
+pub use config::{GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
+pub use discover::{discover, DiscoverOptions, DiscoveryReport};
+pub use error::{PipelineError, Result};
+pub use judge_run::{judge_run, JudgeRunReport, DEFAULT_CHUNK_ITEMS};
+
+/// Progress of a long step: (stage, done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// A seed for one sampled call, from the run's seed and what the call is about, so that a
+/// rerun with the same seed makes the same calls whatever their order.
+pub fn stable_seed(seed: u64, parts: &[&str]) -> u64 {
+    // FNV-1a: stable across platforms and Rust versions, unlike `DefaultHasher`.
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}

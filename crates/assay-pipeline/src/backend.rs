@@ -1,0 +1,313 @@
+//! Where the pipeline's models run. Every role (generator, annotator, judge, embedder, check
+//! writer) talks to a `Backend`: the local engine (`LocalBackend`), or any OpenAI-compatible
+//! server by base URL (`HttpBackend`: another `assay serve`, vLLM, llama.cpp's server). The
+//! pipeline only ever sees `Role`s, so it cannot tell them apart.
+
+use crate::config::RoleModel;
+use crate::error::{PipelineError, Result};
+use assay_core::{Check, JudgeItem, JudgeOptions, Judgment, SamplingParams};
+use assay_engine::judge::{judge_items, Labels};
+use assay_engine::{BatchConfig, BatchGenerator, ChatMessage, Embedder, LanguageModel, ModelFiles, ModelResolver, PrefixCache, SequenceEvent};
+use candle_core::Device;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One chat turn to answer.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    /// Text the answer is made to begin with where the backend allows it (a JSON opening
+    /// keeps small models in format); the returned text then starts with it.
+    pub answer_prefix: String,
+    pub params: SamplingParams,
+}
+
+/// One request's answer, or why it has none. A failed request does not fail its batch: the
+/// pipeline records and counts it.
+pub type Completion = std::result::Result<String, String>;
+
+/// A place models run. `model` names the model within the backend.
+pub trait Backend: Send + Sync {
+    /// Answers every request (in order); `progress` gets the number answered so far.
+    fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> Result<Vec<Completion>>;
+    /// Every check of every item, per item in check order; `progress` gets judgments done.
+    fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>>;
+    /// One embedding per text.
+    fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// A role bound to its backend and model.
+#[derive(Clone)]
+pub struct Role {
+    backend: Arc<dyn Backend>,
+    model: RoleModel,
+}
+
+impl Role {
+    pub fn describe(&self) -> String {
+        self.model.describe()
+    }
+
+    pub fn chat(&self, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> Result<Vec<Completion>> {
+        self.backend.chat(&self.model.model, requests, progress)
+    }
+
+    pub fn judge(&self, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
+        self.backend.judge(&self.model.model, items, checks, options, progress)
+    }
+
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.backend.embed(&self.model.model, texts)
+    }
+}
+
+/// Binds roles to backends: local models to the one local backend (which loads each model
+/// once), URLs to HTTP clients.
+#[derive(Clone)]
+pub struct Backends {
+    local: Arc<dyn Backend>,
+}
+
+impl Backends {
+    pub fn new(local: Arc<dyn Backend>) -> Self {
+        Self { local }
+    }
+
+    pub fn role(&self, model: &RoleModel) -> Result<Role> {
+        let backend: Arc<dyn Backend> = match &model.base_url {
+            None => self.local.clone(),
+            Some(url) => {
+                let key = match &model.api_key_env {
+                    Some(var) => Some(std::env::var(var).map_err(|_| PipelineError::Config(format!("the API key variable {var} for {url} is not set")))?),
+                    None => None,
+                };
+                Arc::new(HttpBackend::new(url, key))
+            }
+        };
+        Ok(Role { backend, model: model.clone() })
+    }
+}
+
+/// Most sequences the local backend decodes at once: enough to fill the batched matmuls,
+/// few enough to bound KV-cache memory.
+const LOCAL_BATCH: usize = 32;
+
+struct LoadedModel {
+    lm: LanguageModel,
+    /// Judge instructions and items, kept between calls (a run judges in chunks).
+    prefixes: Mutex<PrefixCache>,
+}
+
+/// Models on this machine, loaded on first use and kept.
+pub struct LocalBackend {
+    resolver: ModelResolver,
+    device: Device,
+    prefix_cache_bytes: usize,
+    models: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    embedders: Mutex<HashMap<String, Arc<Embedder>>>,
+}
+
+impl LocalBackend {
+    pub fn new(resolver: ModelResolver, device: Device, prefix_cache_bytes: usize) -> Self {
+        Self { resolver, device, prefix_cache_bytes, models: Mutex::default(), embedders: Mutex::default() }
+    }
+
+    fn language_model(&self, spec: &str) -> Result<Arc<LoadedModel>> {
+        let mut models = self.models.lock().expect("model table poisoned");
+        if let Some(m) = models.get(spec) {
+            return Ok(m.clone());
+        }
+        let files = self.resolver.resolve(spec)?;
+        let lm = LanguageModel::load(spec, &files, &self.device)?;
+        let loaded = Arc::new(LoadedModel { lm, prefixes: Mutex::new(PrefixCache::new(self.prefix_cache_bytes)) });
+        models.insert(spec.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn embedder(&self, spec: &str) -> Result<Arc<Embedder>> {
+        let mut embedders = self.embedders.lock().expect("embedder table poisoned");
+        if let Some(e) = embedders.get(spec) {
+            return Ok(e.clone());
+        }
+        let dir = match self.resolver.resolve(spec)? {
+            ModelFiles::Checkpoint(dir) => dir,
+            ModelFiles::Gguf(p) => return Err(PipelineError::Config(format!("{} is a GGUF file; embedding models are checkpoint folders", p.display()))),
+        };
+        let embedder = Arc::new(Embedder::load(spec, &dir, &self.device)?);
+        embedders.insert(spec.to_string(), embedder.clone());
+        Ok(embedder)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> Result<Vec<Completion>> {
+        let loaded = self.language_model(model)?;
+        let lm = &loaded.lm;
+        let mut answers: Vec<Option<Completion>> = vec![None; requests.len()];
+        let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
+        let mut running = HashMap::new();
+        let mut queue = requests.iter().enumerate();
+        let mut done = 0;
+        loop {
+            while batch.len() < LOCAL_BATCH {
+                let Some((i, request)) = queue.next() else { break };
+                let prompt = lm.chat_prompt(&request.messages).and_then(|mut ids| {
+                    ids.extend(lm.tokenizer.encode(&request.answer_prefix)?);
+                    Ok(ids)
+                });
+                match prompt.and_then(|ids| batch.add(ids, request.params.clone())) {
+                    Ok(id) => {
+                        running.insert(id, i);
+                    }
+                    Err(e) => {
+                        answers[i] = Some(Err(e.to_string()));
+                        done += 1;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (id, event) in batch.step()? {
+                if let SequenceEvent::Finished(generation) = event {
+                    let i = running.remove(&id).expect("a finished sequence was added");
+                    answers[i] = Some(Ok(format!("{}{}", requests[i].answer_prefix, generation.text)));
+                    done += 1;
+                    progress(done);
+                }
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every request is answered")).collect())
+    }
+
+    fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
+        let loaded = self.language_model(model)?;
+        let mut prefixes = loaded.prefixes.lock().expect("prefix cache poisoned");
+        Ok(judge_items(&loaded.lm, &mut prefixes, items, checks, &Labels::default(), options, progress)?)
+    }
+
+    fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let embedder = self.embedder(model)?;
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Ok(embedder.embed(&texts)?)
+    }
+}
+
+/// Requests in flight at once against a server, so that it can batch them.
+const HTTP_CONCURRENCY: usize = 8;
+
+/// An OpenAI-compatible server: `/chat/completions` and `/embeddings` under its base URL;
+/// judging uses `/judge`, which only `assay serve` offers.
+pub struct HttpBackend {
+    base_url: String,
+    api_key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl HttpBackend {
+    pub fn new(base_url: &str, api_key: Option<String>) -> Self {
+        let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10)).timeout(std::time::Duration::from_secs(1800)).build();
+        Self { base_url: base_url.trim_end_matches('/').to_string(), api_key, agent }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}/{path}", self.base_url);
+        let mut request = self.agent.post(&url);
+        if let Some(key) = &self.api_key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        let remote = |message: String| PipelineError::Remote { url: url.clone(), message };
+        match request.send_json(body) {
+            Ok(response) => response.into_json().map_err(|e| remote(format!("unreadable JSON answer: {e}"))),
+            Err(ureq::Error::Status(code, response)) => {
+                let body: Value = response.into_json().unwrap_or(Value::Null);
+                let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+                Err(remote(format!("HTTP {code}: {message}")))
+            }
+            Err(e) => Err(remote(e.to_string())),
+        }
+    }
+
+    fn chat_one(&self, model: &str, request: &ChatRequest) -> Completion {
+        let mut messages = request.messages.clone();
+        if !request.answer_prefix.is_empty() {
+            // A chat API cannot be made to continue a given answer: ask for the opening instead.
+            if let Some(last) = messages.last_mut() {
+                last.content.push_str(&format!("\n\nBegin your answer with: {}", request.answer_prefix));
+            }
+        }
+        let p = &request.params;
+        let mut body = json!({"model": model, "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p});
+        if let Some(seed) = p.seed {
+            body["seed"] = json!(seed);
+        }
+        if !p.stop.is_empty() {
+            body["stop"] = json!(p.stop);
+        }
+        let answer = self.post("chat/completions", &body).map_err(|e| e.to_string())?;
+        answer["choices"][0]["message"]["content"].as_str().map(str::to_string).ok_or_else(|| format!("no choices[0].message.content in {answer}"))
+    }
+}
+
+impl Backend for HttpBackend {
+    fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> Result<Vec<Completion>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (sender, answers) = std::sync::mpsc::channel();
+        let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
+        std::thread::scope(|scope| {
+            for _ in 0..HTTP_CONCURRENCY.min(requests.len()) {
+                let sender = sender.clone();
+                let next = &next;
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else { break };
+                    if sender.send((i, self.chat_one(model, request))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(sender);
+            for (done, (i, answer)) in answers.iter().enumerate() {
+                out[i] = Some(answer);
+                progress(done + 1);
+            }
+        });
+        Ok(out.into_iter().map(|a| a.expect("every request is answered")).collect())
+    }
+
+    fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
+        let mut body = json!({"model": model, "checks": checks, "items": items});
+        if let (Value::Object(fields), Ok(Value::Object(extra))) = (&mut body, serde_json::to_value(options)) {
+            fields.extend(extra);
+        }
+        let answer = self.post("judge", &body)?;
+        let results = answer["results"].as_array().filter(|r| r.len() == items.len()).ok_or_else(|| PipelineError::Remote {
+            url: format!("{}/judge", self.base_url),
+            message: format!("expected {} results, got {}", items.len(), answer["results"]),
+        })?;
+        let judgments = results
+            .iter()
+            .map(|r| serde_json::from_value::<Vec<Judgment>>(r["judgments"].clone()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| PipelineError::Remote { url: format!("{}/judge", self.base_url), message: format!("judgments: {e}") })?;
+        progress(items.len() * checks.len());
+        Ok(judgments)
+    }
+
+    fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let answer = self.post("embeddings", &json!({"model": model, "input": texts}))?;
+        let bad = |message: String| PipelineError::Remote { url: format!("{}/embeddings", self.base_url), message };
+        let data = answer["data"].as_array().filter(|d| d.len() == texts.len()).ok_or_else(|| bad(format!("expected {} embeddings", texts.len())))?;
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for (position, d) in data.iter().enumerate() {
+            let index = d["index"].as_u64().map(|i| i as usize).unwrap_or(position);
+            let vector: Vec<f32> = serde_json::from_value(d["embedding"].clone()).map_err(|e| bad(format!("embedding {index}: {e}")))?;
+            *vectors.get_mut(index).ok_or_else(|| bad(format!("embedding index {index} out of range")))? = vector;
+        }
+        Ok(vectors)
+    }
+}

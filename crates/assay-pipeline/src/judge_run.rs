@@ -1,0 +1,122 @@
+//! Judge runs (`assay run`): every check of an evaluator-set version on every item of a
+//! dataset, through the judge role (the packed judge when local), stored chunk by chunk.
+//! A run that was interrupted (killed, failed) is found again by its set, dataset, judge and
+//! options and resumed: only the (item, check) pairs without a judgment are judged, and the
+//! store refuses duplicates, so nothing is lost and nothing is judged twice.
+
+use crate::backend::Backends;
+use crate::config::ProjectConfig;
+use crate::error::{PipelineError, Result};
+use crate::questions::raise_ambiguities;
+use crate::Progress;
+use assay_core::{Check, JudgeItem, JudgeOptions};
+use assay_store::{Dataset, NewRun, PendingPair, Project, Run, RunKind, RunStatus, SetVersion, Store};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Most items judged between two writes to the store: large enough to fill packed passes,
+/// small enough that an interruption loses little work.
+pub const DEFAULT_CHUNK_ITEMS: usize = 8;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeRunReport {
+    pub run: Run,
+    /// Whether an interrupted run was picked up rather than a new one started.
+    pub resumed: bool,
+    /// Judgments made by this call (the rest were stored before).
+    pub judged_now: usize,
+    /// Ambiguous judgments raised as questions for the expert.
+    pub questions: usize,
+}
+
+/// Judges what `set` has not yet judged on `dataset` with these options, resuming an
+/// unfinished run with the same parameters if there is one.
+pub fn judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<JudgeRunReport> {
+    options.validate()?;
+    let config = ProjectConfig::from_json(&project.config)?;
+    let judge = backends.role(&config.roles.judge)?;
+    let params = json!({"judge": judge.describe(), "options": options});
+    let unfinished = store.runs(project.id)?.into_iter().rev().find(|r| {
+        r.kind == RunKind::Judge && r.set_version == Some(set.id) && r.dataset == Some(dataset.id) && r.params == params && r.status != RunStatus::Done
+    });
+    let resumed = unfinished.is_some();
+    let run = match unfinished {
+        Some(run) => run,
+        None => store.create_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?,
+    };
+    store.set_run_status(run.id, RunStatus::Running, None)?;
+    let outcome = judge_pending(store, &judge, set, dataset, run.id, options, chunk_items.max(1), progress);
+    match outcome {
+        Ok(judged_now) => {
+            store.set_run_status(run.id, RunStatus::Done, None)?;
+            let questions = raise_ambiguities(store, project, run.id)?;
+            Ok(JudgeRunReport { run: store.run(run.id)?, resumed, judged_now, questions })
+        }
+        Err(e) => {
+            store.set_run_status(run.id, RunStatus::Failed, Some(&e.to_string()))?;
+            Err(e)
+        }
+    }
+}
+
+fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, dataset: &Dataset, run: assay_store::RunId, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
+    let pending = store.pending_pairs(run)?;
+    let total = store.run(run)?.progress_total as usize;
+    let already = total - pending.len();
+    let items: HashMap<String, JudgeItem> = store.items(dataset.id)?.iter().filter_map(|i| i.to_judge_item().map(|j| (j.id.clone(), j))).collect();
+    let checks: HashMap<&str, &Check> = set.set.checks.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut judged = 0;
+    for chunk in chunks(&pending, chunk_items) {
+        let chunk_items: Vec<JudgeItem> = chunk.items.iter().map(|key| items.get(*key).cloned().ok_or_else(|| PipelineError::Invalid(format!("item '{key}' has no output to judge")))).collect::<Result<_>>()?;
+        let chunk_checks: Vec<Check> = chunk.checks.iter().map(|c| (*checks[c]).clone()).collect();
+        let before = already + judged;
+        let per_item = judge.judge(&chunk_items, &chunk_checks, options, &mut |done| progress("judging", before + done, total))?;
+        let judgments: Vec<_> = per_item.into_iter().flatten().collect();
+        judged += store.insert_judgments(run, &judgments)?;
+        progress("judging", already + judged, total);
+    }
+    Ok(judged)
+}
+
+/// Consecutive items with the same pending checks, at most `size` items each.
+struct Chunk<'a> {
+    items: Vec<&'a str>,
+    checks: Vec<&'a str>,
+}
+
+fn chunks(pending: &[PendingPair], size: usize) -> Vec<Chunk<'_>> {
+    let mut per_item: Vec<(&str, Vec<&str>)> = Vec::new();
+    for p in pending {
+        match per_item.last_mut() {
+            Some((key, checks)) if *key == p.item_key => checks.push(&p.check),
+            _ => per_item.push((&p.item_key, vec![&p.check])),
+        }
+    }
+    let mut out: Vec<Chunk> = Vec::new();
+    for (item, checks) in per_item {
+        match out.last_mut() {
+            Some(c) if c.checks == checks && c.items.len() < size => c.items.push(item),
+            _ => out.push(Chunk { items: vec![item], checks }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assay_store::ItemId;
+
+    fn pair(item: &str, check: &str) -> PendingPair {
+        PendingPair { item: ItemId(0), item_key: item.into(), check: check.into() }
+    }
+
+    #[test]
+    fn chunks_group_items_with_the_same_pending_checks() {
+        let pending = vec![pair("a", "c2"), pair("b", "c1"), pair("b", "c2"), pair("c", "c1"), pair("c", "c2"), pair("d", "c1"), pair("d", "c2")];
+        let chunks = chunks(&pending, 2);
+        let shape: Vec<(Vec<&str>, Vec<&str>)> = chunks.into_iter().map(|c| (c.items, c.checks)).collect();
+        assert_eq!(shape, vec![(vec!["a"], vec!["c2"]), (vec!["b", "c"], vec!["c1", "c2"]), (vec!["d"], vec!["c1", "c2"])]);
+    }
+}

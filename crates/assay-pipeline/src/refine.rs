@@ -1,0 +1,257 @@
+//! Refinement (`assay refine`): a new evaluator-set version from what the expert and the
+//! latest report say about the current one.
+//! - A ruling on a question about a check is folded into that check verbatim (and the check
+//!   writer rewrites the question around it); a ruling that says "drop" drops the check, and
+//!   one that says "add" on an uncovered prompt constraint adds a check for it.
+//! - Low agreement with expert labels, a high flip rate or poor separation get the check
+//!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
+//! - FAIL rationales that do not cohere split the check by their clusters (one check per
+//!   cluster of two or more rationales), or drop it when they do not cluster and it also
+//!   disagrees with the expert or fails to separate.
+//!
+//! Nothing changes in place: the result is a new version whose reason lists every change.
+
+use crate::backend::{Backends, ChatRequest};
+use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
+use crate::config::ProjectConfig;
+use crate::error::Result;
+use crate::report::{report, report_run, CheckReport, SetReport};
+use crate::static_analysis::constraint_check;
+use crate::taxonomy::{cluster, ErrorPoint};
+use crate::{stable_seed, Progress};
+use assay_core::{Check, EvaluatorSet, Judgment, Verdict};
+use assay_store::{ErrorId, Project, QuestionStatus, SetVersion, Severity, Store};
+use serde::Serialize;
+
+/// Kappa under which a check disagrees with the expert (with at least `MIN_LABELS` labels).
+pub const LOW_KAPPA: f64 = 0.4;
+pub const MIN_LABELS: usize = 4;
+pub const HIGH_FLIP_RATE: f64 = 0.2;
+pub const POOR_AUROC: f64 = 0.6;
+/// Spread of FAIL rationales above which they are taken to point at several criteria.
+pub const INCOHERENT_SPREAD: f64 = 0.35;
+/// A calibrated threshold is adopted when it raises kappa by at least this much.
+pub const CALIBRATION_GAIN: f64 = 0.1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub check: String,
+    pub action: &'static str,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefineReport {
+    pub from: u32,
+    /// The new version; `None` when nothing called for a change.
+    pub to: Option<u32>,
+    pub changes: Vec<Change>,
+    /// Rewrites whose check writer answer was unreadable (the check kept its question; rulings
+    /// were still appended).
+    pub unreadable_rewrites: usize,
+}
+
+/// What is wrong with one check, gathered before any model call.
+#[derive(Default)]
+struct Findings {
+    rulings: Vec<String>,
+    problems: Vec<String>,
+    drop: Option<String>,
+    threshold: Option<(f32, String)>,
+    incoherent: bool,
+}
+
+pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, seed: u64, progress: Progress) -> Result<RefineReport> {
+    let config = ProjectConfig::from_json(&project.config)?;
+    let run = report_run(store, project, set, None).ok();
+    let report: Option<SetReport> = run.as_ref().map(|r| report(store, backends, project, set, r, None)).transpose()?;
+    let judgments: Vec<Judgment> = match &run {
+        Some(r) => store.judgments(r.id)?,
+        None => Vec::new(),
+    };
+    let questions = store.questions(project.id, Some(QuestionStatus::Answered))?;
+    let mut changes = Vec::new();
+    let mut findings: Vec<Findings> = set.set.checks.iter().map(|_| Findings::default()).collect();
+    let mut added = Vec::new();
+    for q in &questions {
+        let ruling = q.ruling.as_ref().map(|r| r.text.trim()).unwrap_or_default();
+        match q.asked.check.as_deref().and_then(|key| set.set.checks.iter().position(|c| c.id == key)) {
+            Some(i) if !set.set.checks[i].pass_criteria.contains(ruling) => {
+                let f = &mut findings[i];
+                if ruling.to_lowercase().starts_with("drop") {
+                    f.drop = Some(format!("the expert ruled: {ruling}"));
+                } else {
+                    let on = q.asked.item.map(|item| store.item(item).map(|i| format!(" (on item '{}')", i.fields.key))).transpose()?.unwrap_or_default();
+                    f.rulings.push(format!("{ruling}{on}"));
+                }
+            }
+            Some(_) => {}
+            None if q.asked.check.is_none() && ruling.to_lowercase().starts_with("add") => {
+                if let Some(constraint) = quoted(&q.asked.why) {
+                    let id = check_id(&format!("p{}", q.id), constraint);
+                    if !set.set.checks.iter().any(|c| c.id == id) {
+                        added.push(constraint_check(id.clone(), constraint));
+                        changes.push(Change { check: id, action: "added", why: format!("the expert ruled on an uncovered constraint: {ruling}") });
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(report) = &report {
+        for (f, c) in findings.iter_mut().zip(&report.checks) {
+            diagnose(f, c);
+        }
+    }
+
+    // Splits: FAIL rationales of incoherent checks, clustered.
+    let writer = backends.role(&config.roles.check_writer)?;
+    let mut split_into: Vec<Option<Vec<Vec<String>>>> = vec![None; findings.len()];
+    let embedder = backends.role(&config.roles.embedder)?;
+    for (i, f) in findings.iter().enumerate() {
+        if !f.incoherent || f.drop.is_some() {
+            continue;
+        }
+        let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == set.set.checks[i].id).flat_map(fail_rationales).collect();
+        let vectors = embedder.embed(&rationales)?;
+        let points: Vec<ErrorPoint> = rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
+        let groups: Vec<Vec<String>> = cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect();
+        if groups.len() >= 2 {
+            split_into[i] = Some(groups);
+        }
+    }
+    for (f, split) in findings.iter_mut().zip(&split_into) {
+        if f.incoherent && split.is_none() && f.drop.is_none() && !f.problems.is_empty() {
+            f.drop = Some(format!("its FAIL rationales do not cohere or cluster, and {}", f.problems.join("; ")));
+        }
+    }
+
+    // One batch of model calls: rewrites, then split checks.
+    let prompt = &project.generation_prompt;
+    let mut requests: Vec<ChatRequest> = Vec::new();
+    let mut purposes: Vec<(usize, Option<usize>)> = Vec::new(); // (check, split group)
+    for (i, (c, f)) in set.set.checks.iter().zip(&findings).enumerate() {
+        if f.drop.is_some() {
+            continue;
+        }
+        match &split_into[i] {
+            Some(groups) => {
+                for (g, group) in groups.iter().enumerate() {
+                    let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
+                    requests.push(cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["split", &c.id, &g.to_string()])));
+                    purposes.push((i, Some(g)));
+                }
+            }
+            None if !f.rulings.is_empty() || !f.problems.is_empty() => {
+                let problem = if f.problems.is_empty() { "the expert's rulings below are not yet part of it".to_string() } else { f.problems.join("; ") };
+                requests.push(rewrite_request(prompt, c, &problem, &f.rulings, config.answer_tokens, stable_seed(seed, &["rewrite", &c.id])));
+                purposes.push((i, None));
+            }
+            None => {}
+        }
+    }
+    let answers = writer.chat(&requests, &mut |done| progress("rewriting checks", done, requests.len()))?;
+    let mut unreadable = 0;
+    let mut rewritten: Vec<Option<Check>> = vec![None; findings.len()];
+    let mut splits: Vec<Vec<Check>> = vec![Vec::new(); findings.len()];
+    for ((i, group), answer) in purposes.into_iter().zip(answers) {
+        let old = &set.set.checks[i];
+        let parsed = answer.ok().as_deref().and_then(parse_check);
+        unreadable += usize::from(parsed.is_none());
+        match group {
+            Some(g) => {
+                let examples: Vec<String> = split_into[i].as_ref().map(|gs| gs[g].iter().take(3).cloned().collect()).unwrap_or_default();
+                let (question, criteria, fail_examples) = parsed.unwrap_or_else(|| (format!("{} (in particular: {})", old.question, examples.first().cloned().unwrap_or_default()), old.pass_criteria.clone(), examples.clone()));
+                splits[i].push(Check { id: format!("{}-{}", old.id, (b'a' + g as u8) as char), name: old.name.clone(), question, pass_criteria: criteria, fail_examples, threshold: old.threshold });
+            }
+            None => {
+                let mut check = old.clone();
+                if let Some((question, criteria, examples)) = parsed {
+                    check.question = question;
+                    check.pass_criteria = criteria;
+                    if !examples.is_empty() {
+                        check.fail_examples = examples;
+                    }
+                }
+                rewritten[i] = Some(check);
+            }
+        }
+    }
+
+    let mut checks = Vec::new();
+    for (i, (old, f)) in set.set.checks.iter().zip(findings).enumerate() {
+        if let Some(why) = f.drop {
+            changes.push(Change { check: old.id.clone(), action: "dropped", why });
+            continue;
+        }
+        if !splits[i].is_empty() {
+            let ids: Vec<&str> = splits[i].iter().map(|c| c.id.as_str()).collect();
+            changes.push(Change { check: old.id.clone(), action: "split", why: format!("its FAIL rationales form {} clusters: now {}", ids.len(), ids.join(", ")) });
+            checks.append(&mut splits[i]);
+            continue;
+        }
+        let mut check = rewritten[i].take().unwrap_or_else(|| old.clone());
+        for ruling in &f.rulings {
+            // Verbatim, so the judge reads the expert's own words.
+            check.pass_criteria = format!("{}\nExpert ruling: {ruling}", check.pass_criteria).trim_start().to_string();
+        }
+        let mut why: Vec<String> = f.problems.clone();
+        if !f.rulings.is_empty() {
+            why.push(format!("{} expert ruling(s) folded in", f.rulings.len()));
+        }
+        if let Some((t, reason)) = f.threshold {
+            check.threshold = Some(t);
+            why.push(reason);
+        }
+        if check != *old {
+            changes.push(Change { check: old.id.clone(), action: "rewritten", why: why.join("; ") });
+        }
+        checks.push(check);
+    }
+    checks.extend(added);
+    if changes.is_empty() || checks.is_empty() {
+        return Ok(RefineReport { from: set.number, to: None, changes: if checks.is_empty() { changes } else { Vec::new() }, unreadable_rewrites: unreadable });
+    }
+    let reason = format!("refined from v{}: {}", set.number, changes.iter().map(|c| format!("{} {} ({})", c.check, c.action, c.why)).collect::<Vec<_>>().join("; "));
+    let version = store.create_set_version(project.id, &EvaluatorSet::new(None, checks)?, &reason)?;
+    Ok(RefineReport { from: set.number, to: Some(version.number), changes, unreadable_rewrites: unreadable })
+}
+
+/// Problems the report shows for one check.
+fn diagnose(f: &mut Findings, c: &CheckReport) {
+    if let Some(a) = c.agreement.filter(|a| a.n >= MIN_LABELS) {
+        match a.kappa {
+            Some(k) if k < LOW_KAPPA => f.problems.push(format!("low agreement with the expert (kappa {k:.2} on {} labels)", a.n)),
+            None if a.accuracy < 0.8 => f.problems.push(format!("low agreement with the expert (accuracy {:.2} on {} labels)", a.accuracy, a.n)),
+            _ => {}
+        }
+        if let Some(cal) = c.calibration {
+            if cal.kappa.unwrap_or(f64::MIN) >= a.kappa.unwrap_or(f64::MIN / 2.0) + CALIBRATION_GAIN {
+                f.threshold = Some((cal.threshold as f32, format!("threshold {:.3} calibrated on {} labels (kappa {:.2})", cal.threshold, a.n, cal.kappa.unwrap_or(f64::NAN))));
+            }
+        }
+    }
+    if let Some(flips) = c.flip_rate.filter(|r| *r > HIGH_FLIP_RATE) {
+        f.problems.push(format!("sampled verdicts flip {:.0}% of the time", 100.0 * flips));
+    }
+    if let Some(s) = &c.separation {
+        if let Some(auroc) = s.auroc.filter(|a| *a < POOR_AUROC && s.good.len() >= 2 && s.bad.len() >= 2) {
+            f.problems.push(format!("poor separation of good and bad outputs (AUROC {auroc:.2})"));
+        }
+    }
+    f.incoherent = c.cohesion.is_some_and(|s| s > INCOHERENT_SPREAD);
+}
+
+fn fail_rationales(j: &Judgment) -> Vec<String> {
+    if j.samples.is_empty() {
+        j.rationale.iter().filter(|_| j.verdict == Verdict::Fail).cloned().collect()
+    } else {
+        j.samples.iter().filter(|s| s.verdict == Verdict::Fail).map(|s| s.rationale.clone()).collect()
+    }
+}
+
+/// The text between the first and the last double quote of `s`.
+fn quoted(s: &str) -> Option<&str> {
+    let (start, end) = (s.find('"')?, s.rfind('"')?);
+    (end > start + 1).then(|| &s[start + 1..end])
+}

@@ -1,0 +1,83 @@
+//! What the expert does at the terminal: `assay questions` (what the system is unsure of),
+//! `assay answer` (a ruling, optionally also a label) and `assay label` (PASS/FAIL labels of
+//! checks on items, or whole-output scores).
+
+use crate::options::{AnswerArgs, GlobalOptions, LabelArgs, QuestionsArgs};
+use anyhow::{bail, Context, Result};
+use assay_core::Verdict;
+use assay_pipeline::labels::{labels_of, parse_label_lines, LabelRecord};
+use assay_store::{CheckLabel, QuestionId, QuestionStatus};
+
+pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
+    let store = super::open_store(global)?;
+    let project = super::project(&store, &args.project.project)?;
+    let questions = store.questions(project.id, (!args.all).then_some(QuestionStatus::Open))?;
+    for q in &questions {
+        if args.json {
+            println!("{}", serde_json::to_string(q)?);
+            continue;
+        }
+        let about = match (q.asked.item, &q.asked.check) {
+            (Some(item), Some(check)) => format!("item '{}', check '{check}'", store.item(item)?.fields.key),
+            (None, Some(check)) => format!("check '{check}'"),
+            (Some(item), None) => format!("item '{}'", store.item(item)?.fields.key),
+            (None, None) => "the evaluator set".to_string(),
+        };
+        println!("Q{} [{}] {about}: {}", q.id, q.status.as_str(), q.asked.why);
+        if !q.asked.options.is_empty() {
+            println!("    options: {}", q.asked.options.join(" | "));
+        }
+        if let Some(ruling) = &q.ruling {
+            println!("    ruling: {}", ruling.text);
+        }
+    }
+    if !args.json {
+        eprintln!("{} question(s){}", questions.len(), if args.all { "" } else { " open (--all shows answered ones too)" });
+    }
+    Ok(())
+}
+
+pub fn answer(global: &GlobalOptions, args: &AnswerArgs) -> Result<()> {
+    let mut store = super::open_store(global)?;
+    let question = store.question(QuestionId(args.question))?;
+    let label = match (&args.label, question.asked.item, &question.asked.check) {
+        (Some(verdict), Some(item), Some(check)) => Some(CheckLabel { item, check: check.clone(), verdict: verdict_of(verdict), note: args.ruling.clone() }),
+        (Some(_), _, _) => bail!("question {} is not about one check on one item, so --label cannot apply", args.question),
+        (None, _, _) => None,
+    };
+    let answered = store.answer_question(question.id, &args.ruling).with_context(|| format!("answering question {}", args.question))?;
+    if let Some(label) = label {
+        store.set_check_labels(&[label])?;
+    }
+    println!("recorded the ruling on question {}{}", answered.id, if args.label.is_some() { " and the expert label" } else { "" });
+    Ok(())
+}
+
+fn verdict_of(text: &str) -> Verdict {
+    if text == "pass" {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+pub fn label(global: &GlobalOptions, args: &LabelArgs) -> Result<()> {
+    let mut store = super::open_store(global)?;
+    let project = super::project(&store, &args.project.project)?;
+    let dataset = super::dataset(&store, &project, args.dataset.data.as_deref())?;
+    let records = match (&args.file, &args.item) {
+        (Some(path), _) => parse_label_lines(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("labels in {}", path.display()))?,
+        (None, Some(item)) => {
+            if args.verdict.is_none() && args.score.is_none() {
+                bail!("give --check and --verdict, or --score, for item '{item}'");
+            }
+            vec![LabelRecord { item: item.clone(), check: args.check.clone(), verdict: args.verdict.as_deref().map(verdict_of), score: args.score, note: args.note.clone() }]
+        }
+        (None, None) => bail!("give --item (with --check and --verdict, or --score) or --file"),
+    };
+    let (checks, scores) = labels_of(&records, &store.items(dataset.id)?).with_context(|| format!("labels for dataset '{}'", dataset.name))?;
+    store.set_check_labels(&checks)?;
+    store.set_score_labels(&scores)?;
+    println!("recorded {} check label(s) and {} score(s) on dataset '{}'", checks.len(), scores.len(), dataset.name);
+    Ok(())
+}

@@ -14,7 +14,7 @@ use crate::taxonomy::{cluster, ErrorPoint};
 use crate::{stable_seed, Progress};
 use assay_core::{Check, EvaluatorSet, JudgeOptions, SamplingParams};
 use assay_engine::ChatMessage;
-use assay_store::{Dataset, GenerationId, Item, NewGeneration, NewItem, NewQuestion, NewRun, Project, RunId, RunKind, RunStatus, SetVersion, Store};
+use assay_store::{Dataset, GenerationId, Item, NewGeneration, NewItem, NewQuestion, NewRun, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::Serialize;
 use serde_json::json;
 
@@ -47,24 +47,39 @@ pub struct DiscoveryReport {
     pub set_version: u32,
 }
 
-pub fn discover(store: &mut Store, backends: &Backends, project: &Project, dataset: &Dataset, options: &DiscoverOptions, progress: Progress) -> Result<DiscoveryReport> {
+/// Records a discovery run (queued) on `dataset`, refusing what cannot work before any model
+/// is called; `run_discovery` carries it out. Servers return the run at once and carry it
+/// out in the background.
+pub fn start_discovery(store: &mut Store, project: &Project, dataset: &Dataset, options: &DiscoverOptions) -> Result<Run> {
     if options.checks == 0 {
-        return Err(PipelineError::Invalid("--checks must be at least 1".into()));
+        return Err(PipelineError::Invalid("the number of checks to keep must be at least 1".into()));
     }
-    let items = store.items(dataset.id)?;
-    if items.is_empty() {
+    if dataset.item_count == 0 {
         return Err(PipelineError::Invalid(format!("dataset '{}' has no items to discover errors in", dataset.name)));
     }
+    ProjectConfig::from_json(&project.config)?;
+    Ok(store.create_run(project.id, &NewRun { kind: RunKind::Discovery, set_version: None, dataset: Some(dataset.id), params: json!({"checks": options.checks, "seed": options.seed}) })?)
+}
+
+/// Carries out a discovery run made by `start_discovery`; the run ends done or failed.
+pub fn run_discovery(store: &mut Store, backends: &Backends, project: &Project, run: RunId, options: &DiscoverOptions, progress: Progress) -> Result<DiscoveryReport> {
+    let dataset = store.run(run)?.dataset.ok_or_else(|| PipelineError::Invalid(format!("run {run} has no dataset")))?;
+    let items = store.items(dataset)?;
     let config = ProjectConfig::from_json(&project.config)?;
-    let run = store.create_run(project.id, &NewRun { kind: RunKind::Discovery, set_version: None, dataset: Some(dataset.id), params: json!({"checks": options.checks, "seed": options.seed}) })?;
-    store.set_run_status(run.id, RunStatus::Running, None)?;
-    let mut discovery = Discovery { store, backends, project, config, options, run: run.id, progress };
+    store.set_run_status(run, RunStatus::Running, None)?;
+    let mut discovery = Discovery { store, backends, project, config, options, run, progress };
     let result = discovery.run(&items);
     match &result {
-        Ok(_) => discovery.store.set_run_status(run.id, RunStatus::Done, None)?,
-        Err(e) => discovery.store.set_run_status(run.id, RunStatus::Failed, Some(&e.to_string()))?,
+        Ok(_) => discovery.store.set_run_status(run, RunStatus::Done, None)?,
+        Err(e) => discovery.store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?,
     };
     result
+}
+
+/// `start_discovery` then `run_discovery`.
+pub fn discover(store: &mut Store, backends: &Backends, project: &Project, dataset: &Dataset, options: &DiscoverOptions, progress: Progress) -> Result<DiscoveryReport> {
+    let run = start_discovery(store, project, dataset, options)?;
+    run_discovery(store, backends, project, run.id, options, progress)
 }
 
 struct Discovery<'a, 'p> {

@@ -10,7 +10,7 @@ use crate::error::{PipelineError, Result};
 use crate::questions::raise_ambiguities;
 use crate::Progress;
 use assay_core::{Check, JudgeItem, JudgeOptions};
-use assay_store::{Dataset, NewRun, PendingPair, Project, Run, RunKind, RunStatus, SetVersion, Store};
+use assay_store::{Dataset, NewRun, PendingPair, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -30,9 +30,10 @@ pub struct JudgeRunReport {
     pub questions: usize,
 }
 
-/// Judges what `set` has not yet judged on `dataset` with these options, resuming an
-/// unfinished run with the same parameters if there is one.
-pub fn judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<JudgeRunReport> {
+/// The judge run for `set` on `dataset` with these options: an unfinished one with the same
+/// parameters (judge, options) to resume, or a new queued one. Returns it and whether it is
+/// resumed. `run_judging` carries it out.
+pub fn start_judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<(Run, bool)> {
     options.validate()?;
     let config = ProjectConfig::from_json(&project.config)?;
     let judge = backends.role(&config.roles.judge)?;
@@ -40,27 +41,46 @@ pub fn judge_run(store: &mut Store, backends: &Backends, project: &Project, set:
     let unfinished = store.runs(project.id)?.into_iter().rev().find(|r| {
         r.kind == RunKind::Judge && r.set_version == Some(set.id) && r.dataset == Some(dataset.id) && r.params == params && r.status != RunStatus::Done
     });
-    let resumed = unfinished.is_some();
-    let run = match unfinished {
-        Some(run) => run,
-        None => store.create_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?,
+    Ok(match unfinished {
+        Some(run) => (run, true),
+        None => (store.create_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?, false),
+    })
+}
+
+/// Judges the run's pending pairs, chunk by chunk, then raises its ambiguities as questions;
+/// the run ends done or failed.
+pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, run: RunId, chunk_items: usize, progress: Progress) -> Result<JudgeRunReport> {
+    let this = store.run(run)?;
+    let (Some(set), Some(dataset)) = (this.set_version, this.dataset) else {
+        return Err(PipelineError::Invalid(format!("run {run} is a {} run, not a judge run", this.kind)));
     };
-    store.set_run_status(run.id, RunStatus::Running, None)?;
-    let outcome = judge_pending(store, &judge, set, dataset, run.id, options, chunk_items.max(1), progress);
-    match outcome {
+    let options: JudgeOptions = serde_json::from_value(this.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
+    let config = ProjectConfig::from_json(&project.config)?;
+    let judge = backends.role(&config.roles.judge)?;
+    let (set, dataset) = (store.set_version_by_id(set)?, store.dataset(dataset)?);
+    // A new run is queued; one that was started before (and killed or failed) is resumed.
+    let resumed = this.status != RunStatus::Queued;
+    store.set_run_status(run, RunStatus::Running, None)?;
+    match judge_pending(store, &judge, &set, &dataset, run, &options, chunk_items.max(1), progress) {
         Ok(judged_now) => {
-            store.set_run_status(run.id, RunStatus::Done, None)?;
-            let questions = raise_ambiguities(store, project, run.id)?;
-            Ok(JudgeRunReport { run: store.run(run.id)?, resumed, judged_now, questions })
+            store.set_run_status(run, RunStatus::Done, None)?;
+            let questions = raise_ambiguities(store, project, run)?;
+            Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, questions })
         }
         Err(e) => {
-            store.set_run_status(run.id, RunStatus::Failed, Some(&e.to_string()))?;
+            store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?;
             Err(e)
         }
     }
 }
 
-fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, dataset: &Dataset, run: assay_store::RunId, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
+/// `start_judge_run` then `run_judging`.
+pub fn judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<JudgeRunReport> {
+    let (run, _) = start_judge_run(store, backends, project, set, dataset, options)?;
+    run_judging(store, backends, project, run.id, chunk_items, progress)
+}
+
+fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, dataset: &Dataset, run: RunId, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
     let pending = store.pending_pairs(run)?;
     let total = store.run(run)?.progress_total as usize;
     let already = total - pending.len();

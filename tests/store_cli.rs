@@ -7,15 +7,8 @@ mod common;
 use assay_core::{EvaluatorSet, Judgment, Verdict};
 use assay_store::{NewRun, RunKind, Store};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Runs the CLI on the database `db`; returns (exit success, stdout, stderr).
-fn assay(db: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::assay_bin()).args(args).env("ASSAY_DB", db).current_dir(common::repo_root()).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (out.status.success(), stdout, stderr)
-}
+use common::assay_on as assay;
 
 fn ifeval(file: &str) -> PathBuf {
     common::repo_root().join("../shared/data/ifeval").join(file)

@@ -41,6 +41,15 @@ pub fn assay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_assay"))
 }
 
+/// Runs the CLI from the repository root on the database `db`; returns (exit success, stdout,
+/// stderr). A panic is never an acceptable way to fail.
+pub fn assay_on(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(assay_bin()).args(args).env("ASSAY_DB", db).current_dir(repo_root()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.success(), stdout, stderr)
+}
+
 /// SmolLM2 with every matmul on the dense f32 path: for tests of batching and caching, where
 /// the 8-bit path's rounding (it flips on changes of 1e-5) would hide the exact equalities.
 pub fn smollm2_dense() -> &'static LanguageModel {

@@ -1,0 +1,225 @@
+//! The evaluation loop end to end through the CLI with the real small models (SmolLM2 as
+//! generator, annotator, check writer and judge; MiniLM as embedder) on real IFEval data:
+//! discover -> run -> report -> a question answered -> refine -> version 2 with a diff; a
+//! judge run killed with SIGKILL and resumed; per-check agreement with the IFEval verifier.
+//! Nothing here asserts that the tiny model judges well, only that the system does its job.
+
+mod common;
+
+use assay_store::{RunKind, RunStatus, Store};
+use common::assay_on as assay;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// IFEval prepared by `examples/ifeval/prepare.py` in `dir`: items, checks, labels.
+fn prepare_ifeval(dir: &Path, checks: usize, items: usize) {
+    let out = std::process::Command::new("python3")
+        .args(["examples/ifeval/prepare.py", "--out", dir.to_str().unwrap(), "--checks", &checks.to_string(), "--items", &items.to_string()])
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let (success, stdout, stderr) = assay(db, args);
+    assert!(success, "assay {args:?} failed:\n{stderr}");
+    stdout
+}
+
+/// A project on `dir`'s IFEval items; small generation budgets keep CI short.
+fn project(dir: &Path, db: &Path, name: &str) {
+    std::fs::write(dir.join("prompt.txt"), "Follow every instruction in the user's request exactly. Do not add anything the request does not ask for.\n").unwrap();
+    ok(db, &["project", "create", name, "--prompt-file", dir.join("prompt.txt").to_str().unwrap()]);
+    let config = serde_json::json!({
+        "generators": [
+            {"name": "careful", "temperature": 0.2, "variant": "as_written", "max_tokens": 48},
+            {"name": "input-only", "temperature": 1.1, "variant": "input_only", "max_tokens": 48}
+        ],
+        "answer_tokens": 96
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    ok(db, &["project", "config", name, "--file", dir.join("config.json").to_str().unwrap()]);
+    ok(db, &["data", "import", "--project", name, "--file", dir.join("items.jsonl").to_str().unwrap(), "--name", "ifeval"]);
+}
+
+fn temp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assay.db");
+    (dir, db)
+}
+
+#[test]
+fn discover_run_report_answer_refine_on_ten_ifeval_items() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 6, 10);
+    project(dir.path(), &db, "ife");
+
+    let out = ok(&db, &["discover", "--project", "ife", "--checks", "5", "--seed", "7"]);
+    assert!(out.contains("evaluator-set version v1"), "{out}");
+    let store = Store::open(&db).unwrap();
+    let p = store.project_by_name("ife").unwrap();
+    let v1 = store.latest_set_version(p.id).unwrap().expect("discovery made version 1");
+    assert_eq!(v1.number, 1);
+    assert!((1..=5).contains(&v1.set.checks.len()), "{} checks", v1.set.checks.len());
+    // Every output was stored and annotated (parsed or flagged), none dropped: 10 dataset
+    // outputs + 2 generators x 10 items.
+    let run = store.runs(p.id).unwrap().into_iter().find(|r| r.kind == RunKind::Discovery).unwrap();
+    assert_eq!(run.status, RunStatus::Done);
+    let outputs = store.dataset_by_name(p.id, &format!("discovery-{}", run.id)).unwrap();
+    let dataset = store.dataset_by_name(p.id, "ifeval").unwrap();
+    let all_generations = store.generations(dataset.id).unwrap();
+    assert_eq!(all_generations.len(), 30, "10 dataset outputs + 2 generators x 10 items");
+    let failed = all_generations.iter().filter(|g| g.text.is_empty()).count();
+    assert_eq!(outputs.item_count + failed, 30);
+    let unparseable = store.unparseable_annotations(p.id).unwrap().len();
+    let errors = store.annotated_errors(p.id).unwrap();
+    assert!(out.contains(&format!("({unparseable} unreadable), {} errors", errors.len())), "{out}");
+    let tree = store.cluster_tree(run.id).unwrap();
+    let clustered: usize = tree.iter().map(|c| c.members.len()).sum();
+    assert_eq!(clustered, errors.len(), "every error is in exactly one cluster of the tree");
+    drop(store);
+
+    let out = ok(&db, &["run", "--project", "ife", "--set", "1", "--data", "ifeval"]);
+    let n = 10 * v1.set.checks.len();
+    assert!(out.contains(&format!("{n}/{n} stored")), "{out}");
+
+    let plots = dir.path().join("plots");
+    let out = ok(&db, &["report", "--project", "ife", "--set", "1", "--plots", plots.to_str().unwrap()]);
+    for c in &v1.set.checks {
+        assert!(out.contains(&c.id.chars().take(32).collect::<String>()), "no row for {} in\n{out}", c.id);
+    }
+    assert!(plots.join("pass-rates.svg").exists());
+
+    // A run always leaves the expert something to decide; answer the first open question.
+    let questions = ok(&db, &["questions", "--project", "ife", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(questions.lines().next().expect("an open question")).unwrap();
+    // About a check or a judgment: a ruling in the expert's words. About a prompt constraint no
+    // check covers: the offered "add a check for it".
+    let ruling = if first["check"].is_string() { "Only count what the user explicitly asked for; extra politeness is not an error." } else { "add a check for it" };
+    let mut args = vec!["answer".to_string(), first["id"].to_string(), "--ruling".into(), ruling.into()];
+    if first["item"].is_number() && first["check"].is_string() {
+        args.extend(["--label".into(), "fail".into()]);
+    }
+    ok(&db, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let answered = ok(&db, &["questions", "--project", "ife", "--all"]);
+    assert!(answered.contains(&format!("ruling: {ruling}")), "{answered}");
+
+    let out = ok(&db, &["refine", "--project", "ife", "--seed", "3"]);
+    assert!(out.contains("created v2 from v1"), "{out}");
+    let diff = ok(&db, &["set", "diff", "--project", "ife", "1", "2", "--json"]);
+    let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    let changed = diff["changed"].as_array().unwrap().len() + diff["added"].as_array().unwrap().len() + diff["removed"].as_array().unwrap().len();
+    assert!(changed >= 1, "{diff}");
+    if let Some(check) = first["check"].as_str() {
+        let v2 = ok(&db, &["export", "set", "--project", "ife", "--set", "2"]);
+        let v2: serde_json::Value = serde_json::from_str(&v2).unwrap();
+        let kept = v2["checks"].as_array().unwrap().iter().find(|c| c["id"] == check);
+        if let Some(kept) = kept {
+            assert!(kept["pass_criteria"].as_str().unwrap().contains(ruling), "the ruling is kept verbatim: {kept}");
+        }
+    }
+    // The old data re-scored with the new version.
+    let out = ok(&db, &["run", "--project", "ife", "--set", "2", "--data", "ifeval"]);
+    assert!(out.contains("stored"), "{out}");
+}
+
+#[test]
+fn report_gives_per_check_kappa_against_the_ifeval_verifier() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 3, 12);
+    project(dir.path(), &db, "ifeval");
+    ok(&db, &["set", "import", "--project", "ifeval", "--checks", dir.path().join("checks.json").to_str().unwrap()]);
+    ok(&db, &["label", "--project", "ifeval", "--file", dir.path().join("labels.jsonl").to_str().unwrap()]);
+    ok(&db, &["run", "--project", "ifeval"]);
+    let plots = dir.path().join("plots");
+    let table = ok(&db, &["report", "--project", "ifeval", "--plots", plots.to_str().unwrap()]);
+    assert!(table.contains("kappa") && table.contains("overall agreement with expert labels"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&ok(&db, &["report", "--project", "ifeval", "--json", "--plots", plots.to_str().unwrap()])).unwrap();
+    // Each check's agreement covers exactly the verifier's labels of that check.
+    let labels = std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap();
+    for c in report["checks"].as_array().unwrap() {
+        let expected = labels.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["check"] == c["id"]).count();
+        assert_eq!(c["agreement"]["n"].as_u64().unwrap() as usize, expected, "{c}");
+        assert!(c["agreement"].get("kappa").is_some() && c["agreement"]["accuracy"].is_number(), "{c}");
+    }
+    assert_eq!(report["agreement"]["n"].as_u64().unwrap() as usize, labels.lines().count());
+    for plot in ["agreement-kappa.svg", "pass-rates.svg"] {
+        let svg = std::fs::read_to_string(plots.join(plot)).unwrap();
+        assert!(svg.contains("<svg"), "{plot}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_with_nothing_lost_or_judged_twice() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 3, 12);
+    project(dir.path(), &db, "kill");
+    ok(&db, &["set", "import", "--project", "kill", "--checks", dir.path().join("checks.json").to_str().unwrap()]);
+    let mut child = std::process::Command::new(common::assay_bin())
+        .args(["run", "--project", "kill", "--chunk-items", "1"])
+        .env("ASSAY_DB", &db)
+        .current_dir(common::repo_root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) once some, but not all, judgments are stored.
+    let store = Store::open(&db).unwrap();
+    let started = std::time::Instant::now();
+    let before = loop {
+        assert!(started.elapsed().as_secs() < 300, "the run stored nothing within 5 minutes");
+        let run = store.runs(store.project_by_name("kill").unwrap().id).unwrap().into_iter().find(|r| r.kind == RunKind::Judge);
+        if let Some(run) = run.filter(|r| r.progress_done > 0) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break store.run(run.id).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(before.progress_done < before.progress_total, "killed after it finished; the test needs a slower run");
+    assert_eq!(before.status, RunStatus::Running, "a killed run is left as it was");
+    let stored_before = store.judgments(before.id).unwrap();
+
+    let out = ok(&db, &["run", "--project", "kill"]);
+    assert!(out.contains(&format!("run {} resumed and finished", before.id)), "{out}");
+    let after = store.judgments(before.id).unwrap();
+    assert_eq!(after.len() as u64, before.progress_total);
+    let unique: HashSet<(String, String)> = after.iter().map(|j| (j.item_id.clone(), j.check_id.clone())).collect();
+    assert_eq!(unique.len(), after.len(), "no (item, check) judged twice");
+    for j in &stored_before {
+        assert!(after.contains(j), "judgment {}/{} changed or vanished on resume", j.item_id, j.check_id);
+    }
+    assert_eq!(store.run(before.id).unwrap().status, RunStatus::Done);
+    assert_eq!(store.runs(store.project_by_name("kill").unwrap().id).unwrap().iter().filter(|r| r.kind == RunKind::Judge).count(), 1, "resumed, not restarted");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 2, 3);
+    project(dir.path(), &db, "bad");
+    // No evaluator set yet.
+    let (success, _, err) = assay(&db, &["run", "--project", "bad"]);
+    assert!(!success && err.contains("no evaluator set yet"), "{err}");
+    // A corrupt label line names its line and stores nothing.
+    let key = std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap().lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["item"].as_str().unwrap().to_string()).unwrap();
+    std::fs::write(dir.path().join("bad.jsonl"), format!("{{\"item\": \"{key}\", \"check\": \"c\", \"verdict\": \"PASS\"}}\n{{\"item\": \"{key}\", \"verdict\": \n")).unwrap();
+    let (success, _, err) = assay(&db, &["label", "--project", "bad", "--file", dir.path().join("bad.jsonl").to_str().unwrap()]);
+    assert!(!success && err.contains("line 2"), "{err}");
+    let store = Store::open(&db).unwrap();
+    let dataset = store.dataset_by_name(store.project_by_name("bad").unwrap().id, "ifeval").unwrap();
+    assert!(store.check_labels(dataset.id).unwrap().is_empty(), "all or nothing");
+    // An unknown configuration field is named.
+    std::fs::write(dir.path().join("bad-config.json"), r#"{"rolez": {}}"#).unwrap();
+    let (success, _, err) = assay(&db, &["project", "config", "bad", "--file", dir.path().join("bad-config.json").to_str().unwrap()]);
+    assert!(!success && err.contains("rolez"), "{err}");
+    // Discovery asked for zero checks, and an unknown dataset.
+    let (success, _, err) = assay(&db, &["discover", "--project", "bad", "--checks", "0"]);
+    assert!(!success && err.contains("at least 1"), "{err}");
+    let (success, _, err) = assay(&db, &["discover", "--project", "bad", "--data", "nope"]);
+    assert!(!success && err.contains("nope"), "{err}");
+    // An unknown question.
+    let (success, _, err) = assay(&db, &["answer", "999", "--ruling", "x"]);
+    assert!(!success && err.contains("999"), "{err}");
+}

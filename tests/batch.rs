@@ -16,17 +16,26 @@ fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
     SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(seed), logprobs: true, ..SamplingParams::greedy(max_tokens) }
 }
 
-/// Steps `batch` until every sequence has finished; returns the generations and the text
-/// pieces streamed for each.
-fn run_to_end(batch: &mut BatchGenerator) -> HashMap<SeqId, (Generation, String)> {
-    let mut streamed: HashMap<SeqId, String> = HashMap::new();
+/// Text and log-probabilities streamed for each sequence so far.
+type Streamed = HashMap<SeqId, (String, Vec<assay_core::TokenLogprob>)>;
+
+/// Steps `batch` until every sequence has finished, adding to what was `streamed` before;
+/// returns the generations and the text pieces streamed for each. The log-probabilities
+/// streamed with the pieces are each generated token's, once, in order.
+fn run_to_end(batch: &mut BatchGenerator, mut streamed: Streamed) -> HashMap<SeqId, (Generation, String)> {
     let mut done = HashMap::new();
     while !batch.is_empty() {
         for (id, event) in batch.step().unwrap() {
             match event {
-                SequenceEvent::Text(piece) => streamed.entry(id).or_default().push_str(&piece),
+                SequenceEvent::Text { text, logprobs } => {
+                    let s = streamed.entry(id).or_default();
+                    s.0.push_str(&text);
+                    s.1.extend(logprobs);
+                }
                 SequenceEvent::Finished(g) => {
-                    done.insert(id, (g, streamed.remove(&id).unwrap_or_default()));
+                    let (text, logprobs) = streamed.remove(&id).unwrap_or_default();
+                    assert_eq!(logprobs, g.logprobs.clone().unwrap_or_default(), "streamed log-probabilities of sequence {id}");
+                    done.insert(id, (g, text));
                 }
             }
         }
@@ -37,7 +46,7 @@ fn run_to_end(batch: &mut BatchGenerator) -> HashMap<SeqId, (Generation, String)
 fn alone(prompt: &[u32], params: &SamplingParams) -> Generation {
     let mut batch = BatchGenerator::new(common::smollm2(), BatchConfig::batched());
     let id = batch.add(prompt.to_vec(), params.clone()).unwrap();
-    run_to_end(&mut batch).remove(&id).unwrap().0
+    run_to_end(&mut batch, Streamed::new()).remove(&id).unwrap().0
 }
 
 #[test]
@@ -48,21 +57,23 @@ fn thirty_two_seeded_sequences_in_one_batch_equal_each_run_alone() {
     let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
     // Half join at once, the rest while the first half is decoding.
     let mut ids: Vec<SeqId> = requests[..16].iter().map(|(p, s)| batch.add(p.clone(), s.clone()).unwrap()).collect();
-    let mut early = HashMap::new();
+    let mut early = Streamed::new();
     for _ in 0..3 {
         for (id, event) in batch.step().unwrap() {
-            if let SequenceEvent::Text(piece) = event {
-                early.entry(id).or_insert_with(String::new).push_str(&piece);
+            if let SequenceEvent::Text { text, logprobs } = event {
+                let s = early.entry(id).or_default();
+                s.0.push_str(&text);
+                s.1.extend(logprobs);
             }
         }
     }
     ids.extend(requests[16..].iter().map(|(p, s)| batch.add(p.clone(), s.clone()).unwrap()));
-    let mut together = run_to_end(&mut batch);
+    let mut together = run_to_end(&mut batch, early);
     for ((prompt, params), id) in requests.iter().zip(&ids) {
         let (g, streamed) = together.remove(id).unwrap();
         let want = alone(prompt, params);
         assert_eq!(g, want, "sequence {id} differs in the batch");
-        assert_eq!(early.get(id).cloned().unwrap_or_default() + &streamed, g.text, "streamed pieces add up to the text");
+        assert_eq!(streamed, g.text, "streamed pieces add up to the text");
         assert_eq!(g.logprobs.as_ref().unwrap().len(), g.token_ids.len());
     }
 }
@@ -91,7 +102,7 @@ fn a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding() {
     }
     assert!(steps_until_long_speaks >= long_prompt.len().div_ceil(512), "prefill took {steps_until_long_speaks} steps");
     assert!(short_done || short_tokens >= steps_until_long_speaks - 1, "short sequence stalled: {short_tokens} events in {steps_until_long_speaks} steps");
-    let rest = run_to_end(&mut batch);
+    let rest = run_to_end(&mut batch, Streamed::new());
     assert_eq!(rest[&long].0, alone(&long_prompt, &SamplingParams::greedy(4)));
 }
 
@@ -103,15 +114,19 @@ fn cancel_returns_the_partial_output_and_stops_stream_at_stop_strings() {
     let free = alone(&counting, &SamplingParams::greedy(24));
     // A stop string taken from the middle of the free text: the stopped run is its prefix.
     let stop = free.text[free.text.len() / 2..].chars().take(3).collect::<String>();
-    let cut = batch.add(counting.clone(), SamplingParams { stop: vec![stop.clone()], ..SamplingParams::greedy(24) }).unwrap();
+    let cut = batch.add(counting.clone(), SamplingParams { stop: vec![stop.clone()], logprobs: true, ..SamplingParams::greedy(24) }).unwrap();
     let cancelled = batch.add(counting.clone(), SamplingParams::greedy(24)).unwrap();
     let zero = batch.add(counting.clone(), SamplingParams::greedy(0)).unwrap();
-    let mut early = String::new();
+    let mut early = Streamed::new();
     let mut empty = None;
     for _ in 0..4 {
         for (id, event) in batch.step().unwrap() {
             match event {
-                SequenceEvent::Text(piece) if id == cut => early.push_str(&piece),
+                SequenceEvent::Text { text, logprobs } if id == cut => {
+                    let s = early.entry(id).or_default();
+                    s.0.push_str(&text);
+                    s.1.extend(logprobs);
+                }
                 SequenceEvent::Finished(g) if id == zero => empty = Some(g),
                 _ => {}
             }
@@ -120,11 +135,11 @@ fn cancel_returns_the_partial_output_and_stops_stream_at_stop_strings() {
     let partial = batch.cancel(cancelled).unwrap();
     assert!(partial.token_ids.len() == 4 && free.token_ids.starts_with(&partial.token_ids), "{partial:?}");
     assert!(batch.cancel(cancelled).is_none());
-    let mut done = run_to_end(&mut batch);
+    let mut done = run_to_end(&mut batch, early);
     let (stopped, streamed) = done.remove(&cut).unwrap();
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
     assert_eq!(stopped.text, free.text[..free.text.find(&stop).unwrap()]);
-    assert_eq!(early + &streamed, stopped.text);
+    assert_eq!(streamed, stopped.text);
     let empty = empty.expect("max_tokens 0 finishes in the first step");
     assert!(empty.token_ids.is_empty() && empty.finish_reason == FinishReason::Length);
 }

@@ -65,12 +65,16 @@ def main():
     n = 0
     with open(args.out / "items.jsonl", "w", encoding="utf-8") as items, open(args.out / "labels.jsonl", "w", encoding="utf-8") as labels:
         for r in results:
-            labelled = [(i, ok) for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]) if i in kept]
+            # An instruction type can appear twice in one prompt: it passes only if both do.
+            labelled = {}
+            for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]):
+                if i in kept:
+                    labelled[i] = labelled.get(i, True) and ok
             if not labelled or r["prompt"] not in keys or n >= args.items:
                 continue
             key = keys[r["prompt"]]
             items.write(json.dumps({"id": key, "input": r["prompt"], "output": r["response"], "metadata": {"instructions": r["instruction_id_list"]}}) + "\n")
-            for check, ok in labelled:
+            for check, ok in labelled.items():
                 labels.write(json.dumps({"item": key, "check": check, "verdict": "PASS" if ok else "FAIL", "note": "IFEval verifier (strict)"}) + "\n")
             n += 1
     checks = [{"id": i, "question": QUESTIONS[i], "pass_criteria": "Only the instruction of this type in the prompt matters; PASS if the prompt has none."} for i in kept]

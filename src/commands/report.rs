@@ -76,6 +76,9 @@ fn render(r: &SetReport) -> String {
         None => out.push_str("no expert labels on this dataset (add some with `assay label`)\n"),
     }
     out.push_str(&format!("Spearman of item totals against the expert's: {}\n", cell(r.total_spearman)));
+    if let Some(rec) = &r.reference_recovery {
+        out.push_str(&format!("reference statements recovered by the checks: {}/{} (cosine similarity >= {})\n", rec.recovered, rec.statements, rec.similarity));
+    }
     for p in &r.plots {
         out.push_str(&format!("plot: {}\n", p.display()));
     }

@@ -70,12 +70,16 @@ class OpenAIClient(unittest.TestCase):
     def test_streamed_logprobs_equal_the_whole_response(self):
         whole = chat(max_tokens=5, temperature=0.0, logprobs=True, top_logprobs=2)
         streamed = []
+        chunks_with_logprobs = 0
         for chunk in chat(max_tokens=5, temperature=0.0, logprobs=True, top_logprobs=2, stream=True):
             for c in chunk.choices:
                 if c.logprobs and c.logprobs.content:
+                    chunks_with_logprobs += 1
                     streamed.extend(c.logprobs.content)
         self.assertEqual([t.token for t in streamed], [t.token for t in whole.choices[0].logprobs.content])
         self.assertEqual([t.logprob for t in streamed], [t.logprob for t in whole.choices[0].logprobs.content])
+        # Each token's log-probability comes with its own piece, not all at the end.
+        self.assertGreater(chunks_with_logprobs, 1)
 
     def test_completions(self):
         r = client().completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0.0, logprobs=2)

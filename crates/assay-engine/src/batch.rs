@@ -56,8 +56,11 @@ impl BatchConfig {
 /// What happened to one sequence in a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SequenceEvent {
-    /// New text, certain not to be part of a stop string.
-    Text(String),
+    /// New text, certain not to be part of a stop string, and the log-probabilities of the
+    /// tokens sampled since the sequence's previous event (empty unless asked for). Text is
+    /// held back around stop strings, so a token's log-probability can come one piece before
+    /// its text; over all events each token's comes exactly once.
+    Text { text: String, logprobs: Vec<assay_core::TokenLogprob> },
     /// The sequence ended and left the batch; no more events follow for it.
     Finished(Generation),
 }
@@ -94,6 +97,8 @@ struct Sequence {
     /// Bytes of text already reported.
     sent: usize,
     logprobs: Option<Vec<assay_core::TokenLogprob>>,
+    /// Log-probabilities already reported.
+    logprobs_sent: usize,
 }
 
 impl Sequence {
@@ -112,6 +117,7 @@ impl Sequence {
             hold_back: params.stop.iter().map(String::len).max().unwrap_or(0).saturating_sub(1),
             sent: 0,
             logprobs: params.logprobs.then(Vec::new),
+            logprobs_sent: 0,
             params,
         })
     }
@@ -156,15 +162,26 @@ impl Sequence {
         Ok((piece, finish))
     }
 
-    /// Ends the sequence: the text up to the first stop string, and what was not yet reported.
-    fn finish(self, reason: FinishReason) -> (Option<String>, Generation) {
+    /// Log-probabilities not yet reported.
+    fn unsent_logprobs(&mut self) -> Vec<assay_core::TokenLogprob> {
+        let Some(all) = &self.logprobs else { return Vec::new() };
+        let new = all[self.logprobs_sent..].to_vec();
+        self.logprobs_sent = all.len();
+        new
+    }
+
+    /// Ends the sequence: the text up to the first stop string, and the last event of what
+    /// was not yet reported (text or log-probabilities), if any.
+    fn finish(mut self, reason: FinishReason) -> (Option<SequenceEvent>, Generation) {
         let mut text = self.decoder.text().to_string();
         if let Some(pos) = self.params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
             text.truncate(pos);
         }
-        let rest = (text.len() > self.sent).then(|| text[self.sent..].to_string());
+        let rest = text.get(self.sent..).unwrap_or_default().to_string();
+        let logprobs = self.unsent_logprobs();
+        let last = (!rest.is_empty() || !logprobs.is_empty()).then_some(SequenceEvent::Text { text: rest, logprobs });
         let generation = Generation { text, token_ids: self.history[self.prompt_len..].to_vec(), prompt_tokens: self.prompt_len, finish_reason: reason, logprobs: self.logprobs };
-        (rest, generation)
+        (last, generation)
     }
 }
 
@@ -250,8 +267,9 @@ impl<'m> BatchGenerator<'m> {
             let Some(row) = row else { continue };
             let row: Vec<f32> = row.squeeze(0)?.to_vec1()?;
             let (piece, finish) = seq.accept(self.lm, &row)?;
-            if let Some(piece) = piece {
-                events.push((seq.id, SequenceEvent::Text(piece)));
+            if let Some(text) = piece {
+                let logprobs = seq.unsent_logprobs();
+                events.push((seq.id, SequenceEvent::Text { text, logprobs }));
             }
             if let Some(reason) = finish {
                 finished.push((i, reason));
@@ -261,10 +279,10 @@ impl<'m> BatchGenerator<'m> {
         for &(i, reason) in finished.iter().rev() {
             let seq = self.sequences.remove(i);
             let id = seq.id;
-            let (rest, generation) = seq.finish(reason);
+            let (last, generation) = seq.finish(reason);
             // Events of removed sequences go at the end, each sequence's in order.
-            if let Some(rest) = rest {
-                events.push((id, SequenceEvent::Text(rest)));
+            if let Some(last) = last {
+                events.push((id, last));
             }
             events.push((id, SequenceEvent::Finished(generation)));
         }

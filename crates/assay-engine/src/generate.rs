@@ -39,8 +39,8 @@ pub fn generate(lm: &LanguageModel, prompt: &[u32], params: &SamplingParams, on_
     loop {
         for (_, event) in batch.step()? {
             match event {
-                SequenceEvent::Text(piece) => {
-                    if !on_text(&piece) {
+                SequenceEvent::Text { text, .. } => {
+                    if !on_text(&text) {
                         return Ok(batch.cancel(id).expect("the sequence is still running"));
                     }
                 }

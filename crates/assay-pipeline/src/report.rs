@@ -74,7 +74,39 @@ pub struct SetReport {
     /// Spearman of item totals (passes) against expert score labels, or else against the
     /// expert's PASS count over the labelled checks.
     pub total_spearman: Option<f64>,
+    /// How many of the dataset's reference statements (items' `reference.must_have`) some
+    /// check of the set covers.
+    pub reference_recovery: Option<ReferenceRecovery>,
     pub plots: Vec<PathBuf>,
+}
+
+/// Reference statements (e.g. K-QA's physician-written must-haves) against the set's checks:
+/// a statement is recovered when some check's text is at least `RECOVERED_SIMILARITY` cosine
+/// similar to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceRecovery {
+    pub statements: usize,
+    pub recovered: usize,
+    pub similarity: f32,
+}
+
+pub const RECOVERED_SIMILARITY: f32 = 0.6;
+
+fn reference_recovery(backends: &Backends, config: &ProjectConfig, set: &SetVersion, items: &[assay_store::Item]) -> Result<Option<ReferenceRecovery>> {
+    let statements: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.fields.reference.as_ref()?["must_have"].as_array().cloned())
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    if statements.is_empty() {
+        return Ok(None);
+    }
+    let embedder = backends.role(&config.roles.embedder)?;
+    let references = embedder.embed(&statements)?;
+    let checks = embedder.embed(&set.set.checks.iter().map(crate::static_analysis::check_text).collect::<Vec<_>>())?;
+    let recovered = references.iter().filter(|r| checks.iter().any(|c| crate::taxonomy::cosine(r, c) >= RECOVERED_SIMILARITY)).count();
+    Ok(Some(ReferenceRecovery { statements: statements.len(), recovered, similarity: RECOVERED_SIMILARITY }))
 }
 
 /// The judge run a report reads: `run` if given (it must judge `set`), else the set's latest
@@ -198,6 +230,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
         checks,
         agreement: agreement(&all_judge, &all_expert),
         total_spearman,
+        reference_recovery: reference_recovery(backends, &config, set, &items)?,
         plots: Vec::new(),
     };
     if let Some(dir) = plots_dir {

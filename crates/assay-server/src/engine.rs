@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use crate::metrics::EngineMetrics;
-use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams};
+use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams, TokenLogprob};
 use assay_engine::judge::{judge_items, Labels};
 use assay_engine::{BatchConfig, BatchGenerator, LanguageModel, PrefixCache, SeqId, SequenceEvent};
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +23,8 @@ pub enum GenEvent {
     Text {
         index: usize,
         piece: String,
+        /// Of the tokens sampled since the previous event (empty unless asked for).
+        logprobs: Vec<TokenLogprob>,
     },
     Finished {
         index: usize,
@@ -190,7 +192,7 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
                 for (id, event) in events {
                     let Some(l) = live.get(&id) else { continue };
                     let event = match event {
-                        SequenceEvent::Text(piece) => GenEvent::Text { index: l.index, piece },
+                        SequenceEvent::Text { text, logprobs } => GenEvent::Text { index: l.index, piece: text, logprobs },
                         SequenceEvent::Finished(generation) => {
                             EngineMetrics::add(&metrics.generated_tokens, generation.token_ids.len());
                             GenEvent::Finished { index: l.index, generation }

@@ -233,24 +233,27 @@ impl Head {
         match self.api {
             Api::Chat => json!({"index": index, "message": {"role": "assistant", "content": g.text}, "finish_reason": reason,
                 "logprobs": g.logprobs.as_ref().map(|l| chat_logprobs(l))}),
-            Api::Completion => json!({"index": index, "text": g.text, "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| completion_logprobs(l))}),
+            Api::Completion => json!({"index": index, "text": g.text, "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| completion_logprobs(l, 0))}),
         }
     }
 
-    fn text_delta(&self, index: usize, piece: &str) -> Value {
+    /// A streamed piece with the log-probabilities of the tokens sampled since the previous
+    /// piece; `offset` is where this piece starts in the choice's text (completions report
+    /// text offsets).
+    fn text_delta(&self, index: usize, piece: &str, logprobs: &[TokenLogprob], offset: usize) -> Value {
+        let has = !logprobs.is_empty();
         match self.api {
-            Api::Chat => json!({"index": index, "delta": {"content": piece}, "finish_reason": null, "logprobs": null}),
-            Api::Completion => json!({"index": index, "text": piece, "finish_reason": null, "logprobs": null}),
+            Api::Chat => json!({"index": index, "delta": {"content": piece}, "finish_reason": null, "logprobs": has.then(|| chat_logprobs(logprobs))}),
+            Api::Completion => json!({"index": index, "text": piece, "finish_reason": null, "logprobs": has.then(|| completion_logprobs(logprobs, offset))}),
         }
     }
 
-    /// The last chunk of a streamed choice. It carries the choice's log-probabilities, all of
-    /// them: streamed text is held back around stop strings, so pieces and tokens do not align.
+    /// The last chunk of a streamed choice: its log-probabilities went out with the pieces.
     fn finish_delta(&self, index: usize, g: &Generation) -> Value {
         let reason = finish_reason(g.finish_reason);
         match self.api {
-            Api::Chat => json!({"index": index, "delta": {}, "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| chat_logprobs(l))}),
-            Api::Completion => json!({"index": index, "text": "", "finish_reason": reason, "logprobs": g.logprobs.as_ref().map(|l| completion_logprobs(l))}),
+            Api::Chat => json!({"index": index, "delta": {}, "finish_reason": reason, "logprobs": null}),
+            Api::Completion => json!({"index": index, "text": "", "finish_reason": reason, "logprobs": null}),
         }
     }
 
@@ -298,8 +301,9 @@ fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
     json!({"content": content})
 }
 
-fn completion_logprobs(lps: &[TokenLogprob]) -> Value {
-    let mut offset = 0;
+/// Completion log-probabilities of tokens whose text starts at byte `start` of the choice.
+fn completion_logprobs(lps: &[TokenLogprob], start: usize) -> Value {
+    let mut offset = start;
     let offsets: Vec<usize> = lps
         .iter()
         .map(|lp| {
@@ -333,9 +337,14 @@ fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, inc
             }
         }
         let mut done = Vec::with_capacity(count);
+        let mut streamed = vec![0usize; count];
         while done.len() < count {
             let chunk = match events.recv().await {
-                Some(GenEvent::Text { index, piece }) => head.wrap(true, vec![head.text_delta(index, &piece)], None),
+                Some(GenEvent::Text { index, piece, logprobs }) => {
+                    let delta = head.text_delta(index, &piece, &logprobs, streamed[index]);
+                    streamed[index] += piece.len();
+                    head.wrap(true, vec![delta], None)
+                }
                 Some(GenEvent::Finished { index, generation }) => {
                     let chunk = head.wrap(true, vec![head.finish_delta(index, &generation)], None);
                     done.push(generation);
@@ -428,7 +437,7 @@ mod tests {
     #[test]
     fn completion_logprobs_offsets_follow_the_tokens() {
         let lp = |t: &str| TokenLogprob { token_id: 0, token: t.into(), logprob: -0.5, top: vec![] };
-        let v = completion_logprobs(&[lp("He"), lp("llo"), lp(" world")]);
+        let v = completion_logprobs(&[lp("He"), lp("llo"), lp(" world")], 0);
         assert_eq!(v["text_offset"], json!([0, 2, 5]));
         assert_eq!(v["tokens"], json!(["He", "llo", " world"]));
     }

@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Answer(args) => commands::expert::answer(&cli.global, args),
         Command::Label(args) => commands::expert::label(&cli.global, args),
         Command::Refine(args) => commands::refine::run(&cli.global, args),
+        Command::Optimise(args) => commands::optimise::run(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

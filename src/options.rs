@@ -68,6 +68,43 @@ pub enum Command {
     Label(LabelArgs),
     /// Rewrite, split or drop the checks that rulings and the report point at: a new version.
     Refine(RefineArgs),
+    /// Evolve outputs per input with the evaluator set as fitness (genetic search), optionally against best-of-N.
+    Optimise(OptimiseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OptimiseArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Evaluator-set version used as the fitness (default: the latest).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: Option<u32>,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// How many of the dataset's inputs to optimise (the first ones).
+    #[arg(long, env = "ASSAY_OPTIMISE_ITEMS", default_value_t = 10)]
+    pub items: usize,
+    /// Most generations after the seed population.
+    #[arg(long, env = "ASSAY_GENERATIONS", default_value_t = 4)]
+    pub generations: usize,
+    /// Candidates per generation.
+    #[arg(long, env = "ASSAY_POPULATION", default_value_t = 4)]
+    pub population: usize,
+    /// Most candidate evaluations per input (each judges every check once), seeds included.
+    #[arg(long, env = "ASSAY_BUDGET", default_value_t = 20)]
+    pub budget: usize,
+    /// Most tokens of a generated or rewritten output.
+    #[arg(long, env = "ASSAY_MAX_TOKENS", default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Seed of sampling and parent choice.
+    #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Also run best-of-N with the same number of evaluations per input, and compare.
+    #[arg(long, env = "ASSAY_COMPARE")]
+    pub compare: bool,
+    /// Write every input's candidates (with lineage), best output and baseline as JSON.
+    #[arg(long, env = "ASSAY_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 /// A dataset of the project, by name.

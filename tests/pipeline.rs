@@ -119,9 +119,14 @@ fn discover_run_report_answer_refine_on_ten_ifeval_items() {
             assert!(kept["pass_criteria"].as_str().unwrap().contains(ruling), "the ruling is kept verbatim: {kept}");
         }
     }
-    // The old data re-scored with the new version.
+    // The old data re-scored with the new version: checks unchanged since v1 keep their
+    // judgments, the rest are judged.
+    let v2: serde_json::Value = serde_json::from_str(&ok(&db, &["export", "set", "--project", "ife", "--set", "2"])).unwrap();
+    let v2_checks = v2["checks"].as_array().unwrap().len();
+    let unchanged = v2_checks - diff["changed"].as_array().unwrap().len() - diff["added"].as_array().unwrap().len();
     let out = ok(&db, &["run", "--project", "ife", "--set", "2", "--data", "ifeval"]);
-    assert!(out.contains("stored"), "{out}");
+    let n2 = 10 * v2_checks;
+    assert!(out.contains(&format!("{} judgments made now, {} reused from runs of identical checks, {n2}/{n2} stored", n2 - 10 * unchanged, 10 * unchanged)), "{out}");
 }
 
 #[test]

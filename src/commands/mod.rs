@@ -9,6 +9,7 @@ pub mod export;
 pub mod generate;
 pub mod judge;
 pub mod models;
+pub mod optimise;
 pub mod project;
 pub mod refine;
 pub mod report;

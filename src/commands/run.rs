@@ -18,10 +18,11 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> Result<()> {
     line.finish();
     let report = report.with_context(|| format!("judging dataset '{}' with v{}", dataset.name, set.number))?;
     println!(
-        "run {} {}: {} judgments made now, {}/{} stored; {} ambiguous judgments raised as questions",
+        "run {} {}: {} judgments made now, {} reused from runs of identical checks, {}/{} stored; {} ambiguous judgments raised as questions",
         report.run.id,
         if report.resumed { "resumed and finished" } else { "finished" },
         report.judged_now,
+        report.reused,
         report.run.progress_done,
         report.run.progress_total,
         report.questions

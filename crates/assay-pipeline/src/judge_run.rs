@@ -24,8 +24,11 @@ pub struct JudgeRunReport {
     pub run: Run,
     /// Whether an interrupted run was picked up rather than a new one started.
     pub resumed: bool,
-    /// Judgments made by this call (the rest were stored before).
+    /// Judgments made by this call (the rest were stored before or reused).
     pub judged_now: usize,
+    /// Judgments copied from earlier finished runs on the same dataset with the same judge and
+    /// options, for checks identical in every field (a refined set re-judges only what changed).
+    pub reused: usize,
     /// Ambiguous judgments raised as questions for the expert.
     pub questions: usize,
 }
@@ -61,17 +64,39 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     // A new run is queued; one that was started before (and killed or failed) is resumed.
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
+    let reused = reuse_identical_judgments(store, project, &this, &set)?;
     match judge_pending(store, &judge, &set, &dataset, run, &options, chunk_items.max(1), progress) {
         Ok(judged_now) => {
             store.set_run_status(run, RunStatus::Done, None)?;
             let questions = raise_ambiguities(store, project, run)?;
-            Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, questions })
+            Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
         }
         Err(e) => {
             store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?;
             Err(e)
         }
     }
+}
+
+/// Copies into `run` the judgments that finished runs with the same dataset and parameters
+/// made for checks identical to one of `set`'s (same id, wording, examples and threshold): the
+/// judge would answer them the same way. Returns how many were new to the run.
+fn reuse_identical_judgments(store: &mut Store, project: &Project, run: &Run, set: &SetVersion) -> Result<usize> {
+    let mut reused = 0;
+    for earlier in store.runs(project.id)? {
+        if earlier.id == run.id || earlier.kind != RunKind::Judge || earlier.status != RunStatus::Done || earlier.dataset != run.dataset || earlier.params != run.params {
+            continue;
+        }
+        let Some(version) = earlier.set_version.filter(|v| Some(*v) != run.set_version) else { continue };
+        let old = store.set_version_by_id(version)?;
+        let same: Vec<&str> = set.set.checks.iter().filter(|c| old.set.checks.contains(c)).map(|c| c.id.as_str()).collect();
+        if same.is_empty() {
+            continue;
+        }
+        let judgments: Vec<_> = store.judgments(earlier.id)?.into_iter().filter(|j| same.contains(&j.check_id.as_str())).collect();
+        reused += store.insert_judgments(run.id, &judgments)?;
+    }
+    Ok(reused)
 }
 
 /// `start_judge_run` then `run_judging`.

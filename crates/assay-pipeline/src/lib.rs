@@ -18,6 +18,7 @@ pub mod judge_run;
 pub mod labels;
 pub mod lenient_json;
 pub mod plots;
+pub mod optimise;
 pub mod questions;
 pub mod refine;
 pub mod report;

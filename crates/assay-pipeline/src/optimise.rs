@@ -1,0 +1,315 @@
+//! Genetic optimisation of outputs (issue 6, first part): the evaluator set as the fitness
+//! function of a population of outputs for one input. Mutation rewrites a candidate guided by
+//! the checks it fails; crossover merges two candidates; selection keeps the Pareto front
+//! across checks (every candidate that is best on some trade-off, as GEPA does) plus the
+//! fittest (elitism). Fitness is the number of passed checks, ties broken by the sum of
+//! P(PASS). The budget counts candidate evaluations (each judges every check once); the search
+//! stops early when a candidate passes every check. Deterministic for a seed; every
+//! candidate keeps its lineage. `best_of_n` is the baseline with the same budget.
+
+use crate::backend::{ChatRequest, Role};
+use crate::error::{PipelineError, Result};
+use crate::stable_seed;
+use assay_core::{Check, JudgeItem, JudgeOptions, SamplingParams, Verdict};
+use assay_engine::ChatMessage;
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct OptimiseOptions {
+    /// Most generations after the seed population.
+    pub generations: usize,
+    pub population: usize,
+    /// Most candidate evaluations (each judges every check once), seeds included.
+    pub budget: usize,
+    pub seed: u64,
+    /// Most tokens of a generated or rewritten output.
+    pub max_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    Seed,
+    Mutation { parent: usize },
+    Crossover { parents: [usize; 2] },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub id: usize,
+    pub generation: usize,
+    pub origin: Origin,
+    pub text: String,
+    /// P(PASS) per check, in the set's order.
+    pub p_pass: Vec<f32>,
+    pub passes: usize,
+}
+
+impl Candidate {
+    pub fn score(&self) -> f32 {
+        self.p_pass.iter().sum()
+    }
+
+    fn fitter_than(&self, other: &Candidate) -> bool {
+        (self.passes, self.score()) > (other.passes, other.score())
+    }
+
+    /// At least as good on every check and better on one.
+    fn dominates(&self, other: &Candidate) -> bool {
+        self.p_pass.iter().zip(&other.p_pass).all(|(a, b)| a >= b) && self.p_pass.iter().zip(&other.p_pass).any(|(a, b)| a > b)
+    }
+}
+
+/// Progress after each generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationEvent {
+    pub generation: usize,
+    pub best_passes: usize,
+    pub best_score: f32,
+    pub evaluations: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evolution {
+    /// Every candidate ever evaluated, in order of creation: the lineage.
+    pub candidates: Vec<Candidate>,
+    /// Index of the fittest candidate.
+    pub best: usize,
+    pub evaluations: usize,
+    pub generations: usize,
+}
+
+impl Evolution {
+    pub fn best(&self) -> &Candidate {
+        &self.candidates[self.best]
+    }
+}
+
+/// The models and the task an optimisation runs against.
+pub struct Task<'a> {
+    pub generator: &'a Role,
+    pub judge: &'a Role,
+    pub prompt: &'a str,
+    pub input: &'a str,
+    pub context: Option<&'a str>,
+    pub checks: &'a [Check],
+}
+
+impl Task<'_> {
+    fn user(&self, body: &str) -> String {
+        match self.context {
+            Some(c) => format!("{}\n\nContext:\n{c}\n\n{body}", self.input),
+            None => format!("{}\n\n{body}", self.input),
+        }
+        .trim_end()
+        .to_string()
+    }
+
+    fn request(&self, user: String, seed: u64, max_tokens: usize) -> ChatRequest {
+        ChatRequest {
+            messages: vec![ChatMessage::new("system", self.prompt), ChatMessage::new("user", &user)],
+            answer_prefix: String::new(),
+            params: SamplingParams { max_tokens, temperature: 0.9, top_p: 0.95, seed: Some(seed), ..Default::default() },
+        }
+    }
+
+    /// `n` fresh outputs for the input.
+    fn sample(&self, n: usize, seed: u64, max_tokens: usize) -> Result<Vec<String>> {
+        let requests: Vec<ChatRequest> = (0..n).map(|i| self.request(self.user(""), stable_seed(seed, &["sample", &i.to_string()]), max_tokens)).collect();
+        texts(self.generator.chat(&requests, &mut |_| {})?)
+    }
+
+    /// P(PASS) per check of each text, judged together.
+    fn evaluate(&self, texts: &[String]) -> Result<Vec<(Vec<f32>, usize)>> {
+        let items: Vec<JudgeItem> = texts.iter().enumerate().map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.clone(), context: self.context.map(str::to_string) }).collect();
+        let judged = self.judge.judge(&items, self.checks, &JudgeOptions::default(), &mut |_| {})?;
+        Ok(judged.into_iter().map(|js| (js.iter().map(|j| j.p_pass).collect(), js.iter().filter(|j| j.verdict == Verdict::Pass).count())).collect())
+    }
+}
+
+/// An empty or failed generation is still a candidate (it will score low), so a model that
+/// answers nothing costs evaluations but never stops the search.
+fn texts(answers: Vec<crate::backend::Completion>) -> Result<Vec<String>> {
+    Ok(answers.into_iter().map(|a| a.unwrap_or_default()).collect())
+}
+
+/// A small deterministic generator (SplitMix64) for parent choices.
+struct Picker(u64);
+
+impl Picker {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// Indices of the candidates in `pool` that no other candidate in it dominates.
+fn pareto_front(candidates: &[Candidate], pool: &[usize]) -> Vec<usize> {
+    pool.iter().copied().filter(|&i| !pool.iter().any(|&j| j != i && candidates[j].dominates(&candidates[i]))).collect()
+}
+
+pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&GenerationEvent)) -> Result<Evolution> {
+    if options.population < 2 || options.budget < options.population {
+        return Err(PipelineError::Invalid(format!("the population must be at least 2 and the budget ({}) at least the population ({})", options.budget, options.population)));
+    }
+    if task.checks.is_empty() {
+        return Err(assay_core::InputError::NoChecks.into());
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let add = |candidates: &mut Vec<Candidate>, texts: Vec<String>, origins: Vec<Origin>, generation: usize, scored: Vec<(Vec<f32>, usize)>| {
+        for ((text, origin), (p_pass, passes)) in texts.into_iter().zip(origins).zip(scored) {
+            candidates.push(Candidate { id: candidates.len(), generation, origin, text, p_pass, passes });
+        }
+    };
+    let seeds = task.sample(options.population, options.seed, options.max_tokens)?;
+    let scored = task.evaluate(&seeds)?;
+    add(&mut candidates, seeds, vec![Origin::Seed; options.population], 0, scored);
+    let mut evaluations = options.population;
+    let mut pool: Vec<usize> = (0..candidates.len()).collect();
+    let mut picker = Picker(stable_seed(options.seed, &["parents"]));
+    let mut generation = 0;
+    let best_of = |candidates: &[Candidate]| (0..candidates.len()).fold(0, |b, i| if candidates[i].fitter_than(&candidates[b]) { i } else { b });
+    let report = |candidates: &[Candidate], generation, evaluations, events: &mut dyn FnMut(&GenerationEvent)| {
+        let best = &candidates[best_of(candidates)];
+        events(&GenerationEvent { generation, best_passes: best.passes, best_score: best.score(), evaluations });
+    };
+    report(&candidates, 0, evaluations, events);
+    while generation < options.generations && candidates[best_of(&candidates)].passes < task.checks.len() && evaluations + 2 <= options.budget {
+        generation += 1;
+        let children = options.population.min(options.budget - evaluations);
+        let front = pareto_front(&candidates, &pool);
+        let mut requests = Vec::with_capacity(children);
+        let mut origins = Vec::with_capacity(children);
+        for c in 0..children {
+            let seed = stable_seed(options.seed, &["child", &generation.to_string(), &c.to_string()]);
+            let a = front[picker.below(front.len())];
+            if c % 2 == 0 || front.len() < 2 {
+                let failing: Vec<String> = task.checks.iter().zip(&candidates[a].p_pass).filter(|(check, p)| **p < check.threshold()).map(|(check, _)| format!("- {}", check.question)).collect();
+                let guidance = if failing.is_empty() { "It passes every check; make it clearer and more precise.".to_string() } else { format!("It fails these checks:\n{}", failing.join("\n")) };
+                let body = format!("A previous answer:\n{}\n\n{guidance}\nRewrite the answer so that it passes every check, keeping what is already right. Reply with the rewritten answer only.", candidates[a].text);
+                requests.push(task.request(task.user(&body), seed, options.max_tokens));
+                origins.push(Origin::Mutation { parent: a });
+            } else {
+                let b = loop {
+                    let b = front[picker.below(front.len())];
+                    if b != a {
+                        break b;
+                    }
+                };
+                let body = format!("Answer A:\n{}\n\nAnswer B:\n{}\n\nMerge them into one answer that keeps the strengths of both. Reply with the merged answer only.", candidates[a].text, candidates[b].text);
+                requests.push(task.request(task.user(&body), seed, options.max_tokens));
+                origins.push(Origin::Crossover { parents: [a, b] });
+            }
+        }
+        let texts = texts(task.generator.chat(&requests, &mut |_| {})?)?;
+        let scored = task.evaluate(&texts)?;
+        evaluations += texts.len();
+        let first_child = candidates.len();
+        add(&mut candidates, texts, origins, generation, scored);
+        // Survivors: the Pareto front of parents and children, then the fittest, up to the population.
+        let everyone: Vec<usize> = pool.iter().copied().chain(first_child..candidates.len()).collect();
+        let mut next = pareto_front(&candidates, &everyone);
+        next.sort_by(|&x, &y| (candidates[y].passes, candidates[y].score()).partial_cmp(&(candidates[x].passes, candidates[x].score())).unwrap_or(std::cmp::Ordering::Equal));
+        next.truncate(options.population);
+        let mut rest: Vec<usize> = everyone.into_iter().filter(|i| !next.contains(i)).collect();
+        rest.sort_by(|&x, &y| (candidates[y].passes, candidates[y].score()).partial_cmp(&(candidates[x].passes, candidates[x].score())).unwrap_or(std::cmp::Ordering::Equal));
+        next.extend(rest.into_iter().take(options.population.saturating_sub(next.len())));
+        pool = next;
+        report(&candidates, generation, evaluations, events);
+    }
+    Ok(Evolution { best: best_of(&candidates), candidates, evaluations, generations: generation })
+}
+
+/// The baseline: `n` samples, each judged, the fittest kept.
+pub fn best_of_n(task: &Task, n: usize, seed: u64, max_tokens: usize) -> Result<Candidate> {
+    let texts = task.sample(n, stable_seed(seed, &["best-of-n"]), max_tokens)?;
+    let scored = task.evaluate(&texts)?;
+    let candidates: Vec<Candidate> = texts.into_iter().zip(scored).enumerate().map(|(id, (text, (p_pass, passes)))| Candidate { id, generation: 0, origin: Origin::Seed, text, p_pass, passes }).collect();
+    candidates.into_iter().reduce(|best, c| if c.fitter_than(&best) { c } else { best }).ok_or_else(|| PipelineError::Invalid("best-of-n needs n >= 1".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, Backends, Completion};
+    use crate::config::RoleModel;
+    use assay_core::Judgment;
+    use std::sync::Arc;
+
+    /// A scripted backend: outputs are numbers; a rewrite adds one, a merge takes the larger;
+    /// check k passes when the number exceeds k. Enough to see selection, lineage and stops.
+    struct Counting;
+
+    fn number(text: &str) -> i64 {
+        text.trim().parse().unwrap_or(0)
+    }
+
+    impl Backend for Counting {
+        fn chat(&self, _: &str, requests: &[ChatRequest], _: &mut dyn FnMut(usize)) -> crate::Result<Vec<Completion>> {
+            Ok(requests
+                .iter()
+                .map(|r| {
+                    let user = &r.messages[1].content;
+                    let numbers: Vec<i64> = user.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                    Ok(if user.contains("Merge") { numbers.iter().max().unwrap() + 1 } else if user.contains("Rewrite") { numbers[0] + 1 } else { (r.params.seed.unwrap() % 3) as i64 }.to_string())
+                })
+                .collect())
+        }
+
+        fn judge(&self, _: &str, items: &[JudgeItem], checks: &[Check], _: &JudgeOptions, _: &mut dyn FnMut(usize)) -> crate::Result<Vec<Vec<Judgment>>> {
+            Ok(items
+                .iter()
+                .map(|item| {
+                    checks
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| {
+                            let p = if number(&item.output) > k as i64 { 0.9 } else { 0.1 };
+                            Judgment { item_id: item.id.clone(), check_id: c.id.clone(), verdict: Verdict::at(p, 0.5), p_pass: p, logprob_pass: 0.0, logprob_fail: 0.0, off_format_mass: 0.0, rationale: None, samples: vec![], flip_rate: None }
+                        })
+                        .collect()
+                })
+                .collect())
+        }
+
+        fn embed(&self, _: &str, _: &[String]) -> crate::Result<Vec<Vec<f32>>> {
+            unreachable!("optimisation embeds nothing")
+        }
+    }
+
+    fn checks(n: usize) -> Vec<Check> {
+        (0..n).map(|k| Check { id: format!("c{k}"), name: String::new(), question: format!("Is it above {k}?"), pass_criteria: String::new(), fail_examples: vec![], threshold: None }).collect()
+    }
+
+    fn run(budget: usize, seed: u64) -> Evolution {
+        let role = Backends::new(Arc::new(Counting)).role(&RoleModel::local("scripted")).unwrap();
+        let checks = checks(6);
+        let task = Task { generator: &role, judge: &role, prompt: "Count.", input: "Give a number.", context: None, checks: &checks };
+        evolve(&task, &OptimiseOptions { generations: 20, population: 4, budget, seed, max_tokens: 8 }, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn climbs_stops_when_every_check_passes_and_records_lineage() {
+        let e = run(200, 1);
+        assert_eq!(e.best().passes, 6, "rewrites add one per generation until every check passes");
+        assert!(e.evaluations < 200, "stopped early at {} evaluations", e.evaluations);
+        for c in &e.candidates {
+            match &c.origin {
+                Origin::Seed => assert_eq!(c.generation, 0),
+                Origin::Mutation { parent } => assert!(e.candidates[*parent].generation < c.generation),
+                Origin::Crossover { parents } => assert!(parents.iter().all(|p| e.candidates[*p].generation < c.generation)),
+            }
+        }
+    }
+
+    #[test]
+    fn respects_the_budget_and_is_deterministic() {
+        let e = run(10, 5);
+        assert!(e.evaluations <= 10);
+        let again = run(10, 5);
+        assert_eq!(e.candidates.iter().map(|c| &c.text).collect::<Vec<_>>(), again.candidates.iter().map(|c| &c.text).collect::<Vec<_>>());
+    }
+}

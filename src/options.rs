@@ -76,9 +76,8 @@ pub enum Command {
 pub struct OptimiseArgs {
     #[command(flatten)]
     pub project: ProjectArg,
-    /// Evaluator-set version used as the fitness (default: the latest).
-    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
-    pub set: Option<u32>,
+    #[command(flatten)]
+    pub set: SetVersionArg,
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// How many of the dataset's inputs to optimise (the first ones).
@@ -107,6 +106,14 @@ pub struct OptimiseArgs {
     pub out: Option<PathBuf>,
 }
 
+/// An evaluator-set version of the project.
+#[derive(Debug, Args)]
+pub struct SetVersionArg {
+    /// Evaluator-set version (2 or v2; default: the latest).
+    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
+    pub set: Option<u32>,
+}
+
 /// A dataset of the project, by name.
 #[derive(Debug, Args)]
 pub struct DatasetArg {
@@ -133,9 +140,8 @@ pub struct DiscoverArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub project: ProjectArg,
-    /// Evaluator-set version to judge with (2 or v2; default: the latest).
-    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
-    pub set: Option<u32>,
+    #[command(flatten)]
+    pub set: SetVersionArg,
     #[command(flatten)]
     pub dataset: DatasetArg,
     #[command(flatten)]
@@ -149,9 +155,8 @@ pub struct RunArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     pub project: ProjectArg,
-    /// Evaluator-set version to report on (default: the latest).
-    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
-    pub set: Option<u32>,
+    #[command(flatten)]
+    pub set: SetVersionArg,
     /// Judge run to report on (default: the set's latest finished judge run).
     #[arg(long, env = "ASSAY_RUN")]
     pub run: Option<i64>,
@@ -218,9 +223,8 @@ pub struct LabelArgs {
 pub struct RefineArgs {
     #[command(flatten)]
     pub project: ProjectArg,
-    /// Version to refine (default: the latest).
-    #[arg(long, env = "ASSAY_SET", value_parser = parse_set_version)]
-    pub set: Option<u32>,
+    #[command(flatten)]
+    pub set: SetVersionArg,
     /// Seed of the check writer.
     #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
     pub seed: u64,

@@ -10,7 +10,7 @@ use serde_json::json;
 pub fn run(global: &GlobalOptions, args: &OptimiseArgs) -> Result<()> {
     let store = super::open_store(global)?;
     let project = super::project(&store, &args.project.project)?;
-    let set = super::set_version(&store, &project, args.set)?;
+    let set = super::set_version(&store, &project, args.set.set)?;
     let dataset = super::dataset(&store, &project, args.dataset.data.as_deref())?;
     let items: Vec<_> = store.items(dataset.id)?.into_iter().take(args.items).collect();
     anyhow::ensure!(!items.is_empty(), "dataset '{}' has no items", dataset.name);

@@ -7,7 +7,7 @@ use assay_pipeline::refine::refine;
 pub fn run(global: &GlobalOptions, args: &RefineArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
     let project = super::project(&store, &args.project.project)?;
-    let set = super::set_version(&store, &project, args.set)?;
+    let set = super::set_version(&store, &project, args.set.set)?;
     let backends = super::backends(global)?;
     let mut line = super::ProgressLine::new();
     let report = refine(&mut store, &backends, &project, &set, args.seed, &mut |stage, done, total| line.update(stage, done, total));

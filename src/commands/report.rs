@@ -9,7 +9,7 @@ use assay_store::RunId;
 pub fn run(global: &GlobalOptions, args: &ReportArgs) -> Result<()> {
     let store = super::open_store(global)?;
     let project = super::project(&store, &args.project.project)?;
-    let set = super::set_version(&store, &project, args.set)?;
+    let set = super::set_version(&store, &project, args.set.set)?;
     let run = report_run(&store, &project, &set, args.run.map(RunId))?;
     let dir = args.plots.clone().unwrap_or_else(|| format!("reports/{}-v{}", project.name, set.number).into());
     let backends = super::backends(global)?;

@@ -8,7 +8,7 @@ use assay_pipeline::judge_run;
 pub fn run(global: &GlobalOptions, args: &RunArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
     let project = super::project(&store, &args.project.project)?;
-    let set = super::set_version(&store, &project, args.set)?;
+    let set = super::set_version(&store, &project, args.set.set)?;
     let dataset = super::dataset(&store, &project, args.dataset.data.as_deref())?;
     let backends = super::backends(global)?;
     let options = args.options.judge_options();

@@ -36,23 +36,12 @@ fn parse_relaxed(text: &str) -> Option<Value> {
         return Some(v);
     }
     let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
+    let mut strings = StringState::default();
     let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
+        if !strings.inside_after(c) && c == ',' && chars[i + 1..].iter().find(|c| !c.is_whitespace()).is_some_and(|&n| n == ']' || n == '}') {
             continue;
         }
-        if c == ',' && chars[i + 1..].iter().find(|c| !c.is_whitespace()).is_some_and(|&n| n == ']' || n == '}') {
-            continue;
-        }
-        in_string = c == '"';
         out.push(c);
     }
     serde_json::from_str(&out).ok()
@@ -72,19 +61,12 @@ impl Scan {
     fn of(text: &str) -> Self {
         let mut open = Vec::new();
         let mut cuts = Vec::new();
-        let (mut in_string, mut escaped) = (false, false);
+        let mut strings = StringState::default();
         for (i, c) in text.char_indices() {
-            if in_string {
-                match (escaped, c) {
-                    (true, _) => escaped = false,
-                    (false, '\\') => escaped = true,
-                    (false, '"') => in_string = false,
-                    _ => {}
-                }
+            if strings.inside_after(c) {
                 continue;
             }
             match c {
-                '"' => in_string = true,
                 '[' | '{' => open.push(c),
                 ']' | '}' => {
                     open.pop();
@@ -96,7 +78,31 @@ impl Scan {
                 _ => {}
             }
         }
-        Self { complete_at: None, cuts, open_at_end: open, in_string_at_end: in_string }
+        Self { complete_at: None, cuts, open_at_end: open, in_string_at_end: strings.inside }
+    }
+}
+
+/// Whether a scan is inside a JSON string literal.
+#[derive(Default)]
+struct StringState {
+    inside: bool,
+    escaped: bool,
+}
+
+impl StringState {
+    /// Takes the next character; true when it belongs to a string literal (its quotes included).
+    fn inside_after(&mut self, c: char) -> bool {
+        if !self.inside {
+            self.inside = c == '"';
+            return self.inside;
+        }
+        match (self.escaped, c) {
+            (true, _) => self.escaped = false,
+            (false, '\\') => self.escaped = true,
+            (false, '"') => self.inside = false,
+            _ => {}
+        }
+        true
     }
 }
 

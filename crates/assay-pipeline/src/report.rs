@@ -93,11 +93,14 @@ pub struct ReferenceRecovery {
 pub const RECOVERED_SIMILARITY: f32 = 0.6;
 
 fn reference_recovery(backends: &Backends, config: &ProjectConfig, set: &SetVersion, items: &[assay_store::Item]) -> Result<Option<ReferenceRecovery>> {
+    // Discovery's outputs copy their input's reference: count each statement once.
     let statements: Vec<String> = items
         .iter()
         .filter_map(|i| i.fields.reference.as_ref()?["must_have"].as_array().cloned())
         .flatten()
         .filter_map(|s| s.as_str().map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if statements.is_empty() {
         return Ok(None);

@@ -5,69 +5,11 @@
 
 mod common;
 
+use common::server::Server;
+use common::{ifeval_items, IFEVAL_CHECKS};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A running `assay serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        // A port the OS just handed out is free for the moment it takes the server to bind it.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(common::assay_bin())
-            .args(["serve", "--model", "smollm2", "--port", &port.to_string()])
-            .args(extra)
-            .current_dir(common::repo_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let server = Self { child, base: format!("http://127.0.0.1:{port}") };
-        let started = Instant::now();
-        while server.get("/health").0 != 200 {
-            assert!(started.elapsed() < Duration::from_secs(120), "server did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    fn call(&self, req: ureq::Request, body: Option<&str>) -> (u16, String, Option<String>) {
-        let result = match body {
-            Some(b) => req.set("Content-Type", "application/json").send_string(b),
-            None => req.call(),
-        };
-        match result {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                let retry = r.header("Retry-After").map(str::to_string);
-                (r.status(), r.into_string().unwrap(), retry)
-            }
-            Err(e) => (0, e.to_string(), None),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let (s, b, _) = self.call(ureq::get(&format!("{}{path}", self.base)), None);
-        (s, b)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let (s, b, _) = self.call(ureq::post(&format!("{}{path}", self.base)), Some(&body.to_string()));
-        (s, serde_json::from_str(&b).unwrap_or_else(|_| panic!("not JSON ({s}): {b}")))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn chat(prompt: &str, seed: u64, max_tokens: usize) -> Value {
     json!({"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0.9, "seed": seed})
@@ -208,33 +150,13 @@ fn bad_input_gets_the_right_status_and_a_json_error() {
     }
 }
 
-const CHECKS: &str = r#"{"version": "v1", "checks": [
-  {"id": "follows_format", "question": "Does the response follow every formatting instruction of the prompt (sections, bullet points, capital letters, punctuation)?"},
-  {"id": "on_topic", "question": "Does the response address the task in the prompt?"}
-]}"#;
-
-/// The first `n` IFEval prompts with GPT-4's responses, as judge items.
-fn ifeval_items(n: usize) -> Vec<Value> {
-    let data = common::repo_root().join("../shared/data/ifeval");
-    let responses = std::fs::read_to_string(data.join("input_response_data_gpt4_20231107_145030.jsonl")).unwrap();
-    responses
-        .lines()
-        .take(n)
-        .enumerate()
-        .map(|(i, l)| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            json!({"id": format!("ifeval-{i}"), "input": r["prompt"], "output": r["response"]})
-        })
-        .collect()
-}
-
 /// `assay judge` on `items` with the test checks and `extra` flags: its JSONL judgments.
 fn cli_judgments(items: &[Value], extra: &[&str]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let checks_path = dir.path().join("checks.json");
     let items_path = dir.path().join("items.jsonl");
     let out = dir.path().join("judgments.jsonl");
-    std::fs::write(&checks_path, CHECKS).unwrap();
+    std::fs::write(&checks_path, IFEVAL_CHECKS).unwrap();
     std::fs::write(&items_path, items.iter().map(|i| i.to_string() + "\n").collect::<String>()).unwrap();
     let cli = Command::new(common::assay_bin())
         .args(["judge", "--model", "smollm2", "--checks", checks_path.to_str().unwrap(), "--items", items_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
@@ -251,7 +173,7 @@ fn sampled_rationales_over_http_equal_the_cli() {
     let items = ifeval_items(2);
     let want = cli_judgments(&items, &["--samples", "2", "--rationale-tokens", "6", "--seed", "3"]);
     let server = Server::start(&[]);
-    let checks: Value = serde_json::from_str(CHECKS).unwrap();
+    let checks: Value = serde_json::from_str(IFEVAL_CHECKS).unwrap();
     let (status, body) = server.post("/v1/judge", &json!({"checks": checks, "items": items, "samples": 2, "rationale_tokens": 6, "seed": 3}));
     assert_eq!(status, 200, "{body}");
     let got: Vec<Value> = body["results"].as_array().unwrap().iter().flat_map(|r| r["judgments"].as_array().unwrap().clone()).collect();
@@ -267,14 +189,14 @@ fn judge_by_a_stored_evaluator_set_equals_inline_checks() {
     let dir = tempfile::tempdir().unwrap();
     let (db, prompt, checks_path) = (dir.path().join("assay.db"), dir.path().join("prompt.txt"), dir.path().join("checks.json"));
     std::fs::write(&prompt, "Follow the user's instructions exactly.").unwrap();
-    std::fs::write(&checks_path, CHECKS).unwrap();
+    std::fs::write(&checks_path, IFEVAL_CHECKS).unwrap();
     for args in [vec!["project", "create", "demo", "--prompt-file", prompt.to_str().unwrap()], vec!["set", "import", "--project", "demo", "--checks", checks_path.to_str().unwrap()]] {
         let out = Command::new(common::assay_bin()).arg("--db").arg(&db).args(&args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let server = Server::start(&["--db", db.to_str().unwrap()]);
     let items = ifeval_items(2);
-    let checks: Value = serde_json::from_str(CHECKS).unwrap();
+    let checks: Value = serde_json::from_str(IFEVAL_CHECKS).unwrap();
     let (status, inline) = server.post("/v1/judge", &json!({"checks": checks, "items": items}));
     assert_eq!(status, 200, "{inline}");
     for request in [json!({"project": "demo", "set": 1, "items": items}), json!({"project": "demo", "items": items})] {
@@ -300,7 +222,7 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     let want = cli_judgments(&items, &[]);
 
     let server = Server::start(&[]);
-    let checks: Value = serde_json::from_str(CHECKS).unwrap();
+    let checks: Value = serde_json::from_str(IFEVAL_CHECKS).unwrap();
     let (status, body) = server.post("/v1/judge", &json!({"checks": checks, "items": items}));
     assert_eq!(status, 200, "{body}");
     let got: Vec<Value> = body["results"].as_array().unwrap().iter().flat_map(|r| r["judgments"].as_array().unwrap().clone()).collect();
@@ -365,19 +287,11 @@ fn sigterm_lets_in_flight_requests_finish_then_exits() {
             assert!(started.elapsed() < Duration::from_secs(30), "the request never arrived");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-        assert!(kill.success());
+        server.sigterm();
         let (status, response) = in_flight.join().unwrap();
         assert_eq!(status, 200, "the in-flight request finishes: {response}");
     });
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = server.exit_status(Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}");
 }
 

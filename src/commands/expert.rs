@@ -6,7 +6,7 @@ use crate::options::{AnswerArgs, GlobalOptions, LabelArgs, QuestionsArgs};
 use anyhow::{bail, Context, Result};
 use assay_core::Verdict;
 use assay_pipeline::labels::{labels_of, parse_label_lines, LabelRecord};
-use assay_store::{CheckLabel, QuestionId, QuestionStatus};
+use assay_store::{QuestionId, QuestionStatus};
 
 pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
     let store = super::open_store(global)?;
@@ -39,16 +39,8 @@ pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
 
 pub fn answer(global: &GlobalOptions, args: &AnswerArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
-    let question = store.question(QuestionId(args.question))?;
-    let label = match (&args.label, question.asked.item, &question.asked.check) {
-        (Some(verdict), Some(item), Some(check)) => Some(CheckLabel { item, check: check.clone(), verdict: verdict_of(verdict), note: args.ruling.clone() }),
-        (Some(_), _, _) => bail!("question {} is not about one check on one item, so --label cannot apply", args.question),
-        (None, _, _) => None,
-    };
-    let answered = store.answer_question(question.id, &args.ruling).with_context(|| format!("answering question {}", args.question))?;
-    if let Some(label) = label {
-        store.set_check_labels(&[label])?;
-    }
+    let label = args.label.as_deref().map(verdict_of);
+    let answered = store.answer_question_with_label(QuestionId(args.question), &args.ruling, label).with_context(|| format!("answering question {}", args.question))?;
     println!("recorded the ruling on question {}{}", answered.id, if args.label.is_some() { " and the expert label" } else { "" });
     Ok(())
 }

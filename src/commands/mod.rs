@@ -79,23 +79,19 @@ pub fn backends(global: &GlobalOptions) -> Result<assay_pipeline::Backends> {
 
 /// The project's dataset called `name`, or its most recent one.
 pub fn dataset(store: &Store, project: &Project, name: Option<&str>) -> Result<assay_store::Dataset> {
-    match name {
-        Some(name) => store.dataset_by_name(project.id, name).with_context(|| format!("dataset '{name}' of project '{}'", project.name)),
-        None => store
-            .datasets(project.id)?
-            .into_iter()
-            .max_by_key(|d| d.id.0)
-            .with_context(|| format!("project '{}' has no dataset yet (import one with `assay data import --project {} --file F`)", project.name, project.name)),
-    }
+    with_hint(store.dataset_or_latest(project, name), || format!("import one with `assay data import --project {} --file F`", project.name))
 }
 
 /// The project's evaluator-set version `number`, or its latest.
 pub fn set_version(store: &Store, project: &Project, number: Option<u32>) -> Result<assay_store::SetVersion> {
-    match number {
-        Some(n) => store.set_version(project.id, n).with_context(|| format!("evaluator-set version v{n} of project '{}'", project.name)),
-        None => store
-            .latest_set_version(project.id)?
-            .with_context(|| format!("project '{}' has no evaluator set yet (run `assay discover` or `assay set import`)", project.name)),
+    with_hint(store.set_version_or_latest(project, number), || "run `assay discover` or `assay set import`".to_string())
+}
+
+/// Says what to run when a default (the latest dataset or set version) does not exist yet.
+fn with_hint<T>(found: assay_store::Result<T>, hint: impl FnOnce() -> String) -> Result<T> {
+    match found {
+        Err(StoreError::Invalid(why)) => anyhow::bail!("{why} ({})", hint()),
+        other => Ok(other?),
     }
 }
 

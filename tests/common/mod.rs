@@ -2,8 +2,11 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod server;
+
 use assay_engine::{Embedder, LanguageModel, ModelFiles};
 use candle_core::Device;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -58,4 +61,25 @@ pub fn smollm2_dense() -> &'static LanguageModel {
         let policy = assay_engine::MatmulPolicy { dense_min_rows: 0, keep_quantized: false, ..assay_engine::MatmulPolicy::for_device(&Device::Cpu) };
         LanguageModel::load_with_policy("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu, policy).expect("load smollm2")
     })
+}
+
+/// Two checks any IFEval response can be judged by.
+pub const IFEVAL_CHECKS: &str = r#"{"version": "v1", "checks": [
+  {"id": "follows_format", "question": "Does the response follow every formatting instruction of the prompt (sections, bullet points, capital letters, punctuation)?"},
+  {"id": "on_topic", "question": "Does the response address the task in the prompt?"}
+]}"#;
+
+/// The first `n` IFEval prompts with GPT-4's responses, as judge items.
+pub fn ifeval_items(n: usize) -> Vec<Value> {
+    let data = repo_root().join("../shared/data/ifeval");
+    let responses = std::fs::read_to_string(data.join("input_response_data_gpt4_20231107_145030.jsonl")).unwrap();
+    responses
+        .lines()
+        .take(n)
+        .enumerate()
+        .map(|(i, l)| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            json!({"id": format!("ifeval-{i}"), "input": r["prompt"], "output": r["response"]})
+        })
+        .collect()
 }

@@ -4,6 +4,16 @@
 //! worked through one item per step, so they share the thread with running streams. A request
 //! whose receiver is gone (client disconnected) or whose deadline has passed is cancelled. Admission is a semaphore of `max_queue` permits: a request holds its
 //! permit while it waits or runs, and is refused (429) when none is left.
+//!
+//! The server's own pipeline work (projects API runs) is admitted differently: it never takes
+//! those permits, so background runs can neither fill the queue and get HTTP clients refused
+//! nor be refused themselves. It has a window of its own (`BACKGROUND_WINDOW` sequences or
+//! judge requests per model) that it waits for instead of being refused; each request holds
+//! one permit from it until it ends, and never waits for a second one while holding the first,
+//! so no set of requests can wait on each other. It has no deadline: it ends when done or
+//! when its caller stops listening. HTTP requests join the same batch between steps, so they
+//! share the engine with background work but are never starved by it: a background judge
+//! request is one item, and the judge queue is first come, first served.
 
 use crate::error::ApiError;
 use crate::metrics::EngineMetrics;
@@ -37,9 +47,15 @@ pub enum GenEvent {
 pub type JudgeResult = Result<Vec<Vec<Judgment>>, ApiError>;
 
 enum Job {
-    Generate { choices: Vec<(Vec<u32>, SamplingParams)>, events: UnboundedSender<GenEvent>, deadline: Instant, permit: OwnedSemaphorePermit },
+    /// `deadline`: none for background work.
+    Generate { choices: Vec<(Vec<u32>, SamplingParams)>, events: UnboundedSender<GenEvent>, deadline: Option<Instant>, permit: OwnedSemaphorePermit },
     Judge(JudgeWork),
 }
+
+/// Background (pipeline) sequences or judge requests running or queued at once per model:
+/// enough to fill the batched matmuls, few enough to bound KV-cache memory (discovery alone
+/// asks for items x generators answers).
+pub const BACKGROUND_WINDOW: usize = 32;
 
 /// Limits an engine enforces.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +71,8 @@ pub struct Engine {
     pub metrics: Arc<EngineMetrics>,
     jobs: mpsc::Sender<Job>,
     admission: Arc<Semaphore>,
+    /// The window of the server's own pipeline work (see the module comment).
+    background: Arc<Semaphore>,
     limits: EngineLimits,
 }
 
@@ -69,7 +87,8 @@ impl Engine {
             let (lm, metrics) = (lm.clone(), metrics.clone());
             std::thread::Builder::new().name(format!("engine-{}", lm.name)).spawn(move || run(&lm, &inbox, &metrics, limits))?
         };
-        Ok((Self { lm, metrics, jobs, admission: Arc::new(Semaphore::new(limits.max_queue)), limits }, thread))
+        let (admission, background) = (Arc::new(Semaphore::new(limits.max_queue)), Arc::new(Semaphore::new(BACKGROUND_WINDOW)));
+        Ok((Self { lm, metrics, jobs, admission, background, limits }, thread))
     }
 
     pub fn name(&self) -> &str {
@@ -95,17 +114,47 @@ impl Engine {
     /// with `assay_engine::batch::check_request`); events arrive on the returned channel.
     pub fn generate(&self, choices: Vec<(Vec<u32>, SamplingParams)>) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenEvent>, ApiError> {
         let permit = self.admit(choices.len())?;
-        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-        self.send(Job::Generate { choices, events, deadline: Instant::now() + self.limits.request_timeout, permit })?;
-        Ok(receiver)
+        self.queue_generation(choices, permit, Some(self.deadline()))
     }
 
     /// Queues a judge request: every check asked of every item.
     pub fn judge(&self, items: Vec<JudgeItem>, checks: Vec<Check>, labels: Labels, options: JudgeOptions) -> Result<oneshot::Receiver<JudgeResult>, ApiError> {
         options.validate()?;
         let permit = self.admit(1)?;
+        self.queue_judging(items, checks, labels, options, permit, Some(self.deadline()))
+    }
+
+    /// Queues one background prompt (checked like `generate`'s) once the background window
+    /// has room; no deadline.
+    pub async fn generate_background(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenEvent>, ApiError> {
+        let permit = self.background_permit().await?;
+        self.queue_generation(vec![(prompt, params)], permit, None)
+    }
+
+    /// Queues a background judge request once the background window has room; no deadline.
+    pub async fn judge_background(&self, items: Vec<JudgeItem>, checks: Vec<Check>, labels: Labels, options: JudgeOptions) -> Result<oneshot::Receiver<JudgeResult>, ApiError> {
+        options.validate()?;
+        let permit = self.background_permit().await?;
+        self.queue_judging(items, checks, labels, options, permit, None)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.limits.request_timeout
+    }
+
+    async fn background_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        // The semaphore is never closed; an error could only mean the engine is gone.
+        self.background.clone().acquire_owned().await.map_err(|_| ApiError::Unavailable("shutting down"))
+    }
+
+    fn queue_generation(&self, choices: Vec<(Vec<u32>, SamplingParams)>, permit: OwnedSemaphorePermit, deadline: Option<Instant>) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenEvent>, ApiError> {
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.send(Job::Generate { choices, events, deadline, permit })?;
+        Ok(receiver)
+    }
+
+    fn queue_judging(&self, items: Vec<JudgeItem>, checks: Vec<Check>, labels: Labels, options: JudgeOptions, permit: OwnedSemaphorePermit, deadline: Option<Instant>) -> Result<oneshot::Receiver<JudgeResult>, ApiError> {
         let (reply, receiver) = oneshot::channel();
-        let deadline = Instant::now() + self.limits.request_timeout;
         self.send(Job::Judge(JudgeWork { items, checks, labels, options, reply, deadline, done: Vec::new(), _permit: permit }))?;
         Ok(receiver)
     }
@@ -115,7 +164,7 @@ impl Engine {
 struct Live {
     index: usize,
     events: UnboundedSender<GenEvent>,
-    deadline: Instant,
+    deadline: Option<Instant>,
     /// Shared by the choices of one request: released when the last one ends.
     _permit: Arc<OwnedSemaphorePermit>,
 }
@@ -175,7 +224,7 @@ fn run(lm: &LanguageModel, inbox: &mpsc::Receiver<Job>, metrics: &EngineMetrics,
         }
         // Drop sequences nobody listens to any more, and those past their deadline.
         let now = Instant::now();
-        let gone: Vec<SeqId> = live.iter().filter(|(_, l)| l.events.is_closed() || now > l.deadline).map(|(&id, _)| id).collect();
+        let gone: Vec<SeqId> = live.iter().filter(|(_, l)| l.events.is_closed() || l.deadline.is_some_and(|d| now > d)).map(|(&id, _)| id).collect();
         for id in gone {
             batch.cancel(id);
             if let Some(l) = live.remove(&id) {
@@ -226,7 +275,7 @@ struct JudgeWork {
     labels: Labels,
     options: JudgeOptions,
     reply: oneshot::Sender<JudgeResult>,
-    deadline: Instant,
+    deadline: Option<Instant>,
     /// Judgments of the items judged so far, in order.
     done: Vec<Vec<Judgment>>,
     _permit: OwnedSemaphorePermit,
@@ -239,7 +288,7 @@ impl JudgeWork {
         if self.reply.is_closed() {
             return Some(Err(ApiError::Unavailable("gone: the client disconnected")));
         }
-        if Instant::now() > self.deadline {
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
             return Some(Err(ApiError::Timeout(timeout_s)));
         }
         let item = std::slice::from_ref(&self.items[self.done.len()]);

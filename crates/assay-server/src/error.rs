@@ -2,7 +2,8 @@
 //! `{"error": {"message", "type", "code"}}`.
 
 use assay_engine::EngineError;
-use axum::extract::rejection::JsonRejection;
+use assay_pipeline::PipelineError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -21,6 +22,9 @@ pub enum ApiError {
     ContextLength { tokens: usize, limit: usize },
     #[error("{0}")]
     RecordNotFound(String),
+    /// The record exists already, or the change would repeat the current state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the model '{name}' does not exist here; loaded: {loaded}")]
     ModelNotFound { name: String, loaded: String },
     #[error("no {what} model is loaded; start the server with {flag}")]
@@ -35,6 +39,9 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("the request did not finish within {0} s")]
     Timeout(u64),
+    /// A server the work was sent on to (a project role's `base_url`) refused or failed it.
+    #[error("{0}")]
+    Upstream(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,11 +52,13 @@ impl ApiError {
             Self::InvalidRequest(_) | Self::MalformedJson(_) | Self::WrongTypes(_) | Self::ContextLength { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelNotFound { .. } | Self::RouteNotFound(_) | Self::RecordNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RoleNotLoaded { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,12 +73,14 @@ impl ApiError {
             Self::ContextLength { .. } => ("invalid_request_error", "context_length_exceeded"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::RecordNotFound(_) => ("invalid_request_error", "not_found"),
+            Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::RoleNotLoaded { .. } => ("invalid_request_error", "model_not_loaded"),
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
             Self::RouteNotFound(_) => ("invalid_request_error", "unknown_url"),
             Self::Overloaded { .. } => ("rate_limit_error", "queue_full"),
             Self::Unavailable(_) => ("server_error", "unavailable"),
             Self::Timeout(_) => ("server_error", "timeout"),
+            Self::Upstream(_) => ("server_error", "upstream_error"),
             Self::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -108,7 +119,8 @@ impl From<assay_store::StoreError> for ApiError {
     fn from(e: assay_store::StoreError) -> Self {
         match e {
             assay_store::StoreError::NotFound { .. } => Self::RecordNotFound(e.to_string()),
-            assay_store::StoreError::Invalid(_) | assay_store::StoreError::Conflict(_) => Self::InvalidRequest(e.to_string()),
+            assay_store::StoreError::Invalid(_) => Self::InvalidRequest(e.to_string()),
+            assay_store::StoreError::Conflict(_) => Self::Conflict(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -117,6 +129,30 @@ impl From<assay_store::StoreError> for ApiError {
 impl From<assay_core::InputError> for ApiError {
     fn from(e: assay_core::InputError) -> Self {
         Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Store(e) => e.into(),
+            PipelineError::Engine(e) => e.into(),
+            PipelineError::Invalid(_) | PipelineError::Input(_) | PipelineError::Config(_) => Self::InvalidRequest(e.to_string()),
+            PipelineError::Remote { .. } => Self::Upstream(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::InvalidRequest(format!("in the URL: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidRequest(format!("in the query string: {}", rejection.body_text()))
     }
 }
 
@@ -145,6 +181,8 @@ mod tests {
             (ApiError::Unauthorized, 401, "invalid_api_key"),
             (ApiError::Overloaded { model: "m".into(), limit: 4, retry_after_s: 1 }, 429, "queue_full"),
             (ApiError::Unavailable("loading models"), 503, "unavailable"),
+            (ApiError::Conflict("exists".into()), 409, "conflict"),
+            (ApiError::Upstream("http://x/v1: HTTP 500".into()), 502, "upstream_error"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{e}");
@@ -161,6 +199,21 @@ mod tests {
         assert!(matches!(overflow, ApiError::ContextLength { tokens: 10, limit: 8 }));
         assert_eq!(ApiError::from(EngineError::EmptyPrompt).status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::from(EngineError::InvalidDevice("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn pipeline_errors_map_to_their_statuses() {
+        let cases = [
+            (PipelineError::Invalid("no items".into()), 400),
+            (PipelineError::Config("bad role".into()), 400),
+            (PipelineError::Store(assay_store::StoreError::NotFound { what: "project 'x'".into() }), 404),
+            (PipelineError::Store(assay_store::StoreError::Conflict("exists".into())), 409),
+            (PipelineError::Remote { url: "http://x/v1".into(), message: "HTTP 500".into() }, 502),
+            (PipelineError::Io { what: "model".into(), source: std::io::Error::other("boom") }, 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ApiError::from(e).status().as_u16(), status);
+        }
     }
 
     #[test]

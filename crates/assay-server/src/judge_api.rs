@@ -64,11 +64,7 @@ fn stored_set(db: &std::path::Path, project: &str, version: Option<u32>) -> Resu
     }
     let store = assay_store::Store::open(db)?;
     let project = store.project_by_name(project)?;
-    let found = match version {
-        Some(v) => store.set_version(project.id, v)?,
-        None => store.latest_set_version(project.id)?.ok_or_else(|| ApiError::RecordNotFound(format!("project '{}' has no evaluator set yet", project.name)))?,
-    };
-    Ok(found.set)
+    Ok(store.set_version_or_latest(&project, version)?.set)
 }
 
 // Typed rather than `serde_json::Value`: floats keep their shortest f32 form, exactly as

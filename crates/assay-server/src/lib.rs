@@ -1,30 +1,37 @@
 //! assay-server: the HTTP API of `assay serve`, one server on one port.
 //!
 //! It owns the routes (OpenAI-compatible chat completions, completions, models and embeddings;
-//! `/v1/judge`; `/health`, `/metrics`, `/openapi.json`), request parsing and validation,
-//! admission (bounded queues, deadlines, body size, context length), API-key auth, metrics,
-//! the mapping of every failure to a status and an OpenAI-shaped error (`error.rs`, the only
-//! place), and the engine threads that own the loaded models (`engine.rs`). It must not
-//! compute anything itself: tokens, sampling and judgments come from `assay-engine`, whose
-//! functions are the same ones the CLI calls, and it must not read model files or flags (the
-//! binary loads the models and hands them over).
+//! `/v1/judge`; the evaluation loop under `/v1/projects`; `/health`, `/metrics`,
+//! `/openapi.json`), request parsing and validation, admission (bounded queues, deadlines,
+//! body size, context length), API-key auth, metrics, the mapping of every failure to a status
+//! and an OpenAI-shaped error (`error.rs`, the only place), the engine threads that own the
+//! loaded models (`engine.rs`), and the pipeline runs it carries out in the background on them
+//! (`background.rs`, `pipeline_backend.rs`). It must not compute anything itself: tokens,
+//! sampling and judgments come from `assay-engine`, the loop's steps from `assay-pipeline`,
+//! whose functions are the same ones the CLI calls, and it must not read model files or flags
+//! (the binary loads the models and hands them over).
 
+mod background;
 pub mod engine;
 pub mod error;
 mod judge_api;
 pub mod metrics;
 mod openai;
 mod openapi;
+mod pipeline_backend;
+mod projects_api;
 
+use crate::background::BackgroundRuns;
 use crate::engine::{Engine, EngineLimits};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use assay_engine::{Embedder, LanguageModel};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -44,7 +51,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Memory for judge prompt prefixes kept for reuse, per model.
     pub prefix_cache_bytes: usize,
-    /// The store `/v1/judge` reads evaluator-set versions from (by project and version).
+    /// The store of `/v1/projects` (and of `/v1/judge` by project and version).
     pub db: std::path::PathBuf,
 }
 
@@ -97,6 +104,7 @@ pub(crate) struct Shared {
     phase: AtomicU8,
     models: OnceLock<Models>,
     metrics: Metrics,
+    background: BackgroundRuns,
 }
 
 #[derive(Clone)]
@@ -127,14 +135,36 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// Path parameters whose rejections (a version that is not a number) go through `ApiError`.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(axum::extract::Path::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// A query string whose rejections go through `ApiError`.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(axum::extract::Query::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
 /// Listens on `config.addr` at once (answering 503 while loading), loads the models with
 /// `load` on a thread of its own, then serves until SIGTERM or ctrl-c; on either it stops
-/// accepting, lets in-flight requests finish (each is bounded by the request timeout) and
-/// returns.
+/// accepting, lets in-flight requests finish (each is bounded by the request timeout), stops
+/// the background pipeline runs (recorded as failed, to be resumed) and returns.
 pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedModels, String> + Send + 'static) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let limits = EngineLimits { max_queue: config.max_queue, request_timeout: config.request_timeout, prefix_cache_bytes: config.prefix_cache_bytes };
-    let state = AppState(Arc::new(Shared { config, phase: AtomicU8::new(LOADING), models: OnceLock::new(), metrics: Metrics::default() }));
+    let state = AppState(Arc::new(Shared { config, phase: AtomicU8::new(LOADING), models: OnceLock::new(), metrics: Metrics::default(), background: BackgroundRuns::default() }));
     tracing::info!("listening on {}", listener.local_addr().map_err(ServeError::Io)?);
 
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
@@ -166,10 +196,13 @@ pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedMod
             _ => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = server => result.map_err(ServeError::Io),
         e = load_failed => Err(ServeError::Load(e)),
-    }
+    };
+    // After the server: every request that could start a run has ended.
+    state.0.background.drain().await;
+    result
 }
 
 fn start_engines(models: LoadedModels, limits: EngineLimits) -> Result<Models, ServeError> {
@@ -214,6 +247,22 @@ fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/judge", post(judge_api::judge))
+        .route("/v1/projects", get(projects_api::list_projects).post(projects_api::create_project))
+        .route("/v1/projects/{project}", get(projects_api::show_project))
+        .route("/v1/projects/{project}/config", put(projects_api::put_config))
+        .route("/v1/projects/{project}/datasets", post(projects_api::import_dataset))
+        .route("/v1/projects/{project}/sets", post(projects_api::import_set))
+        .route("/v1/projects/{project}/sets/{version}", get(projects_api::show_set))
+        .route("/v1/projects/{project}/sets/{from}/diff/{to}", get(projects_api::diff_sets))
+        .route("/v1/projects/{project}/discover", post(projects_api::discover))
+        .route("/v1/projects/{project}/runs", post(projects_api::start_run))
+        .route("/v1/projects/{project}/runs/{run}", get(projects_api::show_run))
+        .route("/v1/projects/{project}/runs/{run}/judgments", get(projects_api::run_judgments))
+        .route("/v1/projects/{project}/report", get(projects_api::show_report))
+        .route("/v1/projects/{project}/questions", get(projects_api::list_questions))
+        .route("/v1/projects/{project}/questions/{question}/answer", post(projects_api::answer_question))
+        .route("/v1/projects/{project}/labels", post(projects_api::add_labels))
+        .route("/v1/projects/{project}/refine", post(projects_api::refine_set))
         .fallback(|req: Request| async move { ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), record))

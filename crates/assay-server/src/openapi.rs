@@ -1,5 +1,5 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of every route, written by hand next to the
-//! routes it describes (`lib.rs`, `openai.rs`, `judge_api.rs`).
+//! routes it describes (`lib.rs`, `openai.rs`, `judge_api.rs`, `projects_api.rs`).
 
 use axum::Json;
 use serde_json::{json, Value};
@@ -9,10 +9,86 @@ fn body(schema: Value) -> Value {
 }
 
 fn ok(description: &str, content_type: &str) -> Value {
+    answers("200", description, content_type)
+}
+
+/// The response with `status`, and the error responses.
+fn answers(status: &str, description: &str, content_type: &str) -> Value {
     json!({
-        "200": {"description": description, "content": {content_type: {}}},
-        "default": {"description": "Error: {\"error\": {\"message\", \"type\", \"code\"}}; 400 bad input or prompt over the context, 401 missing or wrong key, 404 unknown model, 413 body too large, 429 queue full (Retry-After), 503 loading or draining, 504 deadline passed",
+        status: {"description": description, "content": {content_type: {}}},
+        "default": {"description": "Error: {\"error\": {\"message\", \"type\", \"code\"}}; 400 bad input or prompt over the context, 401 missing or wrong key, 404 unknown model or record, 409 conflict (a record exists, or nothing would change), 413 body too large, 429 queue full (Retry-After), 502 a project role's remote server failed, 503 loading or draining, 504 deadline passed",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    })
+}
+
+/// Path parameters (all required) and optional query parameters, by name and JSON type.
+fn parameters(path: &[(&str, &str)], query: &[(&str, &str, &str)]) -> Value {
+    let path = path.iter().map(|(name, kind)| json!({"name": name, "in": "path", "required": true, "schema": {"type": kind}}));
+    let query = query.iter().map(|(name, kind, description)| json!({"name": name, "in": "query", "required": false, "schema": {"type": kind}, "description": description}));
+    Value::Array(path.chain(query).collect())
+}
+
+/// `/v1/projects/...`: the evaluation loop (`projects_api.rs`).
+fn project_paths() -> Value {
+    let project = [("project", "string")];
+    let version = [("project", "string"), ("version", "integer")];
+    let run = [("project", "string"), ("run", "integer")];
+    let judge_options = json!({
+        "mode": {"enum": ["verdict", "rationale"], "default": "verdict"}, "samples": {"type": "integer", "minimum": 1, "default": 1},
+        "temperature": {"type": "number", "default": 0.7}, "rationale_tokens": {"type": "integer", "minimum": 1, "default": 48}, "seed": {"type": "integer", "default": 0}});
+    let mut run_body = json!({"type": "object", "properties": {
+        "set": {"type": "integer", "description": "Evaluator-set version (default: the latest)"},
+        "dataset": {"type": "string", "description": "Default: the project's most recent dataset"},
+        "chunk_items": {"type": "integer", "minimum": 1, "default": 8, "description": "Items judged between two writes to the store"}}});
+    for (k, v) in judge_options.as_object().expect("an object") {
+        run_body["properties"][k] = v.clone();
+    }
+    let item = json!({"type": "object", "required": ["input"], "properties": {"id": {"type": ["string", "number"]}, "input": {"type": "string"}, "output": {"type": "string"}, "context": {"type": "string"}, "reference": {}, "metadata": {"type": "object"}}});
+    let label = json!({"type": "object", "required": ["item"], "properties": {"item": {"type": "string", "description": "The item's id in the dataset"}, "check": {"type": "string"}, "verdict": {"enum": ["PASS", "FAIL"]}, "score": {"type": "number"}, "note": {"type": "string"}}, "description": "Either check and verdict, or score"});
+    json!({
+        "/v1/projects": {
+            "get": {"summary": "Projects in the server's store (--db)", "responses": ok("{projects: [{id, name, task, generation_prompt, expert_notes, config, created_at}]}", "application/json")},
+            "post": {"summary": "Create a project (`assay project create`)", "requestBody": body(json!({"type": "object", "required": ["name", "generation_prompt"], "properties": {
+                "name": {"type": "string"}, "generation_prompt": {"type": "string"}, "task": {"type": "string"}, "expert_notes": {"type": "string"},
+                "config": {"type": "object", "description": "Backend and model per role, discovery generators, answer_tokens (`assay project config`); default: every default"}}})),
+                "responses": answers("201", "the project", "application/json")}},
+        "/v1/projects/{project}": {"get": {"summary": "A project: its configuration with defaults, datasets, evaluator-set versions (number, reason, hash, check count) and runs", "parameters": parameters(&project, &[]),
+            "responses": ok("{project, config, datasets, sets: [{number, parent, reason, content_hash, checks, created_at}], runs}", "application/json")}},
+        "/v1/projects/{project}/config": {"put": {"summary": "Replace the project's configuration (validated; unknown fields refused)", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object"})), "responses": ok("the configuration with defaults", "application/json")}},
+        "/v1/projects/{project}/datasets": {"post": {"summary": "Import a dataset, all or nothing (`assay data import`)", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "required": ["name", "items"], "properties": {"name": {"type": "string"}, "source": {"type": "string"}, "items": {"type": "array", "items": item}}})),
+            "responses": answers("201", "{id, project, name, source, item_count, created_at}", "application/json")}},
+        "/v1/projects/{project}/sets": {"post": {"summary": "Checks as the next immutable evaluator-set version (`assay set import`); 409 when identical to the latest", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "required": ["checks"], "properties": {"checks": {"description": "A list of {id, question, name?, pass_criteria?, fail_examples?, threshold?}, or {version?, checks}"}, "reason": {"type": "string"}}})),
+            "responses": answers("201", "{id, project, number, parent, content_hash, reason, created_at, set: {version, checks}}", "application/json")}},
+        "/v1/projects/{project}/sets/{version}": {"get": {"summary": "An evaluator-set version", "parameters": parameters(&version, &[]), "responses": ok("{id, project, number, parent, content_hash, reason, created_at, set}", "application/json")}},
+        "/v1/projects/{project}/sets/{from}/diff/{to}": {"get": {"summary": "What changed between two versions (`assay set diff`)", "parameters": parameters(&[("project", "string"), ("from", "integer"), ("to", "integer")], &[]),
+            "responses": ok("{from, to, added, removed, changed: [{id, fields, before, after}], order_changed}", "application/json")}},
+        "/v1/projects/{project}/discover": {"post": {"summary": "Start discovery (`assay discover`) on the server's models; answers at once, the run goes on in the background", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "properties": {"dataset": {"type": "string", "description": "Default: the project's most recent dataset"}, "checks": {"type": "integer", "minimum": 1, "default": 10}, "seed": {"type": "integer", "default": 0}}})),
+            "responses": answers("202", "{run}: poll GET .../runs/{run}", "application/json")}},
+        "/v1/projects/{project}/runs": {"post": {"summary": "Start a judge run (`assay run`) on the server's models, or resume the unfinished one with the same set, dataset, judge and options (after a crash or a shutdown); answers at once", "parameters": parameters(&project, &[]),
+            "requestBody": body(run_body), "responses": answers("202", "{run, resumed}: poll GET .../runs/{run}", "application/json")}},
+        "/v1/projects/{project}/runs/{run}": {"get": {"summary": "A run: status (queued, running, done, failed), progress_done / progress_total (judgments), error; stage while this server works on it", "parameters": parameters(&run, &[]),
+            "responses": ok("{run: {id, kind, status, set_version, dataset, params, progress_done, progress_total, error, created_at, updated_at}, stage: {stage, done, total} | null}", "application/json")}},
+        "/v1/projects/{project}/runs/{run}/judgments": {"get": {"summary": "The judgments a judge run has stored", "parameters": parameters(&run, &[]),
+            "responses": ok("{judgments: [{item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass, rationale?, samples?, flip_rate?}]}", "application/json")}},
+        "/v1/projects/{project}/report": {"get": {"summary": "Per-check consistency, separation, cohesion and agreement with expert labels (`assay report --json`, no plots)",
+            "parameters": parameters(&project, &[("set", "integer", "Default: the latest version"), ("run", "integer", "Default: the set's latest finished judge run")]),
+            "responses": ok("{project, set, run, run_status, dataset, judge, items, checks: [...], agreement, total_spearman}", "application/json")}},
+        "/v1/projects/{project}/questions": {"get": {"summary": "Questions for the expert (`assay questions`): open ones, or all with their rulings",
+            "parameters": parameters(&project, &[("all", "boolean", "Include answered questions")]),
+            "responses": ok("{questions: [{id, project, item, item_key, check, why, options, status, ruling, created_at}]}", "application/json")}},
+        "/v1/projects/{project}/questions/{question}/answer": {"post": {"summary": "The expert's ruling (`assay answer`); with label, also the expert's label of the question's check on its item; 409 if already answered",
+            "parameters": parameters(&[("project", "string"), ("question", "integer")], &[]),
+            "requestBody": body(json!({"type": "object", "required": ["ruling"], "properties": {"ruling": {"type": "string"}, "label": {"enum": ["PASS", "FAIL"]}}})), "responses": ok("the answered question", "application/json")}},
+        "/v1/projects/{project}/labels": {"post": {"summary": "Expert labels of checks on items, or whole-output scores, all or nothing (`assay label`)", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "required": ["labels"], "properties": {"dataset": {"type": "string", "description": "Default: the project's most recent dataset"}, "labels": {"type": "array", "items": label}}})),
+            "responses": ok("{dataset, check_labels, score_labels}", "application/json")}},
+        "/v1/projects/{project}/refine": {"post": {"summary": "A new evaluator-set version from rulings and the latest report (`assay refine`); waits for it", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "properties": {"set": {"type": "integer", "description": "Default: the latest version"}, "seed": {"type": "integer", "default": 0}}})),
+            "responses": ok("{from, to (null: no new version), changes: [{check, action, why}], unreadable_rewrites}", "application/json")}}
     })
 }
 
@@ -44,9 +120,9 @@ pub(crate) async fn document() -> Json<Value> {
             schema["properties"][k] = v.clone();
         }
     }
-    Json(json!({
+    let mut document = json!({
         "openapi": "3.1.0",
-        "info": {"title": "assay", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible generation, judging with binary checks, embeddings. With --api-key every route but /health needs Authorization: Bearer <key>. Unknown fields are ignored; fields of the wrong type are rejected."},
+        "info": {"title": "assay", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible generation, judging with binary checks, embeddings, and the evaluation loop over projects (datasets, evaluator-set versions, discovery and judge runs, reports, the expert's questions and labels, refinement). With --api-key every route but /health needs Authorization: Bearer <key>. Unknown fields are ignored; fields of the wrong type are rejected."},
         "paths": {
             "/v1/chat/completions": {"post": {"summary": "Chat completion (OpenAI)", "requestBody": body(chat), "responses": ok("chat.completion, or chat.completion.chunk events when streaming", "application/json")}},
             "/v1/completions": {"post": {"summary": "Text completion (OpenAI legacy)", "requestBody": body(completion), "responses": ok("text_completion", "application/json")}},
@@ -69,5 +145,9 @@ pub(crate) async fn document() -> Json<Value> {
             "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3.1", "application/json")}}
         },
         "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"}}}}}}}
-    }))
+    });
+    for (path, item) in project_paths().as_object().expect("an object") {
+        document["paths"][path] = item.clone();
+    }
+    Json(document)
 }

@@ -3,7 +3,7 @@
 
 use crate::columns::optional_json_column;
 use crate::error::{is_unique_violation, OptionalRow};
-use crate::{DatasetId, ItemId, ProjectId, Result, Store, StoreError};
+use crate::{DatasetId, ItemId, Project, ProjectId, Result, Store, StoreError};
 use assay_core::JudgeItem;
 use rusqlite::{params, Row};
 use serde::{Deserialize, Serialize};
@@ -121,6 +121,18 @@ impl Store {
         let mut stmt = self.conn.prepare(&format!("SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.project_id = ?1 ORDER BY d.id"))?;
         let rows = stmt.query_map([project], dataset_from_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// The project's dataset called `name`, or with none its most recent one (the last
+    /// imported): the default of every command and route that works on a dataset.
+    pub fn dataset_or_latest(&self, project: &Project, name: Option<&str>) -> Result<Dataset> {
+        match name {
+            Some(name) => self.dataset_by_name(project.id, name).map_err(|e| match e {
+                StoreError::NotFound { .. } => StoreError::not_found(format!("dataset '{name}' of project '{}'", project.name)),
+                other => other,
+            }),
+            None => self.datasets(project.id)?.into_iter().max_by_key(|d| d.id.0).ok_or_else(|| StoreError::Invalid(format!("project '{}' has no dataset yet", project.name))),
+        }
     }
 
     /// The dataset's items in file order.

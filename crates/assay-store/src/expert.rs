@@ -65,6 +65,10 @@ pub struct Question {
     pub created_at: String,
 }
 
+/// Sets a check label, replacing an earlier one of the same (item, check).
+const UPSERT_CHECK_LABEL: &str = "INSERT INTO check_labels (item_id, check_key, verdict, note) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, created_at = excluded.created_at";
+
 const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at";
 
 fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
@@ -89,10 +93,7 @@ impl Store {
     pub fn set_check_labels(&mut self, labels: &[CheckLabel]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut upsert = tx.prepare(
-                "INSERT INTO check_labels (item_id, check_key, verdict, note) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, created_at = excluded.created_at",
-            )?;
+            let mut upsert = tx.prepare(UPSERT_CHECK_LABEL)?;
             for l in labels {
                 upsert
                     .execute(params![l.item, l.check, verdict_text(l.verdict), l.note])
@@ -180,18 +181,32 @@ impl Store {
 
     /// Records the expert's ruling on an open question; a question is answered once.
     pub fn answer_question(&mut self, id: QuestionId, ruling: &str) -> Result<Question> {
+        self.answer_question_with_label(id, ruling, None)
+    }
+
+    /// Records the expert's ruling on an open question and, when `label` is given, that
+    /// verdict as the expert's label of the question's check on its item (with the ruling as
+    /// its note), in one transaction. A label needs a question about one check on one item.
+    pub fn answer_question_with_label(&mut self, id: QuestionId, ruling: &str, label: Option<Verdict>) -> Result<Question> {
         if ruling.trim().is_empty() {
             return Err(StoreError::Invalid("a ruling cannot be blank".into()));
         }
         let tx = self.conn.transaction()?;
-        let status: Option<QuestionStatus> = tx.query_row("SELECT status FROM questions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-        match status {
+        let asked: Option<(QuestionStatus, Option<ItemId>, Option<String>)> =
+            tx.query_row("SELECT status, item_id, check_key FROM questions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+        let (item, check) = match asked {
             None => return Err(StoreError::not_found(format!("question {id}"))),
-            Some(QuestionStatus::Answered) => return Err(StoreError::Conflict(format!("question {id} is already answered"))),
-            Some(QuestionStatus::Open) => {}
-        }
+            Some((QuestionStatus::Answered, ..)) => return Err(StoreError::Conflict(format!("question {id} is already answered"))),
+            Some((QuestionStatus::Open, item, check)) => (item, check),
+        };
         tx.execute("INSERT INTO rulings (question_id, text) VALUES (?1, ?2)", params![id, ruling])?;
         tx.execute("UPDATE questions SET status = 'answered' WHERE id = ?1", [id])?;
+        if let Some(verdict) = label {
+            let (Some(item), Some(check)) = (item, check) else {
+                return Err(StoreError::Invalid(format!("question {id} is not about one check on one item, so a label cannot apply")));
+            };
+            tx.execute(UPSERT_CHECK_LABEL, params![item, check, verdict_text(verdict), ruling])?;
+        }
         tx.commit()?;
         self.question(id)
     }
@@ -240,8 +255,14 @@ mod tests {
         assert!(matches!(store.answer_question(ids[0], "again"), Err(StoreError::Conflict(_))));
         assert!(matches!(store.answer_question(ids[1], " "), Err(StoreError::Invalid(_))));
         assert!(matches!(store.answer_question(QuestionId(99), "x"), Err(StoreError::NotFound { .. })));
+        // A label needs a question about one check on one item; refused, nothing is recorded.
+        assert!(matches!(store.answer_question_with_label(ids[1], "they do", Some(Verdict::Pass)), Err(StoreError::Invalid(_))));
         let open = store.questions(p.id, Some(QuestionStatus::Open)).unwrap();
         assert_eq!((open.len(), open[0].id, open[0].ruling.is_none()), (1, ids[1], true));
         assert_eq!(store.questions(p.id, None).unwrap().len(), 2);
+        let about_pair = NewQuestion { item: Some(item_id), check: Some("k".into()), why: "p_pass 0.49".into(), options: vec![] };
+        let id = store.add_questions(p.id, &[about_pair]).unwrap()[0];
+        store.answer_question_with_label(id, "it passes", Some(Verdict::Pass)).unwrap();
+        assert_eq!(store.check_labels(d.id).unwrap(), vec![CheckLabel { item: item_id, check: "k".into(), verdict: Verdict::Pass, note: "it passes".into() }]);
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::columns::json_column;
 use crate::error::OptionalRow;
-use crate::{ProjectId, Result, SetVersionId, Store, StoreError};
+use crate::{Project, ProjectId, Result, SetVersionId, Store, StoreError};
 use assay_core::{Check, EvaluatorSet};
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,18 @@ impl Store {
         let id: Option<SetVersionId> =
             self.conn.query_row("SELECT id FROM set_versions WHERE project_id = ?1 ORDER BY number DESC LIMIT 1", [project], |r| r.get(0)).optional()?;
         id.map(|id| self.set_version_by_id(id)).transpose()
+    }
+
+    /// Version `number` of the project's evaluator set, or with none its latest: the default
+    /// of every command and route that works on a version.
+    pub fn set_version_or_latest(&self, project: &Project, number: Option<u32>) -> Result<SetVersion> {
+        match number {
+            Some(n) => self.set_version(project.id, n).map_err(|e| match e {
+                StoreError::NotFound { .. } => StoreError::not_found(format!("evaluator-set version v{n} of project '{}'", project.name)),
+                other => other,
+            }),
+            None => self.latest_set_version(project.id)?.ok_or_else(|| StoreError::Invalid(format!("project '{}' has no evaluator set yet", project.name))),
+        }
     }
 
     /// All of the project's versions, oldest first.

@@ -1,0 +1,123 @@
+//! Pipeline runs that outlive the request that started them (discovery, judge runs). Each
+//! runs on a blocking thread with its own store connection. This registry knows which runs
+//! this server is working on, so that a second request for the same judge run does not start
+//! it twice, and what each is doing (discovery stores no progress of its own). On shutdown it
+//! tells them to stop, which makes their next model call fail, so the pipeline records the run
+//! as failed (a later POST of the same judge run resumes it), and waits until they have.
+
+use crate::AppState;
+use assay_store::{RunId, RunStatus, Store};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What a live run is doing, as the pipeline last reported it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Stage {
+    pub stage: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+pub(crate) struct BackgroundRuns {
+    /// Becomes true when the server shuts down.
+    stop: watch::Sender<bool>,
+    live: Mutex<HashMap<RunId, Option<Stage>>>,
+    tasks: Mutex<JoinSet<()>>,
+    /// Held while a judge run is found or created and then claimed, so that two identical
+    /// requests at once get one run and one worker.
+    starting: Mutex<()>,
+}
+
+impl Default for BackgroundRuns {
+    fn default() -> Self {
+        Self { stop: watch::Sender::new(false), live: Mutex::default(), tasks: Mutex::default(), starting: Mutex::default() }
+    }
+}
+
+/// A registry lock; a panic elsewhere while it was held leaves nothing half-done in it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl BackgroundRuns {
+    /// Changes to true when the server shuts down.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub(crate) fn is_live(&self, run: RunId) -> bool {
+        lock(&self.live).contains_key(&run)
+    }
+
+    /// The stage of a run this server is working on.
+    pub(crate) fn stage(&self, run: RunId) -> Option<Stage> {
+        lock(&self.live).get(&run).cloned().flatten()
+    }
+
+    pub(crate) fn starting(&self) -> MutexGuard<'_, ()> {
+        lock(&self.starting)
+    }
+
+    fn report(&self, run: RunId, stage: &str, done: usize, total: usize) {
+        lock(&self.live).insert(run, Some(Stage { stage: stage.to_string(), done, total }));
+    }
+
+    /// Tells every run to stop and waits until each has ended (recorded as failed unless it
+    /// finished first).
+    pub(crate) async fn drain(&self) {
+        self.stop.send_replace(true);
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        if !tasks.is_empty() {
+            tracing::info!("stopping {} background run(s): recorded as failed; a judge run resumes when posted again", tasks.len());
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Carries out `work` (the pipeline's work on `run`, given its progress callback) on a
+/// blocking thread, unless this server is already working on that run; returns whether it
+/// started. However `work` ends (an error before the pipeline recorded one, a panic), the run
+/// is left done or failed, never running.
+pub(crate) fn spawn_run(state: &AppState, run: RunId, work: impl FnOnce(&mut dyn FnMut(&str, usize, usize)) -> assay_pipeline::Result<()> + Send + 'static) -> bool {
+    let runs = &state.0.background;
+    if lock(&runs.live).insert(run, None).is_some() {
+        return false;
+    }
+    let state = state.clone();
+    let mut tasks = lock(&runs.tasks);
+    tasks.spawn_blocking(move || {
+        let runs = &state.0.background;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut |stage, done, total| runs.report(run, stage, done, total))));
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("internal error: the run's thread panicked".to_string()),
+        };
+        settle(&state.0.config.db, run, error.as_deref());
+        lock(&runs.live).remove(&run);
+    });
+    // Finished runs' results are not needed: drop them so the set does not grow.
+    while tasks.try_join_next().is_some() {}
+    true
+}
+
+/// Marks `run` failed with `error` if the pipeline left it queued or running.
+fn settle(db: &Path, run: RunId, error: Option<&str>) {
+    if let Some(e) = error {
+        tracing::warn!("background run {run} failed: {e}");
+    }
+    let recorded = Store::open(db).and_then(|mut store| {
+        if matches!(store.run(run)?.status, RunStatus::Queued | RunStatus::Running) {
+            store.set_run_status(run, RunStatus::Failed, Some(error.unwrap_or("the run ended without finishing")))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = recorded {
+        tracing::error!("background run {run}: cannot record how it ended: {e}");
+    }
+}

@@ -1,0 +1,170 @@
+//! The evaluation loop over HTTP (`/v1/projects/...` of `assay serve`) end to end with the real
+//! SmolLM2 and MiniLM: a project, a dataset of IFEval items with GPT-4's responses, an
+//! evaluator set, a judge run polled to the end, its judgments, the report, a question answered
+//! with a label, labels, refinement, discovery in the background; bad requests get 400, 404 or
+//! 409; SIGTERM stops a background judge run as failed and a restarted server resumes it.
+
+mod common;
+
+use common::server::Server;
+use common::{ifeval_items, IFEVAL_CHECKS};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A short discovery: one generator of 16 tokens, annotations and checks of 32.
+fn small_config() -> Value {
+    json!({"generators": [{"name": "careful", "temperature": 0.2, "variant": "as_written", "max_tokens": 16}], "answer_tokens": 32})
+}
+
+fn serve(db: &Path) -> Server {
+    Server::start(&["--embed-model", "minilm", "--db", db.to_str().unwrap()])
+}
+
+/// Polls the run until it is done or failed; returns it.
+fn finished_run(server: &Server, id: &Value, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = server.get_json(&format!("/v1/projects/ifeval/runs/{id}"));
+        assert_eq!(status, 200, "{body}");
+        if body["run"]["status"] == "done" || body["run"]["status"] == "failed" {
+            return body["run"].clone();
+        }
+        assert!(started.elapsed() < within, "run {id} did not finish within {within:?}: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_error(response: (u16, Value), status: u16, what: &str) {
+    assert_eq!(response.0, status, "{what}: {}", response.1);
+    assert!(response.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {}", response.1);
+}
+
+#[test]
+fn the_evaluation_loop_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assay.db");
+    let server = serve(&db);
+    let checks: Value = serde_json::from_str(IFEVAL_CHECKS).unwrap();
+
+    let project = json!({"name": "ifeval", "generation_prompt": "Follow every instruction in the user's request exactly.", "task": "instruction following", "config": small_config()});
+    let (status, created) = server.post("/v1/projects", &project);
+    assert_eq!(status, 201, "{created}");
+    assert_error(server.post("/v1/projects", &project), 409, "the same name again");
+    let (status, dataset) = server.post("/v1/projects/ifeval/datasets", &json!({"name": "gpt4", "items": ifeval_items(3)}));
+    assert_eq!((status, &dataset["item_count"]), (201, &json!(3)), "{dataset}");
+    let (status, v1) = server.post("/v1/projects/ifeval/sets", &json!({"checks": checks, "reason": "two generic checks"}));
+    assert_eq!((status, &v1["number"]), (201, &json!(1)), "{v1}");
+    assert_error(server.post("/v1/projects/ifeval/sets", &json!({"checks": checks})), 409, "identical checks");
+    let (status, shown) = server.get_json("/v1/projects/ifeval");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!((&shown["config"]["generators"][0]["max_tokens"], &shown["config"]["roles"]["judge"]["model"]), (&json!(16), &json!("smollm2")), "defaults filled in: {shown}");
+    assert_eq!((&shown["sets"][0]["checks"], &shown["datasets"][0]["name"]), (&json!(2), &json!("gpt4")), "{shown}");
+
+    // A judge run on the latest set and dataset, in the background.
+    let (status, started) = server.post("/v1/projects/ifeval/runs", &json!({}));
+    assert_eq!((status, &started["resumed"]), (202, &json!(false)), "{started}");
+    let run_id = started["run"]["id"].clone();
+    let run = finished_run(&server, &run_id, Duration::from_secs(300));
+    assert_eq!((&run["status"], &run["progress_done"], &run["progress_total"]), (&json!("done"), &json!(6), &json!(6)), "{run}");
+    let (status, judgments) = server.get_json(&format!("/v1/projects/ifeval/runs/{run_id}/judgments"));
+    assert_eq!(status, 200);
+    assert_eq!(judgments["judgments"].as_array().unwrap().len(), 6, "{judgments}");
+    let (status, report) = server.get_json("/v1/projects/ifeval/report?set=1");
+    assert_eq!((status, &report["run"], &report["items"]), (200, &run_id, &json!(3)), "{report}");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 2, "{report}");
+
+    // The expert: a question answered with a label, then labels, then refinement.
+    let (status, questions) = server.get_json("/v1/projects/ifeval/questions");
+    assert_eq!(status, 200, "{questions}");
+    let question = questions["questions"].as_array().unwrap().iter().find(|q| q["item_key"].is_string() && q["check"].is_string()).unwrap_or_else(|| panic!("a question about an item: {questions}")).clone();
+    let answer_path = format!("/v1/projects/ifeval/questions/{}/answer", question["id"]);
+    let ruling = json!({"ruling": "A response that answers the request counts, whatever its length.", "label": "PASS"});
+    let (status, answered) = server.post(&answer_path, &ruling);
+    assert_eq!((status, &answered["status"]), (200, &json!("answered")), "{answered}");
+    assert_error(server.post(&answer_path, &ruling), 409, "a second ruling");
+    let (_, all) = server.get_json("/v1/projects/ifeval/questions?all=true");
+    assert!(all["questions"].as_array().unwrap().iter().any(|q| q["id"] == question["id"] && q["ruling"]["text"] == ruling["ruling"]), "{all}");
+    let labels = json!({"labels": [{"item": "ifeval-0", "check": "on_topic", "verdict": "PASS"}, {"item": "ifeval-1", "score": 2}]});
+    let (status, added) = server.post("/v1/projects/ifeval/labels", &labels);
+    assert_eq!((status, &added["check_labels"], &added["score_labels"]), (200, &json!(1), &json!(1)), "{added}");
+    let (status, refined) = server.post("/v1/projects/ifeval/refine", &json!({}));
+    assert_eq!((status, &refined["from"]), (200, &json!(1)), "{refined}");
+    let (status, stored) = server.get_json("/v1/projects/ifeval/sets/1");
+    let ids: Vec<&Value> = stored["set"]["checks"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
+    assert_eq!((status, ids), (200, vec![&json!("follows_format"), &json!("on_topic")]), "{stored}");
+    let (status, diff) = server.get_json("/v1/projects/ifeval/sets/1/diff/1");
+    assert_eq!((status, &diff["added"]), (200, &json!([])), "{diff}");
+
+    // Bad requests.
+    assert_error(server.get_json("/v1/projects/nope"), 404, "unknown project");
+    assert_error(server.post("/v1/projects/nope/runs", &json!({})), 404, "a run of an unknown project");
+    assert_error(server.get_json("/v1/projects/ifeval/sets/9"), 404, "unknown set version");
+    assert_error(server.get_json("/v1/projects/ifeval/sets/9/diff/1"), 404, "diff with an unknown version");
+    assert_error(server.get_json("/v1/projects/ifeval/runs/999"), 404, "unknown run");
+    assert_error(server.get_json("/v1/projects/ifeval/sets/latest"), 400, "a version that is not a number");
+    assert_error(server.post("/v1/projects/ifeval/runs", &json!({"set": 9})), 404, "a run of an unknown version");
+    assert_error(server.post("/v1/projects/ifeval/runs", &json!({"samples": 0})), 400, "invalid judge options");
+    let (status, text, _) = server.call(ureq::post(&format!("{}/v1/projects", server.base)), Some("{\"name\": "));
+    assert_eq!(status, 400, "malformed JSON: {text}");
+    assert!(text.contains("invalid_json"), "{text}");
+    let (status, bad_items) = server.post("/v1/projects/ifeval/datasets", &json!({"name": "bad", "items": [{"id": "a", "input": "q"}, {"id": "b"}]}));
+    assert_eq!(status, 400, "{bad_items}");
+    assert!(bad_items["error"]["message"].as_str().unwrap().contains("items[1]"), "names the item: {bad_items}");
+    assert_error(server.put("/v1/projects/ifeval/config", &json!({"rolez": {}})), 400, "an unknown config field");
+    assert_error(server.post("/v1/projects/ifeval/labels", &json!({"labels": [{"item": "nope", "score": 1}]})), 400, "a label of an unknown item");
+
+    // Discovery answers at once and ends on its own.
+    let (status, discovery) = server.post("/v1/projects/ifeval/discover", &json!({"checks": 2}));
+    assert_eq!((status, &discovery["run"]["kind"]), (202, &json!("discovery")), "{discovery}");
+    let run = finished_run(&server, &discovery["run"]["id"], Duration::from_secs(600));
+    assert!(run["status"] == "done" || run["error"].is_string(), "{run}");
+
+    // A role naming a model the server has not loaded: the run fails and says which are.
+    let roles = json!({"generator": {"model": "smollm2"}, "annotator": {"model": "smollm2"}, "judge": {"model": "big-judge"}, "embedder": {"model": "minilm"}, "check_writer": {"model": "smollm2"}});
+    let (status, config) = server.put("/v1/projects/ifeval/config", &json!({"roles": roles}));
+    assert_eq!((status, &config["roles"]["judge"]["model"], &config["answer_tokens"]), (200, &json!("big-judge"), &json!(160)), "{config}");
+    let (status, started) = server.post("/v1/projects/ifeval/runs", &json!({"set": 1}));
+    assert_eq!(status, 202, "{started}");
+    let run = finished_run(&server, &started["run"]["id"], Duration::from_secs(60));
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(run["status"] == "failed" && error.contains("big-judge") && error.contains("smollm2"), "{run}");
+
+    let (_, metrics) = server.get("/metrics");
+    for series in ["assay_requests_total{route=\"/v1/projects/{project}/runs/{run}\",status=\"200\"}", "assay_requests_total{route=\"/v1/projects\",status=\"201\"} 1"] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    let (_, doc) = server.get_json("/openapi.json");
+    for route in ["/v1/projects", "/v1/projects/{project}/runs", "/v1/projects/{project}/runs/{run}", "/v1/projects/{project}/sets/{from}/diff/{to}", "/v1/projects/{project}/refine"] {
+        assert!(doc["paths"][route].is_object(), "openapi.json lacks {route}");
+    }
+}
+
+#[test]
+fn sigterm_stops_a_background_run_and_a_restarted_server_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assay.db");
+    let mut server = serve(&db);
+    let checks: Value = serde_json::from_str(IFEVAL_CHECKS).unwrap();
+    assert_eq!(server.post("/v1/projects", &json!({"name": "ifeval", "generation_prompt": "Follow the instructions."})).0, 201);
+    assert_eq!(server.post("/v1/projects/ifeval/datasets", &json!({"name": "gpt4", "items": ifeval_items(3)})).0, 201);
+    assert_eq!(server.post("/v1/projects/ifeval/sets", &json!({"checks": checks})).0, 201);
+    // Rationales make the run long enough to be interrupted.
+    let run = json!({"mode": "rationale", "rationale_tokens": 8, "chunk_items": 1});
+    let (status, started) = server.post("/v1/projects/ifeval/runs", &run);
+    assert_eq!(status, 202, "{started}");
+    server.sigterm();
+    assert!(server.exit_status(Duration::from_secs(60)).success());
+    let stopped = assay_store::Store::open(&db).unwrap().run(assay_store::RunId(started["run"]["id"].as_i64().unwrap())).unwrap();
+    assert_eq!(stopped.status, assay_store::RunStatus::Failed, "{stopped:?}");
+    assert!(stopped.error.as_deref().unwrap_or_default().contains("shut down"), "{stopped:?}");
+
+    let server = serve(&db);
+    let (status, resumed) = server.post("/v1/projects/ifeval/runs", &run);
+    assert_eq!((status, &resumed["resumed"], &resumed["run"]["id"]), (202, &json!(true), &started["run"]["id"]), "{resumed}");
+    assert_eq!(resumed["run"]["status"], "running", "a resumed run no longer reads as failed: {resumed}");
+    let done = finished_run(&server, &started["run"]["id"], Duration::from_secs(300));
+    assert_eq!((&done["status"], &done["progress_done"]), (&json!("done"), &json!(6)), "{done}");
+    let (_, judgments) = server.get_json(&format!("/v1/projects/ifeval/runs/{}/judgments", started["run"]["id"]));
+    assert!(judgments["judgments"].as_array().unwrap().iter().all(|j| j["rationale"].is_string()), "{judgments}");
+}

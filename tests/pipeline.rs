@@ -228,3 +228,40 @@ fn bad_input_is_refused_with_a_clear_error() {
     let (success, _, err) = assay(&db, &["answer", "999", "--ruling", "x"]);
     assert!(!success && err.contains("999"), "{err}");
 }
+
+#[test]
+fn roles_through_an_openai_compatible_url_match_the_local_engine() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 2, 4);
+    project(dir.path(), &db, "remote");
+    ok(&db, &["set", "import", "--project", "remote", "--checks", dir.path().join("checks.json").to_str().unwrap()]);
+    ok(&db, &["run", "--project", "remote"]);
+
+    // The same judge, generator and embedder behind another assay server, with a key.
+    let key = "pipeline-test-key";
+    let server = common::server::Server::start(&["--embed-model", "minilm", "--api-key", key, "--db", dir.path().join("server.db").to_str().unwrap()]);
+    std::env::set_var("ASSAY_PIPELINE_TEST_KEY", key);
+    let remote = serde_json::json!({"model": "smollm2", "base_url": format!("{}/v1", server.base), "api_key_env": "ASSAY_PIPELINE_TEST_KEY"});
+    let config = serde_json::json!({"roles": {"generator": remote, "annotator": remote, "judge": remote, "check_writer": remote,
+        "embedder": {"model": "minilm", "base_url": format!("{}/v1", server.base), "api_key_env": "ASSAY_PIPELINE_TEST_KEY"}}});
+    std::fs::write(dir.path().join("remote.json"), config.to_string()).unwrap();
+    ok(&db, &["project", "config", "remote", "--file", dir.path().join("remote.json").to_str().unwrap()]);
+    let out = ok(&db, &["run", "--project", "remote"]);
+    assert!(out.contains("run 2 finished"), "a different judge is a different run: {out}");
+
+    let store = Store::open(&db).unwrap();
+    let (local, remote) = (store.judgments(assay_store::RunId(1)).unwrap(), store.judgments(assay_store::RunId(2)).unwrap());
+    assert_eq!(local.len(), remote.len());
+    for (l, r) in local.iter().zip(&remote) {
+        assert_eq!((&l.item_id, &l.check_id), (&r.item_id, &r.check_id));
+        assert!((l.p_pass - r.p_pass).abs() < 1e-4, "{}/{}: local {} vs remote {}", l.item_id, l.check_id, l.p_pass, r.p_pass);
+    }
+    // Two judges on the same set and dataset: the report compares them.
+    let report: serde_json::Value = serde_json::from_str(&ok(&db, &["report", "--project", "remote", "--json", "--plots", dir.path().join("plots").to_str().unwrap()])).unwrap();
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(c["judge_disagreement"], serde_json::json!(0.0), "{c}");
+    }
+    // Generation through the URL too: a tiny optimisation (seeds only).
+    let out = ok(&db, &["optimise", "--project", "remote", "--items", "1", "--population", "2", "--budget", "2", "--generations", "0", "--max-tokens", "8"]);
+    assert!(out.contains("in 2 evaluations"), "{out}");
+}

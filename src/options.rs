@@ -360,6 +360,43 @@ pub enum ExportCommand {
     Judgments(ExportJudgmentsArgs),
     /// An evaluator-set version as JSON, usable as --checks.
     Set(ExportSetArgs),
+    /// SFT JSONL by rejection sampling: judged outputs passing at least --min-score of the checks, as chat messages.
+    Sft(ExportSftArgs),
+    /// DPO JSONL: per input, the best against the worst judged output when they differ by --min-margin.
+    Dpo(ExportDpoArgs),
+}
+
+/// The judge run whose outputs and scores become training data.
+#[derive(Debug, Args)]
+pub struct TrainingRunArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Judge run (default: the latest finished judge run of --set).
+    #[arg(long, env = "ASSAY_RUN")]
+    pub run: Option<i64>,
+    #[command(flatten)]
+    pub set: SetVersionArg,
+    /// Write here (whole, at the end) instead of stdout.
+    #[arg(long, env = "ASSAY_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportSftArgs {
+    #[command(flatten)]
+    pub from: TrainingRunArgs,
+    /// Least share of the checks an output must pass (1.0: every check).
+    #[arg(long, env = "ASSAY_MIN_SCORE", default_value_t = 1.0)]
+    pub min_score: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportDpoArgs {
+    #[command(flatten)]
+    pub from: TrainingRunArgs,
+    /// Least difference between the chosen and the rejected output's shares of passed checks.
+    #[arg(long, env = "ASSAY_MIN_MARGIN", default_value_t = 0.2)]
+    pub min_margin: f64,
 }
 
 #[derive(Debug, Args)]

@@ -265,3 +265,43 @@ fn roles_through_an_openai_compatible_url_match_the_local_engine() {
     let out = ok(&db, &["optimise", "--project", "remote", "--items", "1", "--population", "2", "--budget", "2", "--generations", "0", "--max-tokens", "8"]);
     assert!(out.contains("in 2 evaluations"), "{out}");
 }
+
+#[test]
+fn sft_and_dpo_exports_follow_the_judgments() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 2, 3);
+    // Two outputs per input: GPT-4's response and its first 60 characters.
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap().lines() {
+        let item: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut short = item.clone();
+        short["id"] = serde_json::json!(format!("{}-short", item["id"].as_str().unwrap()));
+        short["output"] = serde_json::json!(item["output"].as_str().unwrap().chars().take(60).collect::<String>());
+        lines += &format!("{item}\n{short}\n");
+    }
+    std::fs::write(dir.path().join("items.jsonl"), lines).unwrap();
+    project(dir.path(), &db, "train");
+    ok(&db, &["set", "import", "--project", "train", "--checks", dir.path().join("checks.json").to_str().unwrap()]);
+    ok(&db, &["run", "--project", "train"]);
+    let judgments: Vec<serde_json::Value> = ok(&db, &["export", "judgments", "--project", "train", "--run", "1"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let passes = |item: &str| judgments.iter().filter(|j| j["item_id"] == item && j["verdict"] == "PASS").count();
+    let items: Vec<String> = judgments.iter().map(|j| j["item_id"].as_str().unwrap().to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+
+    let every: Vec<serde_json::Value> = ok(&db, &["export", "sft", "--project", "train", "--min-score", "0"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(every.len(), 6);
+    for r in &every {
+        let roles: Vec<&str> = r["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["system", "user", "assistant"], "{r}");
+        assert!(r["messages"].as_array().unwrap().iter().all(|m| m["content"].is_string()));
+    }
+    let passing = ok(&db, &["export", "sft", "--project", "train"]).lines().count();
+    assert_eq!(passing, items.iter().filter(|i| passes(i) == 2).count(), "only outputs passing every check");
+
+    let pairs: Vec<serde_json::Value> = ok(&db, &["export", "dpo", "--project", "train", "--min-margin", "0.5"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let differing = items.iter().filter(|i| !i.ends_with("-short")).filter(|i| passes(i).abs_diff(passes(&format!("{i}-short"))) >= 1).count();
+    assert_eq!(pairs.len(), differing);
+    for p in &pairs {
+        assert!(p["prompt"].is_string() && p["chosen"].is_string() && p["rejected"].is_string(), "{p}");
+        assert!(passes(p["chosen_item"].as_str().unwrap()) > passes(p["rejected_item"].as_str().unwrap()), "{p}");
+    }
+}

@@ -1,8 +1,10 @@
-//! `assay export judgments` (a run's judgments as JSONL, the format `assay judge` writes) and
-//! `assay export set` (a version as JSON that `--checks` reads back). Files are written whole
+//! `assay export judgments` (a run's judgments as JSONL, the format `assay judge` writes),
+//! `assay export set` (a version as JSON that `--checks` reads back) and `assay export sft` /
+//! `dpo` (a judge run's outputs as training data, `assay_pipeline::training_data`). Files are written whole
 //! to a temporary name and renamed, so a failed export leaves no half-written file.
 
-use crate::options::{ExportArgs, ExportCommand, GlobalOptions};
+use crate::options::{ExportArgs, ExportCommand, GlobalOptions, TrainingRunArgs};
+use assay_pipeline::training_data::{dpo_pairs, scored_outputs, sft_records};
 use anyhow::{Context, Result};
 use assay_core::Check;
 use assay_store::RunId;
@@ -18,12 +20,7 @@ pub fn run(global: &GlobalOptions, args: &ExportArgs) -> Result<()> {
             let run = store.run(RunId(export.run))?;
             anyhow::ensure!(run.project == project.id, "run {} belongs to another project than '{}'", run.id, project.name);
             let judgments = store.judgments(run.id)?;
-            let mut text = String::new();
-            for j in &judgments {
-                text += &serde_json::to_string(j)?;
-                text.push('\n');
-            }
-            write_output(export.out.as_deref(), &text)?;
+            write_output(export.out.as_deref(), &json_lines(&judgments)?)?;
             eprintln!("exported {} judgments of {} run {} ({}, {}/{} done)", judgments.len(), run.kind, run.id, run.status, run.progress_done, run.progress_total);
         }
         ExportCommand::Set(export) => {
@@ -41,8 +38,49 @@ pub fn run(global: &GlobalOptions, args: &ExportArgs) -> Result<()> {
             write_output(export.out.as_deref(), &(serde_json::to_string_pretty(&exported)? + "\n"))?;
             eprintln!("exported version v{} of project '{}' ({} checks)", version.number, project.name, version.set.checks.len());
         }
+        ExportCommand::Sft(export) => {
+            let (project, run) = training_run(&store, &export.from)?;
+            let outputs = scored_outputs(&store, run)?;
+            let records = sft_records(&outputs, &project.generation_prompt, export.min_score);
+            write_output(export.from.out.as_deref(), &json_lines(&records)?)?;
+            eprintln!("exported {} of {} judged outputs of run {run} passing at least {:.0}% of the checks", records.len(), outputs.len(), 100.0 * export.min_score);
+        }
+        ExportCommand::Dpo(export) => {
+            let (_, run) = training_run(&store, &export.from)?;
+            let outputs = scored_outputs(&store, run)?;
+            let pairs = dpo_pairs(&outputs, export.min_margin);
+            write_output(export.from.out.as_deref(), &json_lines(&pairs)?)?;
+            eprintln!("exported {} preference pairs from the {} judged outputs of run {run} (margin >= {})", pairs.len(), outputs.len(), export.min_margin);
+        }
     }
     Ok(())
+}
+
+/// The project and the judge run training data comes from.
+fn training_run(store: &assay_store::Store, args: &TrainingRunArgs) -> Result<(assay_store::Project, RunId)> {
+    let project = super::project(store, &args.project.project)?;
+    let run = match args.run {
+        Some(id) => {
+            let run = store.run(RunId(id))?;
+            anyhow::ensure!(run.project == project.id, "run {id} belongs to another project than '{}'", project.name);
+            run
+        }
+        None => {
+            let set = super::set_version(store, &project, args.set.set)?;
+            assay_pipeline::report::report_run(store, &project, &set, None)?
+        }
+    };
+    anyhow::ensure!(run.kind == assay_store::RunKind::Judge, "run {} is a {} run, not a judge run", run.id, run.kind);
+    Ok((project, run.id))
+}
+
+fn json_lines<T: Serialize>(records: &[T]) -> Result<String> {
+    let mut text = String::new();
+    for r in records {
+        text += &serde_json::to_string(r)?;
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// An evaluator-set version as a file. Read as `--checks`, the fields beside `version` and

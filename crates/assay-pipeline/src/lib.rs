@@ -24,6 +24,7 @@ pub mod refine;
 pub mod report;
 pub mod static_analysis;
 pub mod taxonomy;
+pub mod training_data;
 
 pub use backend::{Backend, Backends, ChatRequest, Completion, HttpBackend, LocalBackend, Role};
 pub use config::{GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};

@@ -254,6 +254,22 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
         let line = metrics.lines().find(|l| l.starts_with(prefix)).unwrap();
         assert!(line[prefix.len()..].parse::<u64>().unwrap() > 0, "{line}");
     }
+
+    // /v1/reward on the same (input, output) pairs: the reward vector is the CLI's P(PASS).
+    let pairs: Vec<Value> = items.iter().map(|i| json!({"input": i["input"], "output": i["output"]})).collect();
+    let (status, body) = server.post("/v1/reward", &json!({"checks": checks, "pairs": pairs}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"], json!(["follows_format", "on_topic"]));
+    for (n, r) in body["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["id"], n.to_string());
+        let cli: Vec<&Value> = want[2 * n..2 * n + 2].iter().map(|j| &j["p_pass"]).collect();
+        let rewards: Vec<&Value> = r["rewards"].as_array().unwrap().iter().collect();
+        assert_eq!(rewards, cli, "pair {n}");
+        let total: f64 = rewards.iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((r["total"].as_f64().unwrap() - total).abs() < 1e-5 && (r["normalised"].as_f64().unwrap() - total / 2.0).abs() < 1e-5, "{r}");
+        assert_eq!(r["passed"], want[2 * n..2 * n + 2].iter().filter(|j| j["verdict"] == "PASS").count());
+    }
+    assert_eq!(server.post("/v1/reward", &json!({"checks": checks})).0, 400, "pairs are required");
 }
 
 /// The official `openai` Python package against the server. `.ci/run` creates the virtual

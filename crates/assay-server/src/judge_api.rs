@@ -25,7 +25,11 @@ pub(crate) struct JudgeRequest {
     /// The set's version number (default: the project's latest).
     set: Option<u32>,
     /// `{id, input, output, context?}` objects.
+    #[serde(default)]
     items: Vec<Value>,
+    /// `/v1/reward`'s name for the items (`id` optional).
+    #[serde(default)]
+    pairs: Option<Vec<Value>>,
     pass_label: Option<String>,
     fail_label: Option<String>,
     /// `mode` (verdict | rationale), `samples`, `temperature`, `rationale_tokens`, `seed`, as
@@ -35,6 +39,29 @@ pub(crate) struct JudgeRequest {
 }
 
 pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<JudgeRequest>) -> Result<Response, ApiError> {
+    if req.items.is_empty() {
+        return Err(ApiError::InvalidRequest("'items' is required: a non-empty list of {id, input, output, context?}".into()));
+    }
+    let judged = judged(&state, req).await?;
+    let results = judged.items.iter().zip(&judged.judgments).map(|(item, js)| ItemResult { item_id: &item.id, judgments: js, score: ItemScore::of(&item.id, js) }).collect();
+    Ok(Json(JudgeResponse { model: &judged.model, evaluator_set: judged.set_ref(), results }).into_response())
+}
+
+/// What `/v1/judge` and `/v1/reward` share: the evaluator set, the items and their judgments.
+struct Judged {
+    model: String,
+    set: EvaluatorSet,
+    items: Vec<assay_core::JudgeItem>,
+    judgments: Vec<Vec<Judgment>>,
+}
+
+impl Judged {
+    fn set_ref(&self) -> EvaluatorSetRef<'_> {
+        EvaluatorSetRef { version: self.set.version.as_deref(), content_hash: self.set.content_hash() }
+    }
+}
+
+async fn judged(state: &AppState, req: JudgeRequest) -> Result<Judged, ApiError> {
     let models = state.models()?;
     let engine = models.engine(req.model.as_deref().unwrap_or(&models.judge))?;
     // The same parsers and checks as the CLI's files: a JSON evaluator set and JSONL items
@@ -53,8 +80,56 @@ pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<J
     let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
     let reply = engine.judge(items.clone(), set.checks.clone(), labels, req.options)?;
     let judgments = reply.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
-    let results = items.iter().zip(&judgments).map(|(item, js)| ItemResult { item_id: &item.id, judgments: js, score: ItemScore::of(&item.id, js) }).collect();
-    Ok(Json(JudgeResponse { model: engine.name(), evaluator_set: EvaluatorSetRef { version: set.version.as_deref(), content_hash: set.content_hash() }, results }).into_response())
+    Ok(Judged { model: engine.name().to_string(), set, items, judgments })
+}
+
+/// `POST /v1/reward`: the same request as `/v1/judge` with `pairs` (`{input, output, context?,
+/// id?}`) in place of items; per pair the reward vector (P(PASS) per check, in the set's
+/// order), its sum and its mean (the normalised total), and the number of passes, for RL
+/// trainers.
+pub(crate) async fn reward(State(state): State<AppState>, ApiJson(mut req): ApiJson<JudgeRequest>) -> Result<Response, ApiError> {
+    let pairs = std::mem::take(&mut req.pairs).filter(|p| !p.is_empty()).ok_or_else(|| ApiError::InvalidRequest("'pairs' is required: a non-empty list of {input, output, context?, id?}".into()))?;
+    req.items = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut pair)| {
+            if let Some(fields) = pair.as_object_mut() {
+                fields.entry("id").or_insert_with(|| Value::String(i.to_string()));
+            }
+            pair
+        })
+        .collect();
+    let judged = judged(&state, req).await?;
+    let checks: Vec<&str> = judged.set.checks.iter().map(|c| c.id.as_str()).collect();
+    let results = judged
+        .items
+        .iter()
+        .zip(&judged.judgments)
+        .map(|(item, js)| {
+            let rewards: Vec<f32> = js.iter().map(|j| j.p_pass).collect();
+            let total: f32 = rewards.iter().sum();
+            RewardResult { id: &item.id, total, normalised: total / rewards.len().max(1) as f32, passed: ItemScore::of(&item.id, js).passed, rewards }
+        })
+        .collect();
+    Ok(Json(RewardResponse { model: &judged.model, evaluator_set: judged.set_ref(), checks, results }).into_response())
+}
+
+#[derive(Serialize)]
+struct RewardResponse<'a> {
+    model: &'a str,
+    evaluator_set: EvaluatorSetRef<'a>,
+    /// The order of every result's `rewards`.
+    checks: Vec<&'a str>,
+    results: Vec<RewardResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct RewardResult<'a> {
+    id: &'a str,
+    rewards: Vec<f32>,
+    total: f32,
+    normalised: f32,
+    passed: usize,
 }
 
 /// The evaluator set of `project` at `version` (default: the latest) from the store at `db`.

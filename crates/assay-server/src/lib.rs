@@ -247,6 +247,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/judge", post(judge_api::judge))
+        .route("/v1/reward", post(judge_api::reward))
         .route("/v1/projects", get(projects_api::list_projects).post(projects_api::create_project))
         .route("/v1/projects/{project}", get(projects_api::show_project))
         .route("/v1/projects/{project}/config", put(projects_api::put_config))

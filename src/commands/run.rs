@@ -3,7 +3,7 @@
 
 use crate::options::{GlobalOptions, RunArgs};
 use anyhow::{Context, Result};
-use assay_pipeline::judge_run;
+use assay_pipeline::{run_judging, start_judge_run};
 
 pub fn run(global: &GlobalOptions, args: &RunArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
@@ -14,7 +14,8 @@ pub fn run(global: &GlobalOptions, args: &RunArgs) -> Result<()> {
     let options = args.options.judge_options();
     eprintln!("judging dataset '{}' ({} items) with v{} ({} checks)", dataset.name, dataset.item_count, set.number, set.set.checks.len());
     let mut line = super::ProgressLine::new();
-    let report = judge_run(&mut store, &backends, &project, &set, &dataset, &options, args.chunk_items, &mut |stage, done, total| line.update(stage, done, total));
+    let (run, _) = start_judge_run(&mut store, &backends, &project, &set, &dataset, &options).with_context(|| format!("starting a judge run of v{} on '{}'", set.number, dataset.name))?;
+    let report = run_judging(&mut store, &backends, &project, run.id, args.chunk_items, &mut |stage, done, total| line.update(stage, done, total));
     line.finish();
     let report = report.with_context(|| format!("judging dataset '{}' with v{}", dataset.name, set.number))?;
     println!(

@@ -10,7 +10,7 @@ use crate::error::{PipelineError, Result};
 use crate::questions::raise_ambiguities;
 use crate::Progress;
 use assay_core::{Check, JudgeItem, JudgeOptions};
-use assay_store::{Dataset, NewRun, PendingPair, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
+use assay_store::{Dataset, DatasetId, NewRun, PendingPair, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -60,12 +60,12 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     let options: JudgeOptions = serde_json::from_value(this.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
     let config = ProjectConfig::from_json(&project.config)?;
     let judge = backends.role(&config.roles.judge)?;
-    let (set, dataset) = (store.set_version_by_id(set)?, store.dataset(dataset)?);
+    let set = store.set_version_by_id(set)?;
     // A new run is queued; one that was started before (and killed or failed) is resumed.
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
     let reused = reuse_identical_judgments(store, project, &this, &set)?;
-    match judge_pending(store, &judge, &set, &dataset, run, &options, chunk_items.max(1), progress) {
+    match judge_pending(store, &judge, &set, (run, dataset), &options, chunk_items.max(1), progress) {
         Ok(judged_now) => {
             store.set_run_status(run, RunStatus::Done, None)?;
             let questions = raise_ambiguities(store, project, run)?;
@@ -99,17 +99,12 @@ fn reuse_identical_judgments(store: &mut Store, project: &Project, run: &Run, se
     Ok(reused)
 }
 
-/// `start_judge_run` then `run_judging`.
-pub fn judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<JudgeRunReport> {
-    let (run, _) = start_judge_run(store, backends, project, set, dataset, options)?;
-    run_judging(store, backends, project, run.id, chunk_items, progress)
-}
-
-fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, dataset: &Dataset, run: RunId, options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
+/// Judges the pending pairs of `run` (whose set and dataset are `set` and `dataset`).
+fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, (run, dataset): (RunId, DatasetId), options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
     let pending = store.pending_pairs(run)?;
     let total = store.run(run)?.progress_total as usize;
     let already = total - pending.len();
-    let items: HashMap<String, JudgeItem> = store.items(dataset.id)?.iter().filter_map(|i| i.to_judge_item().map(|j| (j.id.clone(), j))).collect();
+    let items: HashMap<String, JudgeItem> = store.items(dataset)?.iter().filter_map(|i| i.to_judge_item().map(|j| (j.id.clone(), j))).collect();
     let checks: HashMap<&str, &Check> = set.set.checks.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut judged = 0;
     for chunk in chunks(&pending, chunk_items) {

@@ -30,7 +30,7 @@ pub use backend::{Backend, Backends, ChatRequest, Completion, HttpBackend, Local
 pub use config::{GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
 pub use discover::{discover, run_discovery, start_discovery, DiscoverOptions, DiscoveryReport};
 pub use error::{PipelineError, Result};
-pub use judge_run::{judge_run, run_judging, start_judge_run, JudgeRunReport, DEFAULT_CHUNK_ITEMS};
+pub use judge_run::{run_judging, start_judge_run, JudgeRunReport, DEFAULT_CHUNK_ITEMS};
 
 /// Progress of a long step: (stage, done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);

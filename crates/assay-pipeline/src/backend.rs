@@ -23,6 +23,16 @@ pub struct ChatRequest {
     pub params: SamplingParams,
 }
 
+impl ChatRequest {
+    /// The token ids a local model continues: the chat-templated messages, then the answer
+    /// prefix.
+    pub fn prompt_ids(&self, lm: &LanguageModel) -> assay_engine::Result<Vec<u32>> {
+        let mut ids = lm.chat_prompt(&self.messages)?;
+        ids.extend(lm.tokenizer.encode(&self.answer_prefix)?);
+        Ok(ids)
+    }
+}
+
 /// One request's answer, or why it has none. A failed request does not fail its batch: the
 /// pipeline records and counts it.
 pub type Completion = std::result::Result<String, String>;
@@ -155,11 +165,7 @@ impl Backend for LocalBackend {
         loop {
             while batch.len() < LOCAL_BATCH {
                 let Some((i, request)) = queue.next() else { break };
-                let prompt = lm.chat_prompt(&request.messages).and_then(|mut ids| {
-                    ids.extend(lm.tokenizer.encode(&request.answer_prefix)?);
-                    Ok(ids)
-                });
-                match prompt.and_then(|ids| batch.add(ids, request.params.clone())) {
+                match request.prompt_ids(lm).and_then(|ids| batch.add(ids, request.params.clone())) {
                     Ok(id) => {
                         running.insert(id, i);
                     }

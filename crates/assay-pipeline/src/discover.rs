@@ -108,17 +108,16 @@ impl Discovery<'_, '_> {
         let mut checks = Vec::new();
         let mut fallbacks = 0;
         let kept: Vec<_> = taxonomy.leaves.iter().take(self.options.checks).collect();
+        // Each kept cluster's errors, most typical first, as the check writer reads them.
+        let cluster_errors: Vec<Vec<&str>> = kept.iter().map(|leaf| leaf.members.iter().take(8).map(|&m| points[m].description.as_str()).collect()).collect();
         let requests: Vec<ChatRequest> = kept
             .iter()
-            .map(|leaf| {
-                let errors: Vec<&str> = leaf.members.iter().take(8).map(|&m| points[m].description.as_str()).collect();
-                cluster_request(&self.project.generation_prompt, &errors, self.config.answer_tokens, stable_seed(self.options.seed, &["check", &leaf.node.to_string()]))
-            })
+            .zip(&cluster_errors)
+            .map(|(leaf, errors)| cluster_request(&self.project.generation_prompt, errors, self.config.answer_tokens, stable_seed(self.options.seed, &["check", &leaf.node.to_string()])))
             .collect();
         let writer = self.backends.role(&self.config.roles.check_writer)?;
         let answers = writer.chat(&requests, &mut |done| (self.progress)("writing checks", done, requests.len()))?;
-        for (rank, (leaf, answer)) in kept.iter().zip(answers).enumerate() {
-            let errors: Vec<&str> = leaf.members.iter().take(8).map(|&m| points[m].description.as_str()).collect();
+        for (rank, (errors, answer)) in cluster_errors.iter().zip(answers).enumerate() {
             // A question another cluster already got says nothing about this cluster.
             let parsed = answer.ok().as_deref().and_then(parse_check).filter(|(q, _, _)| !checks.iter().any(|c: &Check| &c.question == q));
             let check = match parsed {
@@ -130,7 +129,7 @@ impl Discovery<'_, '_> {
                 }
                 None => {
                     fallbacks += 1;
-                    fallback_check(check_id(&format!("c{}", rank + 1), errors[0]), &errors)
+                    fallback_check(check_id(&format!("c{}", rank + 1), errors[0]), errors)
                 }
             };
             checks.push(check);

@@ -5,7 +5,8 @@
 
 use crate::error::Result;
 use assay_core::{Judgment, Verdict};
-use assay_store::{NewQuestion, Project, RunId, RunKind, RunStatus, Store};
+use crate::report::other_judges;
+use assay_store::{NewQuestion, Project, RunId, Store};
 use std::collections::{HashMap, HashSet};
 
 /// P(PASS) this close to the threshold makes a judgment ambiguous.
@@ -24,16 +25,7 @@ pub fn raise_ambiguities(store: &mut Store, project: &Project, run: RunId) -> Re
     let thresholds: HashMap<&str, f32> = set.set.checks.iter().map(|c| (c.id.as_str(), c.threshold())).collect();
     let items: HashMap<String, assay_store::ItemId> = store.items(dataset)?.into_iter().map(|i| (i.fields.key, i.id)).collect();
     let judgments = store.judgments(run)?;
-    // Verdicts of other judges on the same set and dataset.
-    let mut others: HashMap<(String, String), Vec<(String, Verdict)>> = HashMap::new();
-    for other in store.runs(project.id)? {
-        if other.id != run && other.kind == RunKind::Judge && other.status == RunStatus::Done && other.set_version == Some(set_id) && other.dataset == Some(dataset) && other.params["judge"] != this.params["judge"] {
-            let judge = other.params["judge"].as_str().unwrap_or("another judge").to_string();
-            for j in store.judgments(other.id)? {
-                others.entry((j.item_id, j.check_id)).or_default().push((judge.clone(), j.verdict));
-            }
-        }
-    }
+    let others = other_judges(store, project, &this)?;
     let asked: HashSet<(Option<assay_store::ItemId>, Option<String>)> = store.questions(project.id, None)?.into_iter().map(|q| (q.asked.item, q.asked.check)).collect();
     let question = |item, j: &Judgment, why| NewQuestion { item: Some(item), check: Some(j.check_id.clone()), why, options: vec!["PASS".into(), "FAIL".into(), "the check is unclear here".into()] };
     let unasked: Vec<(assay_store::ItemId, &Judgment, f32)> = judgments

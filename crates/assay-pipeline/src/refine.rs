@@ -15,11 +15,11 @@ use crate::backend::{Backends, ChatRequest};
 use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
-use crate::report::{report, report_run, CheckReport, SetReport};
+use crate::report::{fail_rationales, report, report_run, CheckReport, SetReport};
 use crate::static_analysis::constraint_check;
 use crate::taxonomy::{cluster, ErrorPoint};
 use crate::{stable_seed, Progress};
-use assay_core::{Check, EvaluatorSet, Judgment, Verdict};
+use assay_core::{Check, EvaluatorSet, Judgment};
 use assay_store::{ErrorId, Project, QuestionStatus, SetVersion, Severity, Store};
 use serde::Serialize;
 
@@ -112,7 +112,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         if !f.incoherent || f.drop.is_some() {
             continue;
         }
-        let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == set.set.checks[i].id).flat_map(fail_rationales).collect();
+        let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == set.set.checks[i].id).flat_map(fail_rationales).map(str::to_string).collect();
         let vectors = embedder.embed(&rationales)?;
         let points: Vec<ErrorPoint> = rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
         let groups: Vec<Vec<String>> = cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect();
@@ -240,14 +240,6 @@ fn diagnose(f: &mut Findings, c: &CheckReport) {
         }
     }
     f.incoherent = c.cohesion.is_some_and(|s| s > INCOHERENT_SPREAD);
-}
-
-fn fail_rationales(j: &Judgment) -> Vec<String> {
-    if j.samples.is_empty() {
-        j.rationale.iter().filter(|_| j.verdict == Verdict::Fail).cloned().collect()
-    } else {
-        j.samples.iter().filter(|s| s.verdict == Verdict::Fail).map(|s| s.rationale.clone()).collect()
-    }
 }
 
 /// The text between the first and the last double quote of `s`.

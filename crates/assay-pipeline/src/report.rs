@@ -243,22 +243,38 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
 }
 
 /// Verdicts of other judge models on the same set and dataset: (item, check) -> verdicts.
-fn other_judges(store: &Store, project: &Project, run: &Run) -> Result<HashMap<(String, String), Vec<Verdict>>> {
-    let mut others: HashMap<(String, String), Vec<Verdict>> = HashMap::new();
+/// The verdicts other judge models gave in finished runs of the same set and dataset:
+/// (item, check) -> (judge, verdict).
+pub(crate) type OtherJudges = HashMap<(String, String), Vec<(String, Verdict)>>;
+
+pub(crate) fn other_judges(store: &Store, project: &Project, run: &Run) -> Result<OtherJudges> {
+    let mut others = OtherJudges::new();
     for other in store.runs(project.id)? {
         if other.id != run.id && other.kind == RunKind::Judge && other.status == RunStatus::Done && other.set_version == run.set_version && other.dataset == run.dataset && other.params["judge"] != run.params["judge"] {
+            let judge = other.params["judge"].as_str().unwrap_or("another judge").to_string();
             for j in store.judgments(other.id)? {
-                others.entry((j.item_id, j.check_id)).or_default().push(j.verdict);
+                others.entry((j.item_id, j.check_id)).or_default().push((judge.clone(), j.verdict));
             }
         }
     }
     Ok(others)
 }
 
-fn disagreement(mine: &[&Judgment], others: &HashMap<(String, String), Vec<Verdict>>) -> Option<f64> {
+/// The rationales behind a judgment's FAIL verdicts: its sampled ones that ended in FAIL, or
+/// its single rationale when the verdict is FAIL.
+pub(crate) fn fail_rationales(j: &Judgment) -> Vec<&str> {
+    let all: Vec<&str> = if j.samples.is_empty() {
+        j.rationale.as_deref().filter(|_| j.verdict == Verdict::Fail).into_iter().collect()
+    } else {
+        j.samples.iter().filter(|s| s.verdict == Verdict::Fail).map(|s| s.rationale.as_str()).collect()
+    };
+    all.into_iter().filter(|r| !r.trim().is_empty()).collect()
+}
+
+fn disagreement(mine: &[&Judgment], others: &OtherJudges) -> Option<f64> {
     let (mut compared, mut differ) = (0usize, 0usize);
     for j in mine {
-        for v in others.get(&(j.item_id.clone(), j.check_id.clone())).into_iter().flatten() {
+        for (_, v) in others.get(&(j.item_id.clone(), j.check_id.clone())).into_iter().flatten() {
             compared += 1;
             differ += usize::from(*v != j.verdict);
         }
@@ -272,12 +288,7 @@ fn rationale_cohesion(backends: &Backends, config: &ProjectConfig, by_check: &BT
     let mut owners = Vec::new();
     for (check, judgments) in by_check {
         for j in judgments {
-            let rationales: Vec<&str> = if j.samples.is_empty() {
-                j.rationale.as_deref().filter(|_| j.verdict == Verdict::Fail).into_iter().collect()
-            } else {
-                j.samples.iter().filter(|s| s.verdict == Verdict::Fail).map(|s| s.rationale.as_str()).collect()
-            };
-            for r in rationales.into_iter().filter(|r| !r.trim().is_empty()) {
+            for r in fail_rationales(j) {
                 texts.push(r.to_string());
                 owners.push(*check);
             }

@@ -145,13 +145,11 @@ impl<T: Send + 'static> Answers<T> {
     }
 }
 
-/// The chat-templated prompt followed by the answer prefix's tokens, checked against the
-/// model's context and the parameters, as `LocalBackend` builds it.
+/// The request's prompt (as `LocalBackend` builds it), checked against the model's context
+/// and the parameters.
 fn chat_prompt(engine: &Engine, request: &ChatRequest) -> std::result::Result<Vec<u32>, String> {
-    let lm = &engine.lm;
-    let mut prompt = lm.chat_prompt(&request.messages).map_err(|e| e.to_string())?;
-    prompt.extend(lm.tokenizer.encode(&request.answer_prefix).map_err(|e| e.to_string())?);
-    check_request(lm, &prompt, &request.params).map_err(|e| e.to_string())?;
+    let prompt = request.prompt_ids(&engine.lm).map_err(|e| e.to_string())?;
+    check_request(&engine.lm, &prompt, &request.params).map_err(|e| e.to_string())?;
     Ok(prompt)
 }
 

@@ -39,6 +39,8 @@ fn main() -> std::process::ExitCode {
         Command::Label(args) => commands::expert::label(&cli.global, args),
         Command::Refine(args) => commands::refine::run(&cli.global, args),
         Command::Optimise(args) => commands::optimise::run(&cli.global, args),
+        Command::Gold(args) => commands::optimise::gold(&cli.global, args),
+        Command::Critique(args) => commands::optimise::critique(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

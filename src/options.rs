@@ -68,8 +68,43 @@ pub enum Command {
     Label(LabelArgs),
     /// Rewrite, split or drop the checks that rulings and the report point at: a new version.
     Refine(RefineArgs),
-    /// Evolve outputs per input with the evaluator set as fitness (genetic search), optionally against best-of-N.
+    /// Evolve a gold output per input with the evaluator set as fitness (genetic search), stored and resumable; optionally against best-of-N.
     Optimise(OptimiseArgs),
+    /// List the gold outputs of an evaluator-set version.
+    Gold(GoldArgs),
+    /// Reject a gold output with a note; one that passes every check proposes a new check.
+    Critique(CritiqueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoldArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub set: SetVersionArg,
+    /// Print JSON (with every candidate's lineage) instead of a summary per output.
+    #[arg(long, env = "ASSAY_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CritiqueArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub set: SetVersionArg,
+    /// The gold output, by id (from `assay gold`).
+    #[arg(long, env = "ASSAY_GOLD", required_unless_present = "item", conflicts_with = "item")]
+    pub gold: Option<i64>,
+    /// The gold output of this item (its key) under --set.
+    #[arg(long, env = "ASSAY_ITEM")]
+    pub item: Option<String>,
+    /// What is wrong with the output, in the expert's words.
+    #[arg(long, env = "ASSAY_NOTE")]
+    pub note: String,
+    /// Seed of the check writer's call.
+    #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +136,7 @@ pub struct OptimiseArgs {
     /// Also run best-of-N with the same number of evaluations per input, and compare.
     #[arg(long, env = "ASSAY_COMPARE")]
     pub compare: bool,
-    /// Write every input's candidates (with lineage), best output and baseline as JSON.
+    /// Also write the run's gold outputs (with every candidate's lineage and the baseline) as JSON.
     #[arg(long, env = "ASSAY_OUT")]
     pub out: Option<PathBuf>,
 }
@@ -371,7 +406,7 @@ pub enum ExportCommand {
 pub struct TrainingRunArgs {
     #[command(flatten)]
     pub project: ProjectArg,
-    /// Judge run (default: the latest finished judge run of --set).
+    /// Judge run, or optimise run (every candidate it evaluated) (default: the latest finished judge run of --set).
     #[arg(long, env = "ASSAY_RUN")]
     pub run: Option<i64>,
     #[command(flatten)]

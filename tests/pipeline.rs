@@ -305,3 +305,73 @@ fn sft_and_dpo_exports_follow_the_judgments() {
         assert!(passes(p["chosen_item"].as_str().unwrap()) > passes(p["rejected_item"].as_str().unwrap()), "{p}");
     }
 }
+
+/// Checks every output passes (threshold 0): the case a critique is for, whatever the model says.
+const LENIENT_CHECKS: &str = r#"{"checks": [
+  {"id": "answers", "question": "Does the response answer the request?", "threshold": 0.0},
+  {"id": "plain", "question": "Is the response written in plain language?", "threshold": 0.0}
+]}"#;
+
+#[test]
+fn optimise_critique_refine_and_export_gold_outputs() {
+    let (dir, db) = temp();
+    prepare_ifeval(dir.path(), 2, 3);
+    project(dir.path(), &db, "gold");
+    std::fs::write(dir.path().join("lenient.json"), LENIENT_CHECKS).unwrap();
+    ok(&db, &["set", "import", "--project", "gold", "--checks", dir.path().join("lenient.json").to_str().unwrap()]);
+    let optimise = ["optimise", "--project", "gold", "--items", "3", "--population", "2", "--generations", "1", "--budget", "4", "--max-tokens", "24", "--seed", "1"];
+    let printed = ok(&db, &optimise);
+    assert_eq!(printed.lines().filter(|l| l.contains(": gold 2/2")).count(), 3, "every output passes lenient checks, so every search stops at its seeds:\n{printed}");
+
+    // Three gold outputs under v1, each with the lineage of its two seeds.
+    let gold: Vec<serde_json::Value> = serde_json::from_str(&ok(&db, &["gold", "--project", "gold", "--json"])).unwrap();
+    assert_eq!(gold.len(), 3);
+    for g in &gold {
+        let candidates = g["lineage"]["candidates"].as_array().unwrap();
+        assert_eq!((candidates.len(), &g["evaluations"], &g["status"]), (2, &serde_json::json!(2), &serde_json::json!("gold")), "{g}");
+        assert_eq!(g["output"], candidates[g["lineage"]["best"].as_u64().unwrap() as usize]["text"], "the gold output is the lineage's best");
+    }
+
+    // The expert rejects one: it passes every check, so it proposes a check, asked as a question.
+    let store = Store::open(&db).unwrap();
+    let rejected_item = store.item(assay_store::ItemId(gold[1]["item"].as_i64().unwrap())).unwrap().fields.key;
+    drop(store);
+    let note = "It restates the request instead of carrying it out.";
+    let said = ok(&db, &["critique", "--project", "gold", "--item", &rejected_item, "--note", note]);
+    assert!(said.contains("proposes check"), "{said}");
+    let (success, _, stderr) = assay(&db, &["critique", "--project", "gold", "--item", &rejected_item, "--note", "again"]);
+    assert!(!success && stderr.contains("already rejected"), "{stderr}");
+    let store = Store::open(&db).unwrap();
+    let project = store.project_by_name("gold").unwrap();
+    let questions = store.questions(project.id, Some(assay_store::QuestionStatus::Open)).unwrap();
+    let asked = questions.iter().find(|q| q.asked.proposed_check.is_some()).expect("a question proposing the check");
+    assert!(asked.asked.why.contains(note) && asked.asked.why.contains(&rejected_item), "{}", asked.asked.why);
+    let proposed = asked.asked.proposed_check.clone().unwrap();
+    let rejected = store.gold_outputs(store.set_version(project.id, 1).unwrap().id).unwrap().into_iter().find(|g| g.status == assay_store::GoldStatus::Rejected).unwrap();
+    assert_eq!(rejected.critique.as_deref(), Some(note));
+    drop(store);
+
+    // Adopted, the candidate check is in the next version.
+    ok(&db, &["answer", &asked.id.to_string(), "--ruling", "add the check"]);
+    ok(&db, &["refine", "--project", "gold"]);
+    let v2: serde_json::Value = serde_json::from_str(&ok(&db, &["export", "set", "--project", "gold", "--set", "2"])).unwrap();
+    let v2_checks = v2["checks"].as_array().unwrap();
+    assert!(v2_checks.iter().any(|c| c["id"] == proposed.id.as_str() && c["question"] == proposed.question.as_str()), "{v2}");
+
+    // Training data from the optimise run: every distinct candidate, the rejected one scoring 0.
+    let sft: Vec<serde_json::Value> = ok(&db, &["export", "sft", "--project", "gold", "--run", "1"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let distinct: usize = gold.iter().map(|g| g["lineage"]["candidates"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect::<HashSet<_>>().len()).sum();
+    assert_eq!(sft.len(), distinct - 1, "every distinct candidate but the rejected gold output");
+    for r in &sft {
+        let messages = r["messages"].as_array().unwrap();
+        assert_eq!(messages.iter().map(|m| m["role"].as_str().unwrap()).collect::<Vec<_>>(), ["system", "user", "assistant"], "{r}");
+        assert!(messages.iter().all(|m| m["content"].is_string()) && messages[2]["content"] != rejected.found.output.as_str(), "{r}");
+    }
+    let pairs: Vec<serde_json::Value> = ok(&db, &["export", "dpo", "--project", "gold", "--run", "1", "--min-margin", "0.5"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rejected_has_rival = gold[1]["lineage"]["candidates"].as_array().unwrap().iter().any(|c| c["text"] != rejected.found.output.as_str());
+    assert_eq!(pairs.len(), usize::from(rejected_has_rival), "only the rejected input has outputs that differ in score: {pairs:?}");
+    for p in &pairs {
+        assert!(p["prompt"].is_string() && p["chosen"].is_string(), "{p}");
+        assert_eq!(p["rejected"], rejected.found.output.as_str(), "the expert's rejection makes it the rejected side");
+    }
+}

@@ -168,3 +168,87 @@ fn sigterm_stops_a_background_run_and_a_restarted_server_resumes_it() {
     let (_, judgments) = server.get_json(&format!("/v1/projects/ifeval/runs/{}/judgments", started["run"]["id"]));
     assert!(judgments["judgments"].as_array().unwrap().iter().all(|j| j["rationale"].is_string()), "{judgments}");
 }
+
+/// Server-sent events as (event, data) pairs.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut kind = String::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            events.push((std::mem::take(&mut kind), serde_json::from_str(data).unwrap()));
+        }
+    }
+    events
+}
+
+#[test]
+fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assay.db");
+    let server = serve(&db);
+    let project = json!({"name": "opt", "generation_prompt": "Follow every instruction in the user's request exactly.", "config": small_config()});
+    assert_eq!(server.post("/v1/projects", &project).0, 201);
+    assert_eq!(server.post("/v1/projects/opt/datasets", &json!({"name": "gpt4", "items": ifeval_items(2)})).0, 201);
+    // Threshold 1: nothing passes, so every search spends its budget.
+    let strict = json!([{"id": "complete", "question": "Does the response carry out every instruction?", "threshold": 1.0}, {"id": "concise", "question": "Is the response concise?", "threshold": 1.0}]);
+    assert_eq!(server.post("/v1/projects/opt/sets", &json!({"checks": strict})).0, 201);
+
+    assert_error(server.post("/v1/optimise", &json!({"project": "opt", "population": 1})), 400, "a population of one");
+    assert_error(server.post("/v1/optimise", &json!({"project": "nope"})), 404, "unknown project");
+    assert_error(server.post("/v1/optimise", &json!({"project": "opt", "populaton": 2})), 400, "a misspelt field");
+    assert_error(server.get_json("/v1/optimise/999"), 404, "unknown run");
+
+    let request = json!({"project": "opt", "items": 2, "population": 2, "generations": 1, "budget": 4, "max_tokens": 16, "seed": 3, "compare": true});
+    let (status, started) = server.post("/v1/optimise", &request);
+    assert_eq!((status, &started["resumed"]), (202, &json!(false)), "{started}");
+    let id = started["run"]["id"].as_i64().unwrap();
+
+    // The stream follows the run to its end, then closes; read again, it replays the same.
+    let (status, text) = server.get(&format!("/v1/optimise/{id}/events"));
+    assert_eq!(status, 200, "{text}");
+    let events = sse_events(&text);
+    let (last_kind, last) = events.last().unwrap();
+    assert_eq!((last_kind.as_str(), &last["run"]["status"]), ("end", &json!("done")), "{text}");
+    let gold_events: Vec<&Value> = events.iter().filter(|(k, _)| k == "gold").map(|(_, e)| e).collect();
+    assert_eq!(gold_events.len(), 2, "{text}");
+    for (k, e) in &events {
+        assert!(["generation", "gold", "end"].contains(&k.as_str()), "{k}");
+        if k == "generation" {
+            assert!(e["evaluations"].as_u64().unwrap() <= 4 && e["best_passes"].as_u64().unwrap() <= 2, "{e}");
+        }
+    }
+    assert!(events.iter().position(|(k, e)| k == "generation" && e["position"] == 2).unwrap() > events.iter().position(|(k, _)| k == "gold").unwrap(), "items in order");
+    assert_eq!(sse_events(&server.get(&format!("/v1/optimise/{id}/events")).1).len(), events.len());
+
+    // The run, its gold outputs and their lineage.
+    let (status, shown) = server.get_json(&format!("/v1/optimise/{id}"));
+    assert_eq!((status, &shown["run"]["status"], &shown["run"]["progress_done"]), (200, &json!("done"), &json!(2)), "{shown}");
+    let gold = shown["gold"].as_array().unwrap();
+    assert_eq!(gold.len(), 2);
+    for (g, e) in gold.iter().zip(&gold_events) {
+        let candidates = g["lineage"]["candidates"].as_array().unwrap();
+        assert_eq!((candidates.len() as u64, &g["passes"]), (g["evaluations"].as_u64().unwrap(), &e["passes"]), "{g}");
+        assert!(g["best_of_n"]["text"].is_string(), "compared with best-of-N: {g}");
+        for c in candidates {
+            let parents: Vec<u64> = match c["origin"]["kind"].as_str().unwrap() {
+                "seed" => vec![],
+                "mutation" => vec![c["origin"]["parent"].as_u64().unwrap()],
+                _ => c["origin"]["parents"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect(),
+            };
+            assert!(parents.iter().all(|&p| candidates[p as usize]["generation"].as_u64() < c["generation"].as_u64()), "{c}");
+        }
+    }
+    let (status, listed) = server.get_json("/v1/projects/opt/gold");
+    assert_eq!((status, listed["gold"].as_array().unwrap().len()), (200, 2), "{listed}");
+
+    // The expert's critique: a gold output that fails checks proposes nothing new.
+    let first = gold[0]["id"].as_i64().unwrap();
+    assert_error(server.post(&format!("/v1/projects/opt/gold/{first}/critique"), &json!({"note": " "})), 400, "a blank note");
+    let (status, critique) = server.post(&format!("/v1/projects/opt/gold/{first}/critique"), &json!({"note": "Too long."}));
+    assert_eq!((status, &critique["gold"]["status"]), (200, &json!("rejected")), "{critique}");
+    assert_eq!(critique["candidate_check"].is_null(), gold[0]["passes"] != json!(2), "{critique}");
+    assert_error(server.post(&format!("/v1/projects/opt/gold/{first}/critique"), &json!({"note": "again"})), 409, "rejected twice");
+    assert_error(server.post("/v1/projects/ifeval/gold/1/critique", &json!({"note": "x"})), 404, "another project");
+}

@@ -1,6 +1,6 @@
 //! `assay export judgments` (a run's judgments as JSONL, the format `assay judge` writes),
 //! `assay export set` (a version as JSON that `--checks` reads back) and `assay export sft` /
-//! `dpo` (a judge run's outputs as training data, `assay_pipeline::training_data`). Files are written whole
+//! `dpo` (a judge or optimise run's outputs as training data, `assay_pipeline::training_data`). Files are written whole
 //! to a temporary name and renamed, so a failed export leaves no half-written file.
 
 use crate::options::{ExportArgs, ExportCommand, GlobalOptions, TrainingRunArgs};
@@ -56,7 +56,7 @@ pub fn run(global: &GlobalOptions, args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The project and the judge run training data comes from.
+/// The project and the judge or optimise run training data comes from.
 fn training_run(store: &assay_store::Store, args: &TrainingRunArgs) -> Result<(assay_store::Project, RunId)> {
     let project = super::project(store, &args.project.project)?;
     let run = match args.run {
@@ -70,7 +70,7 @@ fn training_run(store: &assay_store::Store, args: &TrainingRunArgs) -> Result<(a
             assay_pipeline::report::report_run(store, &project, &set, None)?
         }
     };
-    anyhow::ensure!(run.kind == assay_store::RunKind::Judge, "run {} is a {} run, not a judge run", run.id, run.kind);
+    anyhow::ensure!(matches!(run.kind, assay_store::RunKind::Judge | assay_store::RunKind::Optimise), "run {} is a {} run, not a judge or optimise run", run.id, run.kind);
     Ok((project, run.id))
 }
 

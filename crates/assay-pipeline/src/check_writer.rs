@@ -39,6 +39,17 @@ pub fn rewrite_request(task_prompt: &str, check: &Check, problem: &str, rulings:
     request(user, max_tokens, seed)
 }
 
+/// Asks for a check that catches what the expert objects to in `output`, which passed every
+/// check of the set.
+pub fn critique_request(task_prompt: &str, input: &str, output: &str, note: &str, max_tokens: usize, seed: u64) -> ChatRequest {
+    let user = format!(
+        "Task instructions:\n{task_prompt}\n\nInput:\n{input}\n\nAn output of the task passed every existing check, but the expert rejected it:\n{output}\n\n\
+         The expert's note: {note}\n\
+         Write one yes/no question that detects this problem in any output of the task. PASS means the output is free of it.\n{FORMAT}"
+    );
+    request(user, max_tokens, seed)
+}
+
 fn request(user: String, max_tokens: usize, seed: u64) -> ChatRequest {
     ChatRequest {
         messages: vec![ChatMessage::new("system", SYSTEM), ChatMessage::new("user", &user)],

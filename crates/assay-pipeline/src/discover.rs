@@ -308,6 +308,7 @@ impl Discovery<'_, '_> {
                     check: None,
                     why: format!("The generation prompt says \"{}\" and no check covers it.", constraints[i]),
                     options: vec!["add a check for it".into(), "no check needed".into()],
+                    proposed_check: Some(constraint_check(check_id(&format!("p{}", n + 1), &constraints[i]), &constraints[i])),
                 });
             }
         }
@@ -318,6 +319,7 @@ impl Discovery<'_, '_> {
                 check: Some(checks[b].id.clone()),
                 why: format!("Checks '{}' and '{}' ask nearly the same thing (cosine similarity {similarity:.2}): they may duplicate or contradict each other.", checks[a].id, checks[b].id),
                 options: vec!["keep both".into(), "merge them".into(), "drop this one".into()],
+                proposed_check: None,
             });
         }
         if !checks.is_empty() {
@@ -332,6 +334,7 @@ impl Discovery<'_, '_> {
                         check: Some(check.id.clone()),
                         why: format!("The judge doubts that check '{}' is consistent with the generation prompt (P(consistent) = {p:.2}).", check.id),
                         options: vec!["the check is right".into(), "rewrite the check".into(), "drop the check".into()],
+                        proposed_check: None,
                     });
                 }
             }

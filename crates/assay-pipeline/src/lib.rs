@@ -3,9 +3,10 @@
 //! It owns discovery (generator spectrum -> annotations -> error taxonomy -> checks, plus
 //! static analysis of the task prompt), judge runs (resumable), reports (consistency,
 //! separation, cohesion, agreement with expert labels; SVG plots), ambiguity questions and
-//! refinement into new evaluator-set versions. Every model call goes through a `Backend`
-//! (the local engine or an OpenAI-compatible server), chosen per role in the project's
-//! configuration. It must not parse command lines or speak HTTP as a server; everything it
+//! refinement into new evaluator-set versions, and gold outputs evolved with the set as
+//! fitness (critiqued by the expert; exported as training data). Every model call goes
+//! through a `Backend` (the local engine or an OpenAI-compatible server), chosen per role in
+//! the project's configuration. It must not parse command lines or speak HTTP as a server; everything it
 //! learns is written to the store before a step returns.
 
 pub mod annotate;
@@ -14,6 +15,7 @@ pub mod check_writer;
 pub mod config;
 pub mod discover;
 pub mod error;
+pub mod gold;
 pub mod judge_run;
 pub mod labels;
 pub mod lenient_json;
@@ -30,6 +32,7 @@ pub use backend::{Backend, Backends, ChatRequest, Completion, HttpBackend, Local
 pub use config::{GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
 pub use discover::{discover, run_discovery, start_discovery, DiscoverOptions, DiscoveryReport};
 pub use error::{PipelineError, Result};
+pub use gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions, OptimiseRunReport};
 pub use judge_run::{run_judging, start_judge_run, JudgeRunReport, DEFAULT_CHUNK_ITEMS};
 
 /// Progress of a long step: (stage, done, total).

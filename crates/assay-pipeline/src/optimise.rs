@@ -12,9 +12,9 @@ use crate::error::{PipelineError, Result};
 use crate::stable_seed;
 use assay_core::{Check, JudgeItem, JudgeOptions, SamplingParams, Verdict};
 use assay_engine::ChatMessage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimiseOptions {
     /// Most generations after the seed population.
     pub generations: usize,
@@ -26,7 +26,19 @@ pub struct OptimiseOptions {
     pub max_tokens: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl OptimiseOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.population < 2 || self.budget < self.population || self.max_tokens == 0 {
+            return Err(PipelineError::Invalid(format!(
+                "the population must be at least 2, the budget ({}) at least the population ({}), and max tokens at least 1",
+                self.budget, self.population
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     Seed,
@@ -34,7 +46,7 @@ pub enum Origin {
     Crossover { parents: [usize; 2] },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Candidate {
     pub id: usize,
     pub generation: usize,
@@ -69,7 +81,7 @@ pub struct GenerationEvent {
     pub evaluations: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evolution {
     /// Every candidate ever evaluated, in order of creation: the lineage.
     pub candidates: Vec<Candidate>,
@@ -152,9 +164,7 @@ fn pareto_front(candidates: &[Candidate], pool: &[usize]) -> Vec<usize> {
 }
 
 pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&GenerationEvent)) -> Result<Evolution> {
-    if options.population < 2 || options.budget < options.population {
-        return Err(PipelineError::Invalid(format!("the population must be at least 2 and the budget ({}) at least the population ({})", options.budget, options.population)));
-    }
+    options.validate()?;
     if task.checks.is_empty() {
         return Err(assay_core::InputError::NoChecks.into());
     }

@@ -2,7 +2,8 @@
 //! latest report say about the current one.
 //! - A ruling on a question about a check is folded into that check verbatim (and the check
 //!   writer rewrites the question around it); a ruling that says "drop" drops the check, and
-//!   one that says "add" on an uncovered prompt constraint adds a check for it.
+//!   one that says "add" on a question proposing a check (an uncovered prompt constraint, a
+//!   rejected gold output) adds that check.
 //! - Low agreement with expert labels, a high flip rate or poor separation get the check
 //!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
 //! - FAIL rationales that do not cohere split the check by their clusters (one check per
@@ -87,12 +88,12 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             }
             Some(_) => {}
             None if q.asked.check.is_none() && ruling.to_lowercase().starts_with("add") => {
-                if let Some(constraint) = quoted(&q.asked.why) {
-                    let id = check_id(&format!("p{}", q.id), constraint);
-                    if !set.set.checks.iter().any(|c| c.id == id) {
-                        added.push(constraint_check(id.clone(), constraint));
-                        changes.push(Change { check: id, action: "added", why: format!("the expert ruled on an uncovered constraint: {ruling}") });
-                    }
+                // Questions stored before schema v2 name an uncovered constraint in quotes
+                // instead of proposing its check.
+                let proposed = q.asked.proposed_check.clone().or_else(|| quoted(&q.asked.why).map(|c| constraint_check(check_id(&format!("p{}", q.id), c), c)));
+                if let Some(check) = proposed.filter(|p| !set.set.checks.iter().chain(&added).any(|c| c.id == p.id)) {
+                    changes.push(Change { check: check.id.clone(), action: "added", why: format!("the expert adopted the check question {} proposed: {ruling}", q.id) });
+                    added.push(check);
                 }
             }
             None => {}

@@ -1,18 +1,22 @@
-//! Training data from a judge run (the evaluator set as a filter and a preference):
+//! Training data from a judge run or an optimise run (the evaluator set as a filter and a
+//! preference; an optimise run contributes every candidate it evaluated, and a gold output the
+//! expert rejected counts as passing nothing):
 //! SFT records by rejection sampling (outputs whose share of passed checks reaches a
 //! threshold), in the chat `messages` format TRL's SFTTrainer and axolotl's `chat_template`
 //! read; DPO pairs per input (the best and the worst output, when their shares of passed
 //! checks differ by at least a margin), in TRL's `prompt` / `chosen` / `rejected` format.
 
 use crate::error::{PipelineError, Result};
+use crate::optimise::Evolution;
 use assay_core::Verdict;
-use assay_store::{RunId, Store};
+use assay_store::{GoldStatus, Run, RunId, RunKind, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One judged output and its score.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScoredOutput {
+    /// The item's key; for a candidate of an optimise run, `<key>#<candidate id>`.
     pub item: String,
     pub input: String,
     pub context: Option<String>,
@@ -40,9 +44,35 @@ impl ScoredOutput {
     }
 }
 
-/// Every fully judged item of the run with its score, in item order.
+/// Every scored output of the run: a judge run's fully judged items in item order, or every
+/// distinct candidate of an optimise run, by item.
 pub fn scored_outputs(store: &Store, run: RunId) -> Result<Vec<ScoredOutput>> {
     let this = store.run(run)?;
+    match this.kind {
+        RunKind::Judge => judged_outputs(store, &this),
+        RunKind::Optimise => candidate_outputs(store, &this),
+        kind => Err(PipelineError::Invalid(format!("run {run} is a {kind} run: training data comes from judge or optimise runs"))),
+    }
+}
+
+fn candidate_outputs(store: &Store, run: &Run) -> Result<Vec<ScoredOutput>> {
+    let mut out = Vec::new();
+    for gold in store.run_gold_outputs(run.id)? {
+        let item = store.item(gold.found.item)?.fields;
+        let evolution: Evolution = serde_json::from_value(gold.found.lineage.clone()).map_err(|e| PipelineError::Invalid(format!("gold output {}'s lineage: {e}", gold.id)))?;
+        let mut seen = std::collections::HashSet::new();
+        for c in evolution.candidates.into_iter().filter(|c| seen.insert(c.text.clone())) {
+            // The expert's rejection overrides the judge.
+            let rejected = gold.status == GoldStatus::Rejected && c.text == gold.found.output;
+            let (passed, p_pass_sum) = if rejected { (0, 0.0) } else { (c.passes, c.score()) };
+            out.push(ScoredOutput { item: format!("{}#{}", item.key, c.id), input: item.input.clone(), context: item.context.clone(), output: c.text, passed, checks: c.p_pass.len(), p_pass_sum });
+        }
+    }
+    Ok(out)
+}
+
+fn judged_outputs(store: &Store, this: &Run) -> Result<Vec<ScoredOutput>> {
+    let run = this.id;
     let dataset = this.dataset.ok_or_else(|| PipelineError::Invalid(format!("run {run} has no dataset")))?;
     let checks = this.set_version.map(|v| store.set_version_by_id(v)).transpose()?.map_or(0, |v| v.set.checks.len());
     let mut per_item: BTreeMap<String, (usize, usize, f32)> = BTreeMap::new();

@@ -4,6 +4,8 @@
 //! it twice, and what each is doing (discovery stores no progress of its own). On shutdown it
 //! tells them to stop, which makes their next model call fail, so the pipeline records the run
 //! as failed (a later POST of the same judge run resumes it), and waits until they have.
+//! Runs that publish events (optimise runs) keep them in an event log per run, which ends with
+//! the run's final record; `/v1/optimise/{id}/events` replays and follows it.
 
 use crate::AppState;
 use assay_store::{RunId, RunStatus, Store};
@@ -23,10 +25,18 @@ pub(crate) struct Stage {
     pub total: usize,
 }
 
+/// What a run has published so far; `ended` once its last event (its final record) is in.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EventLog {
+    pub events: Vec<serde_json::Value>,
+    pub ended: bool,
+}
+
 pub(crate) struct BackgroundRuns {
     /// Becomes true when the server shuts down.
     stop: watch::Sender<bool>,
     live: Mutex<HashMap<RunId, Option<Stage>>>,
+    logs: Mutex<HashMap<RunId, watch::Sender<EventLog>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Held while a judge run is found or created and then claimed, so that two identical
     /// requests at once get one run and one worker.
@@ -35,7 +45,7 @@ pub(crate) struct BackgroundRuns {
 
 impl Default for BackgroundRuns {
     fn default() -> Self {
-        Self { stop: watch::Sender::new(false), live: Mutex::default(), tasks: Mutex::default(), starting: Mutex::default() }
+        Self { stop: watch::Sender::new(false), live: Mutex::default(), logs: Mutex::default(), tasks: Mutex::default(), starting: Mutex::default() }
     }
 }
 
@@ -65,6 +75,31 @@ impl BackgroundRuns {
 
     fn report(&self, run: RunId, stage: &str, done: usize, total: usize) {
         lock(&self.live).insert(run, Some(Stage { stage: stage.to_string(), done, total }));
+    }
+
+    /// Opens (or reopens, for a resumed run) the run's event log.
+    pub(crate) fn open_log(&self, run: RunId) {
+        lock(&self.logs).insert(run, watch::Sender::new(EventLog::default()));
+    }
+
+    pub(crate) fn publish(&self, run: RunId, event: serde_json::Value) {
+        if let Some(log) = lock(&self.logs).get(&run) {
+            log.send_modify(|l| l.events.push(event));
+        }
+    }
+
+    /// Follows the run's event log, if this server keeps one.
+    pub(crate) fn follow(&self, run: RunId) -> Option<watch::Receiver<EventLog>> {
+        lock(&self.logs).get(&run).map(watch::Sender::subscribe)
+    }
+
+    fn end_log(&self, run: RunId, last: serde_json::Value) {
+        if let Some(log) = lock(&self.logs).get(&run) {
+            log.send_modify(|l| {
+                l.events.push(last);
+                l.ended = true;
+            });
+        }
     }
 
     /// Tells every run to stop and waits until each has ended (recorded as failed unless it
@@ -98,26 +133,33 @@ pub(crate) fn spawn_run(state: &AppState, run: RunId, work: impl FnOnce(&mut dyn
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("internal error: the run's thread panicked".to_string()),
         };
-        settle(&state.0.config.db, run, error.as_deref());
+        let last = settle(&state.0.config.db, run, error.as_deref());
         lock(&runs.live).remove(&run);
+        runs.end_log(run, serde_json::json!({"event": "end", "run": last}));
     });
     // Finished runs' results are not needed: drop them so the set does not grow.
     while tasks.try_join_next().is_some() {}
     true
 }
 
-/// Marks `run` failed with `error` if the pipeline left it queued or running.
-fn settle(db: &Path, run: RunId, error: Option<&str>) {
+/// Marks `run` failed with `error` if the pipeline left it queued or running; returns its
+/// final record (null when it cannot be read).
+fn settle(db: &Path, run: RunId, error: Option<&str>) -> serde_json::Value {
     if let Some(e) = error {
         tracing::warn!("background run {run} failed: {e}");
     }
     let recorded = Store::open(db).and_then(|mut store| {
-        if matches!(store.run(run)?.status, RunStatus::Queued | RunStatus::Running) {
-            store.set_run_status(run, RunStatus::Failed, Some(error.unwrap_or("the run ended without finishing")))?;
+        let mut last = store.run(run)?;
+        if matches!(last.status, RunStatus::Queued | RunStatus::Running) {
+            last = store.set_run_status(run, RunStatus::Failed, Some(error.unwrap_or("the run ended without finishing")))?;
         }
-        Ok(())
+        Ok(last)
     });
-    if let Err(e) = recorded {
-        tracing::error!("background run {run}: cannot record how it ended: {e}");
+    match recorded {
+        Ok(last) => serde_json::to_value(last).unwrap_or_default(),
+        Err(e) => {
+            tracing::error!("background run {run}: cannot record how it ended: {e}");
+            serde_json::Value::Null
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! assay-server: the HTTP API of `assay serve`, one server on one port.
 //!
 //! It owns the routes (OpenAI-compatible chat completions, completions, models and embeddings;
-//! `/v1/judge`; the evaluation loop under `/v1/projects`; `/health`, `/metrics`,
+//! `/v1/judge`, `/v1/reward`; the evaluation loop under `/v1/projects`; optimisation under
+//! `/v1/optimise`; `/health`, `/metrics`,
 //! `/openapi.json`), request parsing and validation, admission (bounded queues, deadlines,
 //! body size, context length), API-key auth, metrics, the mapping of every failure to a status
 //! and an OpenAI-shaped error (`error.rs`, the only place), the engine threads that own the
@@ -18,6 +19,7 @@ mod judge_api;
 pub mod metrics;
 mod openai;
 mod openapi;
+mod optimise_api;
 mod pipeline_backend;
 mod projects_api;
 
@@ -264,6 +266,11 @@ fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/questions/{question}/answer", post(projects_api::answer_question))
         .route("/v1/projects/{project}/labels", post(projects_api::add_labels))
         .route("/v1/projects/{project}/refine", post(projects_api::refine_set))
+        .route("/v1/projects/{project}/gold", get(optimise_api::list_gold))
+        .route("/v1/projects/{project}/gold/{id}/critique", post(optimise_api::critique_gold))
+        .route("/v1/optimise", post(optimise_api::start))
+        .route("/v1/optimise/{id}", get(optimise_api::show))
+        .route("/v1/optimise/{id}/events", get(optimise_api::events))
         .fallback(|req: Request| async move { ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), record))

@@ -1,5 +1,6 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of every route, written by hand next to the
-//! routes it describes (`lib.rs`, `openai.rs`, `judge_api.rs`, `projects_api.rs`).
+//! routes it describes (`lib.rs`, `openai.rs`, `judge_api.rs`, `projects_api.rs`,
+//! `optimise_api.rs`).
 
 use axum::Json;
 use serde_json::{json, Value};
@@ -92,6 +93,30 @@ fn project_paths() -> Value {
     })
 }
 
+/// `/v1/optimise...` and gold outputs (`optimise_api.rs`).
+fn optimise_paths() -> Value {
+    let id = [("id", "integer")];
+    json!({
+        "/v1/optimise": {"post": {"summary": "Start an optimise run (`assay optimise`): per item a gold output evolved with the evaluator set as fitness, on the server's models; resumes the unfinished run with the same parameters; answers at once",
+            "requestBody": body(json!({"type": "object", "required": ["project"], "properties": {
+                "project": {"type": "string"}, "set": {"type": "integer", "description": "Default: the latest version"}, "dataset": {"type": "string", "description": "Default: the project's most recent dataset"},
+                "items": {"type": "integer", "minimum": 1, "default": 10, "description": "The dataset's first items"}, "generations": {"type": "integer", "default": 4}, "population": {"type": "integer", "minimum": 2, "default": 4},
+                "budget": {"type": "integer", "default": 20, "description": "Most candidate evaluations per item, seeds included"}, "max_tokens": {"type": "integer", "minimum": 1, "default": 128}, "seed": {"type": "integer", "default": 0},
+                "compare": {"type": "boolean", "default": false, "description": "Also best-of-N with the same evaluations per item"}}})),
+            "responses": answers("202", "{run, resumed}: follow GET /v1/optimise/{id}/events or poll GET /v1/optimise/{id}", "application/json")}},
+        "/v1/optimise/{id}": {"get": {"summary": "An optimise run, its progress in items while this server works on it, and its gold outputs with every candidate's lineage", "parameters": parameters(&id, &[]),
+            "responses": ok("{run, stage, gold: [{id, run, set_version, item, output, p_pass, passes, evaluations, lineage: {candidates: [{id, generation, origin, text, p_pass, passes}], best, evaluations, generations}, best_of_n, status, critique, created_at}]}", "application/json")}},
+        "/v1/optimise/{id}/events": {"get": {"summary": "Server-sent events of the run from its start: `generation` {item, position, items, generation, best_passes, best_score, evaluations} per evaluated generation, `gold` {item, passes, checks, score, evaluations, best_of_n} per stored gold output, then `end` {run}; a run this server keeps no log of sends only `end`",
+            "parameters": parameters(&id, &[]), "responses": ok("event stream", "text/event-stream")}},
+        "/v1/projects/{project}/gold": {"get": {"summary": "The newest gold output of each item under a version (`assay gold`)", "parameters": parameters(&[("project", "string")], &[("set", "integer", "Default: the latest version")]),
+            "responses": ok("{set, gold: [...]}", "application/json")}},
+        "/v1/projects/{project}/gold/{id}/critique": {"post": {"summary": "The expert rejects a gold output with a note (`assay critique`); one that passes every check becomes a candidate check (check writer) raised as a question; 409 if already rejected",
+            "parameters": parameters(&[("project", "string"), ("id", "integer")], &[]),
+            "requestBody": body(json!({"type": "object", "required": ["note"], "properties": {"note": {"type": "string"}, "seed": {"type": "integer", "default": 0}}})),
+            "responses": ok("{gold, candidate_check, question, from_note}", "application/json")}}
+    })
+}
+
 pub(crate) async fn document() -> Json<Value> {
     let sampling = json!({
         "max_tokens": {"type": "integer", "minimum": 0, "description": "New tokens at most (chat default 256, completions 16)"},
@@ -101,7 +126,7 @@ pub(crate) async fn document() -> Json<Value> {
         "seed": {"type": "integer", "description": "Seeded requests repeat exactly, alone or batched; choice i uses seed + i"},
         "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
-        "stream": {"type": "boolean", "default": false, "description": "Server-sent events ending with data: [DONE]; a choice's logprobs arrive whole in its finish chunk"},
+        "stream": {"type": "boolean", "default": false, "description": "Server-sent events ending with data: [DONE]; each piece carries the logprobs of its tokens"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}
     });
     let mut chat = json!({"type": "object", "required": ["model", "messages"], "properties": {
@@ -122,7 +147,7 @@ pub(crate) async fn document() -> Json<Value> {
     }
     let mut document = json!({
         "openapi": "3.1.0",
-        "info": {"title": "assay", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible generation, judging with binary checks, embeddings, and the evaluation loop over projects (datasets, evaluator-set versions, discovery and judge runs, reports, the expert's questions and labels, refinement). With --api-key every route but /health needs Authorization: Bearer <key>. Unknown fields are ignored; fields of the wrong type are rejected."},
+        "info": {"title": "assay", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible generation, judging with binary checks, embeddings, and the evaluation loop over projects (datasets, evaluator-set versions, discovery and judge runs, reports, the expert's questions and labels, refinement), optimisation of gold outputs, and rewards. With --api-key every route but /health needs Authorization: Bearer <key>. Unknown fields are ignored; fields of the wrong type are rejected."},
         "paths": {
             "/v1/chat/completions": {"post": {"summary": "Chat completion (OpenAI)", "requestBody": body(chat), "responses": ok("chat.completion, or chat.completion.chunk events when streaming", "application/json")}},
             "/v1/completions": {"post": {"summary": "Text completion (OpenAI legacy)", "requestBody": body(completion), "responses": ok("text_completion", "application/json")}},
@@ -151,7 +176,7 @@ pub(crate) async fn document() -> Json<Value> {
         },
         "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"}}}}}}}
     });
-    for (path, item) in project_paths().as_object().expect("an object") {
+    for (path, item) in project_paths().as_object().expect("an object").iter().chain(optimise_paths().as_object().expect("an object")) {
         document["paths"][path] = item.clone();
     }
     Json(document)

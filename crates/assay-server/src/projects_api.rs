@@ -27,7 +27,7 @@ use serde_json::Value;
 const DEFAULT_DISCOVER_CHECKS: usize = 10;
 
 /// Runs `work` on a blocking thread with a connection of its own to the server's store.
-async fn with_store<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn with_store<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     let db = state.0.config.db.clone();
     tokio::task::spawn_blocking(move || work(&mut Store::open(&db)?)).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
@@ -35,7 +35,7 @@ async fn with_store<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut 
 /// Runs pipeline work the request waits for (`with_store`, and backends on the server's
 /// models) within the request timeout, like every other request. When the request ends first
 /// (the deadline, the client gone, which drops this future) its model calls stop.
-async fn waited_for<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut Store, &Backends) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn waited_for<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut Store, &Backends) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     state.models()?;
     let (_stops_work_when_dropped, stop) = tokio::sync::watch::channel(false);
     let backends = ServerBackend::stopped_by(state, stop);

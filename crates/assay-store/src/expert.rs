@@ -3,10 +3,10 @@
 //! Labels name checks by id (not by version), so they hold across evaluator-set versions.
 
 use crate::error::{foreign_key_error, OptionalRow};
-use crate::columns::{json_column, verdict_column, verdict_text};
+use crate::columns::{json_column, optional_json_column, verdict_column, verdict_text};
 use crate::text_enum::text_enum;
 use crate::{DatasetId, ItemId, ProjectId, QuestionId, Result, Store, StoreError};
-use assay_core::Verdict;
+use assay_core::{Check, Verdict};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +37,7 @@ pub enum QuestionStatus {
 }
 text_enum!(QuestionStatus { Open => "open", Answered => "answered" });
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewQuestion {
     /// The item the question is about; none for questions about the checks themselves.
     pub item: Option<ItemId>,
@@ -46,6 +46,9 @@ pub struct NewQuestion {
     pub why: String,
     /// The answers the expert is offered.
     pub options: Vec<String>,
+    /// A check the question proposes; a ruling "add ..." adopts it at the next refinement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_check: Option<Check>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +72,7 @@ pub struct Question {
 const UPSERT_CHECK_LABEL: &str = "INSERT INTO check_labels (item_id, check_key, verdict, note) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, created_at = excluded.created_at";
 
-const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at";
+const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at, q.proposed_check";
 
 fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
     let ruling_text: Option<String> = r.get(8)?;
@@ -81,11 +84,24 @@ fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
             check: r.get(3)?,
             why: r.get(4)?,
             options: json_column(r, 5)?,
+            proposed_check: optional_json_column(r, 10)?.map(serde_json::from_value).transpose().map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
         },
         status: r.get(6)?,
         created_at: r.get(7)?,
         ruling: ruling_text.map(|text| r.get(9).map(|created_at| Ruling { text, created_at })).transpose()?,
     })
+}
+
+/// Inserts one question inside the caller's transaction.
+pub(crate) fn insert_question(tx: &rusqlite::Transaction, project: ProjectId, q: &NewQuestion) -> Result<QuestionId> {
+    if q.why.trim().is_empty() {
+        return Err(StoreError::Invalid("a question must say why the case is ambiguous".into()));
+    }
+    let options = serde_json::to_string(&q.options).expect("strings serialise");
+    let proposed = q.proposed_check.as_ref().map(|c| serde_json::to_string(c).expect("checks serialise"));
+    tx.execute("INSERT INTO questions (project_id, item_id, check_key, why, options, proposed_check) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![project, q.item, q.check, q.why, options, proposed])
+        .map_err(|e| foreign_key_error(e, || format!("item {:?}", q.item)))?;
+    Ok(QuestionId(tx.last_insert_rowid()))
 }
 
 impl Store {
@@ -149,14 +165,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(questions.len());
         {
-            let mut insert = tx.prepare("INSERT INTO questions (project_id, item_id, check_key, why, options) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for q in questions {
-                if q.why.trim().is_empty() {
-                    return Err(StoreError::Invalid("a question must say why the case is ambiguous".into()));
-                }
-                let options = serde_json::to_string(&q.options).expect("strings serialise");
-                insert.execute(params![project, q.item, q.check, q.why, options]).map_err(|e| foreign_key_error(e, || format!("item {:?}", q.item)))?;
-                ids.push(QuestionId(tx.last_insert_rowid()));
+                ids.push(insert_question(&tx, project, q)?);
             }
         }
         tx.commit()?;
@@ -246,8 +256,9 @@ mod tests {
             check: Some("no_diagnosis".into()),
             why: "p_pass 0.52 sits at the threshold".into(),
             options: vec!["PASS".into(), "FAIL".into()],
+            proposed_check: Some(check("cited", "Does it cite a source?")),
         };
-        let about_checks = NewQuestion { item: None, check: None, why: "checks a and b contradict".into(), options: vec![] };
+        let about_checks = NewQuestion { item: None, check: None, why: "checks a and b contradict".into(), ..Default::default() };
         let ids = store.add_questions(p.id, &[asked.clone(), about_checks]).unwrap();
         assert_eq!(store.questions(p.id, Some(QuestionStatus::Open)).unwrap().len(), 2);
         let answered = store.answer_question(ids[0], "Listing insulin does not count as inferring diabetes.").unwrap();
@@ -260,7 +271,7 @@ mod tests {
         let open = store.questions(p.id, Some(QuestionStatus::Open)).unwrap();
         assert_eq!((open.len(), open[0].id, open[0].ruling.is_none()), (1, ids[1], true));
         assert_eq!(store.questions(p.id, None).unwrap().len(), 2);
-        let about_pair = NewQuestion { item: Some(item_id), check: Some("k".into()), why: "p_pass 0.49".into(), options: vec![] };
+        let about_pair = NewQuestion { item: Some(item_id), check: Some("k".into()), why: "p_pass 0.49".into(), ..Default::default() };
         let id = store.add_questions(p.id, &[about_pair]).unwrap()[0];
         store.answer_question_with_label(id, "it passes", Some(Verdict::Pass)).unwrap();
         assert_eq!(store.check_labels(d.id).unwrap(), vec![CheckLabel { item: item_id, check: "k".into(), verdict: Verdict::Pass, note: "it passes".into() }]);

@@ -41,4 +41,5 @@ row_id!(
     SetVersionId,
     RunId,
     QuestionId,
+    GoldOutputId,
 );

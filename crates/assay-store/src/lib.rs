@@ -4,8 +4,8 @@
 //! datasets and their items, generations and their annotations (errors with spans, or the raw
 //! answer flagged unparseable), trees of error clusters, immutable content-hashed evaluator-set
 //! versions with their diffs, runs with status and progress, judgments (at most one per run,
-//! item and check, so an interrupted run resumes with exactly what is missing), expert labels,
-//! questions and rulings. It also reads dataset files (JSONL, CSV) into items.
+//! item and check, so an interrupted run resumes with exactly what is missing), gold outputs
+//! of optimise runs with their lineage, expert labels, questions and rulings. It also reads dataset files (JSONL, CSV) into items.
 //!
 //! It must not call models or the network, and holds no state outside the database: every
 //! record a restart must keep is written before a method returns, and every multi-row write is
@@ -19,6 +19,7 @@ pub mod dataset_file;
 mod datasets;
 mod error;
 mod expert;
+mod gold;
 mod ids;
 mod projects;
 mod runs;
@@ -31,7 +32,8 @@ pub use clusters::{ErrorCluster, NewCluster};
 pub use datasets::{Dataset, Item, NewItem};
 pub use error::{Result, StoreError};
 pub use expert::{CheckLabel, NewQuestion, Question, QuestionStatus, Ruling, ScoreLabel};
-pub use ids::{AnnotationId, ClusterId, DatasetId, ErrorId, GenerationId, ItemId, ProjectId, QuestionId, RunId, SetVersionId};
+pub use gold::{GoldOutput, GoldStatus, NewGoldOutput};
+pub use ids::{AnnotationId, ClusterId, DatasetId, ErrorId, GenerationId, GoldOutputId, ItemId, ProjectId, QuestionId, RunId, SetVersionId};
 pub use projects::{NewProject, Project};
 pub use runs::{NewRun, PendingPair, Run, RunKind, RunStatus};
 pub use schema::SCHEMA_VERSION;

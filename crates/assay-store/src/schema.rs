@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -51,6 +51,24 @@ mod tests {
             assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
             assert_eq!(store.projects().unwrap().len(), 1);
         }
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_with_its_questions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assay.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(super::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute("INSERT INTO projects (name, generation_prompt) VALUES ('old', 'p')", []).unwrap();
+            conn.execute("INSERT INTO questions (project_id, why) VALUES (1, 'asked before v2')", []).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let p = store.project_by_name("old").unwrap();
+        let questions = store.questions(p.id, None).unwrap();
+        assert_eq!((questions[0].asked.why.as_str(), questions[0].asked.proposed_check.is_none()), ("asked before v2", true));
     }
 
     #[test]

@@ -627,8 +627,9 @@ pub struct BenchJudgeArgs {
     #[arg(long, env = "ASSAY_JUDGE_MODEL", default_value = "smollm2")]
     pub model: String,
     /// j1: one K-QA context and 25 checks from its must-have statements; j2: 64 K-QA answers
-    /// x the 25 checks of --j2-checks.
-    #[arg(long, env = "ASSAY_BENCH_WORKLOAD", default_value = "j1", value_parser = ["j1", "j2"])]
+    /// x the 25 checks of --j2-checks; j3: a population, 8 candidate outputs for one K-QA
+    /// input (with context) x the same 25 checks.
+    #[arg(long, env = "ASSAY_BENCH_WORKLOAD", default_value = "j1", value_parser = ["j1", "j2", "j3"])]
     pub workload: String,
     /// K-QA questions file the contexts (and J1's checks) are made from.
     #[arg(long, env = "ASSAY_BENCH_KQA", default_value = "../shared/data/kqa/questions_w_answers.jsonl")]
@@ -639,9 +640,10 @@ pub struct BenchJudgeArgs {
     /// Timed runs of each mode; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
     pub repeats: usize,
-    /// Modes to run, in order (naive, prefix_reuse, packed); the first is the reference for
-    /// p_pass. Default: all three for J1; prefix_reuse,packed for J2 (naive J2 is 1,600
-    /// full prompts).
+    /// Modes to run, in order (naive, prefix_reuse, packed, packed_unshared_inputs: packed with
+    /// every item's input made distinct); the first is the reference for p_pass. Default:
+    /// naive,prefix_reuse,packed for J1; prefix_reuse,packed for J2 (naive J2 is 1,600 full
+    /// prompts); packed,packed_unshared_inputs for J3.
     #[arg(long, env = "ASSAY_BENCH_MODES", value_delimiter = ',')]
     pub modes: Option<Vec<String>>,
     /// Write J1's token ids (prefix, suffixes, labels) to this JSON file, for peers.

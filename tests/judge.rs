@@ -57,7 +57,7 @@ fn packed_label_likelihoods_equal_independent_full_prompts() {
     let mut worst = 0f32;
     for (i, (item, judgments)) in items.iter().zip(&judged).enumerate() {
         assert_eq!(judgments.len(), checks.len());
-        let item_text = lm.tokenizer.decode(&prompts.items[i]).unwrap();
+        let item_text = lm.tokenizer.decode(&prompts.item(i)).unwrap();
         assert!(item_text.starts_with("## Task input") && item_text.contains(&item.input) && item_text.contains(&item.output) && item_text.ends_with("## Criterion\n"));
         for (c, (j, check)) in judgments.iter().zip(&checks).enumerate() {
             assert_eq!((j.item_id.as_str(), j.check_id.as_str()), (item.id.as_str(), check.id.as_str()));
@@ -74,6 +74,28 @@ fn packed_label_likelihoods_equal_independent_full_prompts() {
         }
     }
     println!("max |packed - alone| label log-likelihood: {worst:.2e}");
+}
+
+#[test]
+fn outputs_for_one_input_share_its_prefix_and_score_as_alone() {
+    let lm = common::smollm2();
+    let (checks, labels) = (checks(), Labels::default());
+    let label_ids = LabelIds::new(lm, &labels).unwrap();
+    // A population: one input, three outputs (the answers of three K-QA questions), and one
+    // item with another input.
+    let mut items: Vec<JudgeItem> = items().into_iter().map(|i| JudgeItem { input: items()[0].input.clone(), ..i }).collect();
+    items.push(JudgeItem { id: "other".into(), ..self::items()[1].clone() });
+    let prompts = judge_prompts(lm, &items, &checks, false).unwrap();
+    assert_eq!((prompts.inputs.len(), prompts.item_inputs.clone()), (2, vec![0, 0, 0, 1]));
+    let input_text = lm.tokenizer.decode(&prompts.inputs[0]).unwrap();
+    assert!(input_text.starts_with("## Task input") && !input_text.contains("## Output"), "{input_text:?}");
+    let judged = judge(lm, &mut PrefixCache::new(0), &items, &checks, &labels, &JudgeOptions::default());
+    for (i, judgments) in judged.iter().enumerate() {
+        for (c, j) in judgments.iter().enumerate() {
+            let alone = score_unpacked(lm, &prompts.full(i, c), &label_ids).unwrap();
+            assert!((alone.logprob_pass - j.logprob_pass).abs().max((alone.logprob_fail - j.logprob_fail).abs()) <= LOGPROB_TOLERANCE, "{} / {}", items[i].id, checks[c].id);
+        }
+    }
 }
 
 #[test]
@@ -116,14 +138,14 @@ fn cached_prefixes_give_the_same_judgments_and_are_counted() {
     let (items, checks, labels) = (&items()[1..], checks(), Labels::default());
     let first = judge(lm, &mut prefixes, items, &checks[..2], &labels, &JudgeOptions::default());
     let s = prefixes.stats();
-    // The instructions and each item's part are computed once.
-    assert_eq!((s.hits, s.misses, s.entries), (0, 3, 3));
+    // The instructions, each item's input and each item's output are computed once.
+    assert_eq!((s.hits, s.misses, s.entries), (0, 5, 5));
     let second = judge(lm, &mut prefixes, items, &checks[2..], &labels, &JudgeOptions::default());
     let again = judge(lm, &mut prefixes, items, &checks[..2], &labels, &JudgeOptions::default());
     assert_eq!(first, again);
     assert_eq!(second[0].len(), 3);
     let s = prefixes.stats();
-    assert_eq!((s.hits, s.misses, s.entries), (6, 3, 3));
+    assert_eq!((s.hits, s.misses, s.entries), (6, 5, 5));
 }
 
 #[test]

@@ -171,6 +171,20 @@ fn j1_workload(path: &Path) -> Result<(Vec<assay_core::JudgeItem>, Vec<assay_cor
     Ok((vec![item], checks))
 }
 
+/// Workload J3, a population as optimisation judges it: one input (the first K-QA question,
+/// with its physician answer as context) and 8 candidate outputs (the next 8 answers, up to
+/// 600 characters each), x the 25 checks of J2.
+fn j3_workload(kqa: &Path, checks: &Path) -> Result<(Vec<assay_core::JudgeItem>, Vec<assay_core::Check>)> {
+    let (answered, checks) = j2_workload(kqa, checks)?;
+    let (input, context) = (answered[0].input.clone(), Some(answered[0].output.clone()));
+    let items = answered[1..9]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| assay_core::JudgeItem { id: format!("candidate-{i}"), input: input.clone(), output: a.output.chars().take(600).collect(), context: context.clone() })
+        .collect();
+    Ok((items, checks))
+}
+
 /// Workload J2: the first 64 K-QA questions with their physician answers, and an evaluator
 /// set of 25 checks for medical answers.
 fn j2_workload(kqa: &Path, checks: &Path) -> Result<(Vec<assay_core::JudgeItem>, Vec<assay_core::Check>)> {
@@ -195,9 +209,14 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     let lm = super::load_language_model(global, &args.model)?;
     let (items, checks) = match args.workload.as_str() {
         "j1" => j1_workload(&args.kqa)?,
+        "j3" => j3_workload(&args.kqa, &args.j2_checks)?,
         _ => j2_workload(&args.kqa, &args.j2_checks)?,
     };
-    let default_modes = if items.len() == 1 { "naive,prefix_reuse,packed" } else { "prefix_reuse,packed" };
+    let default_modes = match args.workload.as_str() {
+        "j1" => "naive,prefix_reuse,packed",
+        "j3" => "packed,packed_unshared_inputs",
+        _ => "prefix_reuse,packed",
+    };
     let wanted: Vec<String> = args.modes.clone().unwrap_or_else(|| default_modes.split(',').map(str::to_string).collect());
     let labels = Labels::default();
     let label_ids = LabelIds::new(&lm, &labels)?;
@@ -205,15 +224,24 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     let (n_items, n_checks) = (items.len(), checks.len());
     let n = n_items * n_checks;
     let instr = prompts.instructions.len();
-    let item_tokens: usize = prompts.items.iter().map(Vec::len).sum();
+    let item_tokens: usize = (0..items.len()).map(|i| prompts.item(i).len()).sum();
     let suffix_tokens: usize = prompts.suffixes.iter().map(Vec::len).sum();
     let workload = args.workload.to_uppercase();
     eprintln!(
-        "{workload}: {n_items} item(s) x {n_checks} checks; instructions {instr} tokens, items {:.0} tokens on average, checks {:.0} tokens on average",
+        "{workload}: {n_items} item(s) x {n_checks} checks; instructions {instr} tokens, items {:.0} tokens on average ({} distinct inputs), checks {:.0} tokens on average",
         item_tokens as f64 / n_items as f64,
+        prompts.inputs.len(),
         suffix_tokens as f64 / n_checks as f64
     );
-    let shared_tokens = instr + item_tokens + n_items * suffix_tokens;
+    let input_tokens: usize = prompts.inputs.iter().map(Vec::len).sum();
+    let output_tokens: usize = prompts.outputs.iter().map(Vec::len).sum();
+    // Each distinct input once (the four-level tree), or once per item when inputs are not shared.
+    let shared_tokens = instr + input_tokens + output_tokens + n_items * suffix_tokens;
+    let unshared_tokens = instr + item_tokens + n_items * suffix_tokens;
+    // The same items with each input made distinct (its item's id in front): what the tree costs
+    // when nothing shares an input, batched the same way.
+    eprintln!("prompt tokens to compute: {shared_tokens} with the prefix tree, {unshared_tokens} when no input is shared");
+    let unshared: Vec<assay_core::JudgeItem> = items.iter().map(|i| assay_core::JudgeItem { input: format!("[{}] {}", i.id, i.input), ..i.clone() }).collect();
     let p_pass_of = |scores: Vec<assay_engine::judge::LabelScores>| scores.iter().map(|s| s.p_pass()).collect::<Vec<f32>>();
     type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
     let modes: Vec<Mode> = vec![
@@ -226,11 +254,11 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
             }
             Ok(out)
         })),
-        ("prefix_reuse", shared_tokens, Box::new(|| {
+        ("prefix_reuse", unshared_tokens, Box::new(|| {
             let root = prefill_prefix(&lm, None, &prompts.instructions)?;
             let mut out = Vec::with_capacity(n);
-            for item in &prompts.items {
-                let prefix = prefill_prefix(&lm, Some(&root), item)?;
+            for i in 0..n_items {
+                let prefix = prefill_prefix(&lm, Some(&root), &prompts.item(i))?;
                 for s in &prompts.suffixes {
                     let mut cache = KvCache::branch(&prefix, s.len() + 2)?;
                     out.extend(p_pass_of(score_labels(&lm, std::slice::from_mut(&mut cache), &[s], &label_ids)?));
@@ -242,16 +270,20 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
             let judged = judge_items(&lm, &mut PrefixCache::new(usize::MAX), &items, &checks, &labels, &Default::default(), &mut |_| {})?;
             Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
         })),
+        ("packed_unshared_inputs", unshared_tokens, Box::new(|| {
+            let judged = judge_items(&lm, &mut PrefixCache::new(usize::MAX), &unshared, &checks, &labels, &Default::default(), &mut |_| {})?;
+            Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
+        })),
     ];
     if let Some(path) = &args.dump_workload {
         anyhow::ensure!(n_items == 1, "--dump-workload writes J1 (one item)");
         let ids = |t: &str| lm.tokenizer.encode(t);
-        let prefix: Vec<u32> = prompts.instructions.iter().chain(&prompts.items[0]).copied().collect();
+        let prefix: Vec<u32> = prompts.instructions.iter().chain(&prompts.item(0)).copied().collect();
         let dump = serde_json::json!({"prefix": prefix, "suffixes": prompts.suffixes, "pass_label": ids(&labels.pass)?, "fail_label": ids(&labels.fail)?});
         std::fs::write(path, dump.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
     for m in &wanted {
-        anyhow::ensure!(modes.iter().any(|(name, ..)| name == m), "unknown mode '{m}' (naive, prefix_reuse, packed)");
+        anyhow::ensure!(modes.iter().any(|(name, ..)| name == m), "unknown mode '{m}' (naive, prefix_reuse, packed, packed_unshared_inputs)");
     }
     let mut results = Vec::new();
     let mut reference: Option<(String, Vec<f32>)> = None;
@@ -271,7 +303,7 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
         results.push(serde_json::json!({"mode": name, "checks_per_s": n as f64 / s, "prefill_tok_s": *tokens as f64 / s, "runs_s": secs}));
     }
     let cps = |mode: &str| results.iter().find(|r| r["mode"] == mode).and_then(|r| r["checks_per_s"].as_f64());
-    for other in ["naive", "prefix_reuse"] {
+    for other in ["naive", "prefix_reuse", "packed_unshared_inputs"] {
         if let (Some(packed), Some(o)) = (cps("packed"), cps(other)) {
             eprintln!("  packed / {other} {:.1}x", packed / o);
         }
@@ -279,7 +311,7 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"engine": "assay", "bench": "judge", "workload": workload, "threads": candle_core::utils::get_num_threads(),
-            "items": n_items, "checks": n_checks, "instruction_tokens": instr, "item_tokens": item_tokens, "suffix_tokens": suffix_tokens, "modes": results})
+            "items": n_items, "checks": n_checks, "instruction_tokens": instr, "item_tokens": item_tokens, "input_tokens": input_tokens, "suffix_tokens": suffix_tokens, "modes": results})
     );
     Ok(())
 }

@@ -1,21 +1,23 @@
 //! Judging: binary checks scored from label log-likelihoods, with every shared part of the
 //! prompts computed once.
 //!
-//! The judge prompt (rendered with the judge model's chat template) is a three-level tree:
+//! The judge prompt (rendered with the judge model's chat template) is a four-level tree:
 //!
 //! ```text
 //! system: You are a strict evaluator. ...             } instructions: shared by every item
-//! user:   ## Task input / ## Context / ## Output       } item: shared by the item's checks
-//!         ## Criterion
+//! user:   ## Task input / ## Context                   } input: shared by items with the same input
+//!         ## Output to evaluate / ## Criterion         } output: shared by the item's checks
 //!         <question> / PASS means / Examples of FAIL   \  suffix: one per check
 //! assistant: Verdict:                                  /
 //! ```
 //!
 //! followed by a label (" PASS" or " FAIL", configurable). Each level is tokenized on its own
 //! and the ids are joined, so no token straddles a boundary. The instructions' keys and values
-//! are computed once, each item's part once as a branch of them, and every check branches from
-//! its item: the checks of many items run in one forward pass whose attention reads each
-//! shared level once per tile of queries (`cpu_attention`, or `attention` with candle ops).
+//! are computed once, each distinct input once as a branch of them (a population of candidate
+//! outputs for one input, as optimisation judges, shares it), each item's output once as a
+//! branch of its input, and every check branches from its item: the checks of many items run
+//! in one forward pass whose attention reads each shared level once per tile of queries
+//! (`cpu_attention`, or `attention` with candle ops).
 //! The LM head runs only on the rows that predict label tokens.
 //!
 //! In rationale mode the assistant turn opens with "Reasoning:"; every check's branch
@@ -38,6 +40,7 @@ use std::sync::Arc;
 const SYSTEM: &str = "You are a strict evaluator. You judge one criterion at a time. Answer PASS if the output meets the criterion and FAIL if it does not.";
 /// Mark where the item and the check-specific text go; never in a template's own text.
 const ITEM_MARK: &str = "\u{1}ASSAY-ITEM\u{1}";
+const OUTPUT_MARK: &str = "\u{1}ASSAY-OUTPUT\u{1}";
 const CHECK_MARK: &str = "\u{1}ASSAY-CHECK\u{1}";
 /// How the assistant turn opens: straight to the verdict, or with reasoning first.
 const VERDICT_LEAD: &str = "Verdict:";
@@ -60,21 +63,40 @@ impl Default for Labels {
     }
 }
 
-/// The token ids of the judge prompts of some items and checks, as the three-level tree.
+/// The token ids of the judge prompts of some items and checks, as the four-level tree.
 #[derive(Debug, Clone)]
 pub struct JudgePrompts {
     /// Shared by every item.
     pub instructions: Vec<u32>,
-    /// Per item, continuing the instructions.
-    pub items: Vec<Vec<u32>>,
+    /// Each distinct input (task input and context), continuing the instructions.
+    pub inputs: Vec<Vec<u32>>,
+    /// Per item, the index of its input in `inputs`.
+    pub item_inputs: Vec<usize>,
+    /// Per item, its output, continuing its input.
+    pub outputs: Vec<Vec<u32>>,
     /// Per check, continuing any item.
     pub suffixes: Vec<Vec<u32>>,
 }
 
 impl JudgePrompts {
+    /// The ids of an item's part of the prompt: its input, then its output.
+    pub fn item(&self, item: usize) -> Vec<u32> {
+        [&self.inputs[self.item_inputs[item]], &self.outputs[item]].into_iter().flatten().copied().collect()
+    }
+
     /// The ids of the whole prompt of one item and one check.
     pub fn full(&self, item: usize, check: usize) -> Vec<u32> {
-        [&self.instructions, &self.items[item], &self.suffixes[check]].into_iter().flatten().copied().collect()
+        [&self.instructions, &self.item(item), &self.suffixes[check]].into_iter().flatten().copied().collect()
+    }
+
+    /// The instructions and the input, the key of the input's computed prefix.
+    fn input_key(&self, input: usize) -> Vec<u32> {
+        self.instructions.iter().chain(&self.inputs[input]).copied().collect()
+    }
+
+    /// Everything before the checks, the key of the item's computed prefix.
+    fn item_key(&self, item: usize) -> Vec<u32> {
+        self.instructions.iter().chain(&self.item(item)).copied().collect()
     }
 }
 
@@ -84,27 +106,39 @@ pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], 
     let broken = |reason: &str| EngineError::ChatTemplate { model: lm.name.clone(), reason: reason.into() };
     let mut instructions: Option<String> = None;
     let mut tail: Option<String> = None;
-    let mut item_ids = Vec::with_capacity(items.len());
+    let (mut inputs, mut input_texts): (Vec<Vec<u32>>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut item_inputs = Vec::with_capacity(items.len());
+    let mut outputs = Vec::with_capacity(items.len());
     for item in items {
         let mut user = format!("{ITEM_MARK}## Task input\n{}\n\n", item.input);
         if let Some(ctx) = item.context.as_deref().filter(|c| !c.trim().is_empty()) {
             user.push_str(&format!("## Context\n{ctx}\n\n"));
         }
-        user.push_str(&format!("## Output to evaluate\n{}\n\n## Criterion\n{CHECK_MARK}", item.output));
+        user.push_str(&format!("{OUTPUT_MARK}## Output to evaluate\n{}\n\n## Criterion\n{CHECK_MARK}", item.output));
         let rendered = lm.template.render(&[ChatMessage::new("system", SYSTEM), ChatMessage::new("user", &user)], true)?;
         let (shared, rest) = rendered.split_once(ITEM_MARK).ok_or_else(|| broken("the chat template dropped the user message"))?;
-        let (item_text, suffix_template) = rest.split_once(CHECK_MARK).ok_or_else(|| broken("the chat template dropped the end of the user message"))?;
+        let (input_text, rest) = rest.split_once(OUTPUT_MARK).ok_or_else(|| broken("the chat template dropped part of the user message"))?;
+        let (output_text, suffix_template) = rest.split_once(CHECK_MARK).ok_or_else(|| broken("the chat template dropped the end of the user message"))?;
         if instructions.get_or_insert_with(|| shared.to_string()) != shared || tail.get_or_insert_with(|| suffix_template.to_string()) != suffix_template {
             return Err(broken("the chat template renders the shared instructions differently per item"));
         }
-        item_ids.push(lm.tokenizer.encode(item_text)?);
+        let input = match input_texts.iter().position(|t| t == input_text) {
+            Some(i) => i,
+            None => {
+                input_texts.push(input_text.to_string());
+                inputs.push(lm.tokenizer.encode(input_text)?);
+                inputs.len() - 1
+            }
+        };
+        item_inputs.push(input);
+        outputs.push(lm.tokenizer.encode(output_text)?);
     }
     let (Some(instructions), Some(tail)) = (instructions, tail) else {
         return Err(EngineError::EmptyPrompt);
     };
     let lead = if rationale { REASONING_LEAD } else { VERDICT_LEAD };
     let suffixes = checks.iter().map(|c| lm.tokenizer.encode(&format!("{}{tail}{lead}", check_text(c)))).collect::<Result<Vec<_>>>()?;
-    Ok(JudgePrompts { instructions: lm.tokenizer.encode(&instructions)?, items: item_ids, suffixes })
+    Ok(JudgePrompts { instructions: lm.tokenizer.encode(&instructions)?, inputs, item_inputs, outputs, suffixes })
 }
 
 fn check_text(c: &Check) -> String {
@@ -257,7 +291,7 @@ struct Unit {
 }
 
 /// Judges every item on every check, batching the checks of many items into each forward
-/// pass (the prefix tree: instructions, then items, from `prefixes` or computed once).
+/// pass (the prefix tree: instructions, inputs, outputs, from `prefixes` or computed once).
 /// `progress` receives the number of judgments completed so far. Returns per item its
 /// judgments in check order.
 pub fn judge_items(
@@ -281,8 +315,8 @@ pub fn judge_items(
     let prompts = judge_prompts(lm, items, checks, rationale)?;
     let after_suffix = label_ids.longest() + if rationale { options.rationale_tokens + lm.tokenizer.encode(VERDICT_AFTER_REASONING)?.len() } else { 0 };
     let longest_suffix = prompts.suffixes.iter().map(Vec::len).max().unwrap_or(0);
-    for (item, ids) in items.iter().zip(&prompts.items) {
-        let tokens = prompts.instructions.len() + ids.len() + longest_suffix + after_suffix;
+    for (i, item) in items.iter().enumerate() {
+        let tokens = prompts.instructions.len() + prompts.item(i).len() + longest_suffix + after_suffix;
         if tokens > lm.context_length() {
             return Err(EngineError::ItemTooLong { item: item.id.clone(), tokens, limit: lm.context_length() });
         }
@@ -330,30 +364,57 @@ pub fn judge_items(
 }
 
 /// The computed prefix of every item `group` touches, indexed by item: cached ones from
-/// `prefixes`, the rest computed together in one forward as branches of the instructions.
+/// `prefixes`; for the rest, their inputs (cached, or computed once each as branches of the
+/// instructions), then their outputs as branches of their inputs.
 fn item_prefixes(lm: &LanguageModel, prefixes: &mut PrefixCache, root: &Arc<KvCache>, prompts: &JudgePrompts, group: &[Unit]) -> Result<Vec<Option<Arc<KvCache>>>> {
-    let mut out: Vec<Option<Arc<KvCache>>> = vec![None; prompts.items.len()];
-    let key = |i: usize| -> Vec<u32> { prompts.instructions.iter().chain(&prompts.items[i]).copied().collect() };
+    let mut out: Vec<Option<Arc<KvCache>>> = vec![None; prompts.outputs.len()];
     let mut missing = Vec::new();
     for u in group {
         if out[u.item].is_none() && !missing.contains(&u.item) {
-            match prefixes.get(&key(u.item)) {
+            match prefixes.get(&prompts.item_key(u.item)) {
                 Some(hit) => out[u.item] = Some(hit),
                 None => missing.push(u.item),
             }
         }
     }
-    if !missing.is_empty() {
-        let parents = vec![Some(root); missing.len()];
-        let tokens: Vec<&[u32]> = missing.iter().map(|&i| prompts.items[i].as_slice()).collect();
-        let (caches, _) = run_branches(lm, &parents, &tokens, &vec![LogitsAt::None; missing.len()], 0)?;
-        for (i, cache) in missing.into_iter().zip(caches) {
-            let cache = Arc::new(cache);
-            prefixes.insert(&key(i), cache.clone());
-            out[i] = Some(cache);
-        }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let mut inputs: Vec<usize> = missing.iter().map(|&i| prompts.item_inputs[i]).collect();
+    inputs.sort_unstable();
+    inputs.dedup();
+    let mut input_caches: Vec<Option<Arc<KvCache>>> = inputs.iter().map(|&i| prefixes.get(&prompts.input_key(i))).collect();
+    let absent: Vec<usize> = (0..inputs.len()).filter(|&k| input_caches[k].is_none()).collect();
+    let computed = compute_branches(lm, prefixes, absent.iter().map(|&k| (prompts.input_key(inputs[k]), prompts.inputs[inputs[k]].as_slice(), root)).collect())?;
+    for (k, cache) in absent.into_iter().zip(computed) {
+        input_caches[k] = Some(cache);
+    }
+    let parent = |item: usize| input_caches[inputs.binary_search(&prompts.item_inputs[item]).expect("the item's input was looked up")].as_ref().expect("every input found or computed");
+    let computed = compute_branches(lm, prefixes, missing.iter().map(|&i| (prompts.item_key(i), prompts.outputs[i].as_slice(), parent(i))).collect())?;
+    for (i, cache) in missing.into_iter().zip(computed) {
+        out[i] = Some(cache);
     }
     Ok(out)
+}
+
+/// Computes each (key, tokens, parent) as a branch of its parent, all in one forward, and
+/// keeps each in `prefixes` under its key.
+fn compute_branches(lm: &LanguageModel, prefixes: &mut PrefixCache, wanted: Vec<(Vec<u32>, &[u32], &Arc<KvCache>)>) -> Result<Vec<Arc<KvCache>>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parents: Vec<Option<&Arc<KvCache>>> = wanted.iter().map(|w| Some(w.2)).collect();
+    let tokens: Vec<&[u32]> = wanted.iter().map(|w| w.1).collect();
+    let (caches, _) = run_branches(lm, &parents, &tokens, &vec![LogitsAt::None; wanted.len()], 0)?;
+    Ok(wanted
+        .iter()
+        .zip(caches)
+        .map(|((key, ..), cache)| {
+            let cache = Arc::new(cache);
+            prefixes.insert(key, cache.clone());
+            cache
+        })
+        .collect())
 }
 
 /// Rationale mode for a group: every branch reads its suffix (ending in "Reasoning:"),

@@ -236,3 +236,65 @@ pub fn critique(store: &mut Store, backends: &Backends, project: &Project, gold:
     let (gold, question) = store.reject_gold_output(gold, note, proposal.as_ref().map(|(q, _)| q))?;
     Ok(Critique { gold, from_note: proposal.as_ref().is_some_and(|(_, f)| *f), candidate_check: proposal.and_then(|(q, _)| q.proposed_check), question })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimise::tests::{checks, Counting};
+    use assay_core::EvaluatorSet;
+    use assay_store::{NewItem, NewProject};
+    use std::sync::Arc;
+
+    fn options(items: usize) -> OptimiseRunOptions {
+        OptimiseRunOptions { search: OptimiseOptions { generations: 10, population: 4, budget: 40, seed: 2, max_tokens: 8 }, items: Some(items), compare: true }
+    }
+
+    #[test]
+    fn an_interrupted_run_resumes_with_the_items_it_has_no_gold_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
+        let backends = Backends::new(Arc::new(Counting));
+        let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Count.".into(), ..Default::default() }).unwrap();
+        let items: Vec<NewItem> = (0..4).map(|i| NewItem { key: format!("k{i}"), input: format!("Give number {i}."), ..Default::default() }).collect();
+        let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
+        let set = store.create_set_version(project.id, &EvaluatorSet { version: None, checks: checks(3) }, "scripted").unwrap();
+
+        let (run, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
+        assert!(!resumed);
+        // As if killed after the first item: its gold output stored, the run left running.
+        store.set_run_status(run.id, RunStatus::Running, None).unwrap();
+        let first = store.items(dataset.id).unwrap()[0].id;
+        store.insert_gold_output(run.id, &NewGoldOutput { item: first, output: "7".into(), p_pass: vec![0.9; 3], passes: 3, evaluations: 1, lineage: json!({"candidates": [], "best": 0, "evaluations": 1, "generations": 0}), best_of_n: None }).unwrap();
+
+        let (again, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
+        assert_eq!((again.id, resumed), (run.id, true));
+        let mut events = Vec::new();
+        let report = run_optimisation(&mut store, &backends, &project, run.id, &mut |e| events.push(e.clone())).unwrap();
+        assert_eq!((report.resumed, report.optimised_now, report.gold.len(), report.run.status), (true, 2, 3, RunStatus::Done));
+        assert_eq!(report.gold[0].found.output, "7", "the stored gold output is kept");
+        let golds: Vec<&str> = events.iter().filter_map(|e| if let OptimiseEvent::Gold { item, .. } = e { Some(item.as_str()) } else { None }).collect();
+        assert_eq!(golds, ["k1", "k2"], "only the items without a gold output; the fourth is beyond --items");
+        assert!(report.gold[1..].iter().all(|g| g.found.passes == 3 && g.found.best_of_n.is_some()), "the scripted searches reach every check");
+        // A finished run is not resumed: the same request starts a new one.
+        let (fresh, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
+        assert!(fresh.id != run.id && !resumed);
+    }
+
+    #[test]
+    fn a_critique_of_an_output_that_fails_checks_proposes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
+        let backends = Backends::new(Arc::new(Counting));
+        let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Count.".into(), ..Default::default() }).unwrap();
+        let dataset = store.import_dataset(project.id, "d", "", &[NewItem { key: "k".into(), input: "Give a number.".into(), ..Default::default() }]).unwrap();
+        let set = store.create_set_version(project.id, &EvaluatorSet { version: None, checks: checks(2) }, "scripted").unwrap();
+        let (run, _) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &OptimiseRunOptions { items: None, ..options(1) }).unwrap();
+        store.set_run_status(run.id, RunStatus::Running, None).unwrap();
+        let item = store.items(dataset.id).unwrap()[0].id;
+        let gold = store.insert_gold_output(run.id, &NewGoldOutput { item, output: "1".into(), p_pass: vec![0.9, 0.1], passes: 1, evaluations: 2, lineage: json!({}), best_of_n: None }).unwrap();
+        assert!(matches!(critique(&mut store, &backends, &project, gold.id, "", 0), Err(PipelineError::Invalid(_))));
+        let done = critique(&mut store, &backends, &project, gold.id, "too small", 0).unwrap();
+        assert_eq!((done.candidate_check, done.question, done.gold.status), (None, None, GoldStatus::Rejected));
+        assert!(store.questions(project.id, None).unwrap().is_empty());
+    }
+}

@@ -242,7 +242,7 @@ pub fn best_of_n(task: &Task, n: usize, seed: u64, max_tokens: usize) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::{Backend, Backends, Completion};
     use crate::config::RoleModel;
@@ -251,7 +251,7 @@ mod tests {
 
     /// A scripted backend: outputs are numbers; a rewrite adds one, a merge takes the larger;
     /// check k passes when the number exceeds k. Enough to see selection, lineage and stops.
-    struct Counting;
+    pub(crate) struct Counting;
 
     fn number(text: &str) -> i64 {
         text.trim().parse().unwrap_or(0)
@@ -290,7 +290,7 @@ mod tests {
         }
     }
 
-    fn checks(n: usize) -> Vec<Check> {
+    pub(crate) fn checks(n: usize) -> Vec<Check> {
         (0..n).map(|k| Check { id: format!("c{k}"), name: String::new(), question: format!("Is it above {k}?"), pass_criteria: String::new(), fail_examples: vec![], threshold: None }).collect()
     }
 

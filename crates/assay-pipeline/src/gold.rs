@@ -102,7 +102,7 @@ pub fn run_optimisation(store: &mut Store, backends: &Backends, project: &Projec
     let set = store.set_version_by_id(set)?;
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
-    match optimise_pending(store, backends, project, run, &set, dataset, &options, events) {
+    match optimise_pending(store, backends, project, (run, dataset), &set, &options, events) {
         Ok(optimised_now) => {
             store.set_run_status(run, RunStatus::Done, None)?;
             let gold = store.run_gold_outputs(run)?;
@@ -129,8 +129,8 @@ pub fn run_optimisation(store: &mut Store, backends: &Backends, project: &Projec
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, run: RunId, set: &SetVersion, dataset: assay_store::DatasetId, options: &OptimiseRunOptions, events: &mut dyn FnMut(&OptimiseEvent)) -> Result<usize> {
+/// Optimises the items of `run` (on `dataset`) that have no gold output; returns how many.
+fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, (run, dataset): (RunId, assay_store::DatasetId), set: &SetVersion, options: &OptimiseRunOptions, events: &mut dyn FnMut(&OptimiseEvent)) -> Result<usize> {
     let (generator, judge) = roles(backends, project)?;
     let mut items = store.items(dataset)?;
     items.truncate(options.items.unwrap_or(usize::MAX));
@@ -249,16 +249,30 @@ mod tests {
         OptimiseRunOptions { search: OptimiseOptions { generations: 10, population: 4, budget: 40, seed: 2, max_tokens: 8 }, items: Some(items), compare: true }
     }
 
-    #[test]
-    fn an_interrupted_run_resumes_with_the_items_it_has_no_gold_for() {
+    /// A project of `n` items ("Give number i.") and a version of `checks` scripted checks, in a
+    /// fresh store, with the scripted backend.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        backends: Backends,
+        project: Project,
+        dataset: Dataset,
+        set: SetVersion,
+    }
+
+    fn fixture(n: usize, checks_in_set: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
-        let backends = Backends::new(Arc::new(Counting));
         let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Count.".into(), ..Default::default() }).unwrap();
-        let items: Vec<NewItem> = (0..4).map(|i| NewItem { key: format!("k{i}"), input: format!("Give number {i}."), ..Default::default() }).collect();
+        let items: Vec<NewItem> = (0..n).map(|i| NewItem { key: format!("k{i}"), input: format!("Give number {i}."), ..Default::default() }).collect();
         let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
-        let set = store.create_set_version(project.id, &EvaluatorSet { version: None, checks: checks(3) }, "scripted").unwrap();
+        let set = store.create_set_version(project.id, &EvaluatorSet { version: None, checks: checks(checks_in_set) }, "scripted").unwrap();
+        Fixture { _dir: dir, store, backends: Backends::new(Arc::new(Counting)), project, dataset, set }
+    }
 
+    #[test]
+    fn an_interrupted_run_resumes_with_the_items_it_has_no_gold_for() {
+        let Fixture { mut store, backends, project, dataset, set, .. } = fixture(4, 3);
         let (run, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
         assert!(!resumed);
         // As if killed after the first item: its gold output stored, the run left running.
@@ -282,13 +296,8 @@ mod tests {
 
     #[test]
     fn a_critique_of_an_output_that_fails_checks_proposes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
-        let backends = Backends::new(Arc::new(Counting));
-        let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Count.".into(), ..Default::default() }).unwrap();
-        let dataset = store.import_dataset(project.id, "d", "", &[NewItem { key: "k".into(), input: "Give a number.".into(), ..Default::default() }]).unwrap();
-        let set = store.create_set_version(project.id, &EvaluatorSet { version: None, checks: checks(2) }, "scripted").unwrap();
-        let (run, _) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &OptimiseRunOptions { items: None, ..options(1) }).unwrap();
+        let Fixture { mut store, backends, project, dataset, set, .. } = fixture(1, 2);
+        let (run, _) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(1)).unwrap();
         store.set_run_status(run.id, RunStatus::Running, None).unwrap();
         let item = store.items(dataset.id).unwrap()[0].id;
         let gold = store.insert_gold_output(run.id, &NewGoldOutput { item, output: "1".into(), p_pass: vec![0.9, 0.1], passes: 1, evaluations: 2, lineage: json!({}), best_of_n: None }).unwrap();

@@ -136,6 +136,9 @@ pub struct OptimiseArgs {
     /// Also run best-of-N with the same number of evaluations per input, and compare.
     #[arg(long, env = "ASSAY_COMPARE")]
     pub compare: bool,
+    /// Judge candidates in rationale mode, so that rewrites are told why checks failed (slower).
+    #[arg(long, env = "ASSAY_OPTIMISE_RATIONALES")]
+    pub rationales: bool,
     /// Also write the run's gold outputs (with every candidate's lineage and the baseline) as JSON.
     #[arg(long, env = "ASSAY_OUT")]
     pub out: Option<PathBuf>,

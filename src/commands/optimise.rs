@@ -15,7 +15,7 @@ pub fn run(global: &GlobalOptions, args: &OptimiseArgs) -> Result<()> {
     let dataset = super::dataset(&store, &project, args.dataset.data.as_deref())?;
     let backends = super::backends(global)?;
     let options = OptimiseRunOptions {
-        search: OptimiseOptions { generations: args.generations, population: args.population, budget: args.budget, seed: args.seed, max_tokens: args.max_tokens },
+        search: OptimiseOptions { generations: args.generations, population: args.population, budget: args.budget, seed: args.seed, max_tokens: args.max_tokens, rationales: args.rationales },
         items: Some(args.items),
         compare: args.compare,
     };

@@ -72,6 +72,9 @@ pub struct OptimiseRunReport {
 /// and judge: an unfinished one with the same parameters to resume, or a new queued one.
 pub fn start_optimise_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &OptimiseRunOptions) -> Result<(Run, bool)> {
     options.search.validate()?;
+    if options.items == Some(0) {
+        return Err(PipelineError::Invalid("optimise at least one item".into()));
+    }
     if set.set.checks.is_empty() {
         return Err(assay_core::InputError::NoChecks.into());
     }
@@ -246,7 +249,7 @@ mod tests {
     use std::sync::Arc;
 
     fn options(items: usize) -> OptimiseRunOptions {
-        OptimiseRunOptions { search: OptimiseOptions { generations: 10, population: 4, budget: 40, seed: 2, max_tokens: 8 }, items: Some(items), compare: true }
+        OptimiseRunOptions { search: OptimiseOptions { generations: 10, population: 4, budget: 40, seed: 2, max_tokens: 8, rationales: false }, items: Some(items), compare: true }
     }
 
     /// A project of `n` items ("Give number i.") and a version of `checks` scripted checks, in a

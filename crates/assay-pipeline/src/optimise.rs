@@ -1,6 +1,6 @@
-//! Genetic optimisation of outputs (issue 6, first part): the evaluator set as the fitness
-//! function of a population of outputs for one input. Mutation rewrites a candidate guided by
-//! the checks it fails; crossover merges two candidates; selection keeps the Pareto front
+//! Genetic optimisation of outputs: the evaluator set as the fitness function of a population
+//! of outputs for one input. Mutation rewrites a candidate guided by the checks it fails (and,
+//! when the judge gives rationales, what they say); crossover merges two candidates; selection keeps the Pareto front
 //! across checks (every candidate that is best on some trade-off, as GEPA does) plus the
 //! fittest (elitism). Fitness is the number of passed checks, ties broken by the sum of
 //! P(PASS). The budget counts candidate evaluations (each judges every check once); the search
@@ -10,7 +10,7 @@
 use crate::backend::{ChatRequest, Role};
 use crate::error::{PipelineError, Result};
 use crate::stable_seed;
-use assay_core::{Check, JudgeItem, JudgeOptions, SamplingParams, Verdict};
+use assay_core::{Check, JudgeItem, JudgeMode, JudgeOptions, SamplingParams, Verdict};
 use assay_engine::ChatMessage;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,14 @@ pub struct OptimiseOptions {
     pub seed: u64,
     /// Most tokens of a generated or rewritten output.
     pub max_tokens: usize,
+    /// Judge in rationale mode, so that a mutation is told why each failed check failed
+    /// (a rationale per check per candidate: slower than verdicts alone).
+    #[serde(default)]
+    pub rationales: bool,
 }
+
+/// Tokens of a judge rationale when the search asks for them.
+const RATIONALE_TOKENS: usize = 32;
 
 impl OptimiseOptions {
     pub fn validate(&self) -> Result<()> {
@@ -55,6 +62,9 @@ pub struct Candidate {
     /// P(PASS) per check, in the set's order.
     pub p_pass: Vec<f32>,
     pub passes: usize,
+    /// The judge's rationale per check, in rationale mode (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rationales: Vec<String>,
 }
 
 impl Candidate {
@@ -131,12 +141,27 @@ impl Task<'_> {
         texts(self.generator.chat(&requests, &mut |_| {})?)
     }
 
-    /// P(PASS) per check of each text, judged together.
-    fn evaluate(&self, texts: &[String]) -> Result<Vec<(Vec<f32>, usize)>> {
+    /// Each text judged on every check (all together: they share the input's prefix).
+    fn evaluate(&self, texts: &[String], rationales: bool) -> Result<Vec<Scored>> {
         let items: Vec<JudgeItem> = texts.iter().enumerate().map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.clone(), context: self.context.map(str::to_string) }).collect();
-        let judged = self.judge.judge(&items, self.checks, &JudgeOptions::default(), &mut |_| {})?;
-        Ok(judged.into_iter().map(|js| (js.iter().map(|j| j.p_pass).collect(), js.iter().filter(|j| j.verdict == Verdict::Pass).count())).collect())
+        let options = if rationales { JudgeOptions { mode: JudgeMode::Rationale, rationale_tokens: RATIONALE_TOKENS, ..JudgeOptions::default() } } else { JudgeOptions::default() };
+        let judged = self.judge.judge(&items, self.checks, &options, &mut |_| {})?;
+        Ok(judged
+            .into_iter()
+            .map(|js| Scored {
+                p_pass: js.iter().map(|j| j.p_pass).collect(),
+                passes: js.iter().filter(|j| j.verdict == Verdict::Pass).count(),
+                rationales: if rationales { js.into_iter().map(|j| j.rationale.unwrap_or_default()).collect() } else { Vec::new() },
+            })
+            .collect())
     }
+}
+
+/// A text's judgments, as a candidate keeps them.
+struct Scored {
+    p_pass: Vec<f32>,
+    passes: usize,
+    rationales: Vec<String>,
 }
 
 /// An empty or failed generation is still a candidate (it will score low), so a model that
@@ -169,13 +194,13 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
         return Err(assay_core::InputError::NoChecks.into());
     }
     let mut candidates: Vec<Candidate> = Vec::new();
-    let add = |candidates: &mut Vec<Candidate>, texts: Vec<String>, origins: Vec<Origin>, generation: usize, scored: Vec<(Vec<f32>, usize)>| {
-        for ((text, origin), (p_pass, passes)) in texts.into_iter().zip(origins).zip(scored) {
-            candidates.push(Candidate { id: candidates.len(), generation, origin, text, p_pass, passes });
+    let add = |candidates: &mut Vec<Candidate>, texts: Vec<String>, origins: Vec<Origin>, generation: usize, scored: Vec<Scored>| {
+        for ((text, origin), s) in texts.into_iter().zip(origins).zip(scored) {
+            candidates.push(Candidate { id: candidates.len(), generation, origin, text, p_pass: s.p_pass, passes: s.passes, rationales: s.rationales });
         }
     };
     let seeds = task.sample(options.population, options.seed, options.max_tokens)?;
-    let scored = task.evaluate(&seeds)?;
+    let scored = task.evaluate(&seeds, options.rationales)?;
     add(&mut candidates, seeds, vec![Origin::Seed; options.population], 0, scored);
     let mut evaluations = options.population;
     let mut pool: Vec<usize> = (0..candidates.len()).collect();
@@ -197,9 +222,7 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
             let seed = stable_seed(options.seed, &["child", &generation.to_string(), &c.to_string()]);
             let a = front[picker.below(front.len())];
             if c % 2 == 0 || front.len() < 2 {
-                let failing: Vec<String> = task.checks.iter().zip(&candidates[a].p_pass).filter(|(check, p)| **p < check.threshold()).map(|(check, _)| format!("- {}", check.question)).collect();
-                let guidance = if failing.is_empty() { "It passes every check; make it clearer and more precise.".to_string() } else { format!("It fails these checks:\n{}", failing.join("\n")) };
-                let body = format!("A previous answer:\n{}\n\n{guidance}\nRewrite the answer so that it passes every check, keeping what is already right. Reply with the rewritten answer only.", candidates[a].text);
+                let body = rewrite_body(task.checks, &candidates[a]);
                 requests.push(task.request(task.user(&body), seed, options.max_tokens));
                 origins.push(Origin::Mutation { parent: a });
             } else {
@@ -215,7 +238,7 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
             }
         }
         let texts = texts(task.generator.chat(&requests, &mut |_| {})?)?;
-        let scored = task.evaluate(&texts)?;
+        let scored = task.evaluate(&texts, options.rationales)?;
         evaluations += texts.len();
         let first_child = candidates.len();
         add(&mut candidates, texts, origins, generation, scored);
@@ -233,11 +256,26 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
     Ok(Evolution { best: best_of(&candidates), candidates, evaluations, generations: generation })
 }
 
-/// The baseline: `n` samples, each judged, the fittest kept.
+/// A mutation's request: the parent, the checks it fails (with the judge's rationale when
+/// there is one), and the ask to rewrite it.
+fn rewrite_body(checks: &[Check], parent: &Candidate) -> String {
+    let failing: Vec<String> = (0..checks.len())
+        .filter(|&k| parent.p_pass[k] < checks[k].threshold())
+        .map(|k| match parent.rationales.get(k).filter(|r| !r.is_empty()) {
+            Some(why) => format!("- {} (the judge: {why})", checks[k].question),
+            None => format!("- {}", checks[k].question),
+        })
+        .collect();
+    let guidance = if failing.is_empty() { "It passes every check; make it clearer and more precise.".to_string() } else { format!("It fails these checks:\n{}", failing.join("\n")) };
+    format!("A previous answer:\n{}\n\n{guidance}\nRewrite the answer so that it passes every check, keeping what is already right. Reply with the rewritten answer only.", parent.text)
+}
+
+/// The baseline: `n` samples, each judged in verdict mode, the fittest kept.
 pub fn best_of_n(task: &Task, n: usize, seed: u64, max_tokens: usize) -> Result<Candidate> {
     let texts = task.sample(n, stable_seed(seed, &["best-of-n"]), max_tokens)?;
-    let scored = task.evaluate(&texts)?;
-    let candidates: Vec<Candidate> = texts.into_iter().zip(scored).enumerate().map(|(id, (text, (p_pass, passes)))| Candidate { id, generation: 0, origin: Origin::Seed, text, p_pass, passes }).collect();
+    let scored = task.evaluate(&texts, false)?;
+    let candidates: Vec<Candidate> =
+        texts.into_iter().zip(scored).enumerate().map(|(id, (text, s))| Candidate { id, generation: 0, origin: Origin::Seed, text, p_pass: s.p_pass, passes: s.passes, rationales: s.rationales }).collect();
     candidates.into_iter().reduce(|best, c| if c.fitter_than(&best) { c } else { best }).ok_or_else(|| PipelineError::Invalid("best-of-n needs n >= 1".into()))
 }
 
@@ -298,7 +336,7 @@ pub(crate) mod tests {
         let role = Backends::new(Arc::new(Counting)).role(&RoleModel::local("scripted")).unwrap();
         let checks = checks(6);
         let task = Task { generator: &role, judge: &role, prompt: "Count.", input: "Give a number.", context: None, checks: &checks };
-        evolve(&task, &OptimiseOptions { generations: 20, population: 4, budget, seed, max_tokens: 8 }, &mut |_| {}).unwrap()
+        evolve(&task, &OptimiseOptions { generations: 20, population: 4, budget, seed, max_tokens: 8, rationales: false }, &mut |_| {}).unwrap()
     }
 
     #[test]
@@ -313,6 +351,17 @@ pub(crate) mod tests {
                 Origin::Crossover { parents } => assert!(parents.iter().all(|p| e.candidates[*p].generation < c.generation)),
             }
         }
+    }
+
+    #[test]
+    fn a_rewrite_names_the_failed_checks_and_the_judges_rationales() {
+        let checks = checks(3);
+        let parent = Candidate { id: 0, generation: 0, origin: Origin::Seed, text: "1".into(), p_pass: vec![0.9, 0.2, 0.1], passes: 1, rationales: vec![String::new(), "it is too small".into(), String::new()] };
+        let body = rewrite_body(&checks, &parent);
+        assert!(!body.contains("Is it above 0?"), "a passed check is not named: {body}");
+        assert!(body.contains("- Is it above 1? (the judge: it is too small)") && body.contains("- Is it above 2?\n"), "{body}");
+        let verdicts_only = rewrite_body(&checks, &Candidate { rationales: vec![], ..parent });
+        assert!(verdicts_only.contains("- Is it above 1?\n") && !verdicts_only.contains("the judge"), "{verdicts_only}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::convert::Infallible;
 
 /// `assay optimise`'s defaults.
-const DEFAULTS: OptimiseOptions = OptimiseOptions { generations: 4, population: 4, budget: 20, seed: 0, max_tokens: 128 };
+const DEFAULTS: OptimiseOptions = OptimiseOptions { generations: 4, population: 4, budget: 20, seed: 0, max_tokens: 128, rationales: false };
 const DEFAULT_ITEMS: usize = 10;
 
 #[derive(Deserialize)]
@@ -45,6 +45,9 @@ pub(crate) struct StartOptimise {
     /// Also sample best-of-N with the same number of evaluations per item.
     #[serde(default)]
     compare: bool,
+    /// Judge in rationale mode so that rewrites are told why checks failed.
+    #[serde(default)]
+    rationales: bool,
 }
 
 #[derive(Serialize)]
@@ -63,6 +66,7 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
             budget: req.budget.unwrap_or(DEFAULTS.budget),
             seed: req.seed.unwrap_or(DEFAULTS.seed),
             max_tokens: req.max_tokens.unwrap_or(DEFAULTS.max_tokens),
+            rationales: req.rationales,
         },
         items: Some(req.items.unwrap_or(DEFAULT_ITEMS)),
         compare: req.compare,

@@ -1,5 +1,6 @@
 //! Command-line options. Each flag has help text and an environment variable.
 
+use assay_pipeline::optimise::OptimiseOptions;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -116,22 +117,22 @@ pub struct OptimiseArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// How many of the dataset's inputs to optimise (the first ones).
-    #[arg(long, env = "ASSAY_OPTIMISE_ITEMS", default_value_t = 10)]
+    #[arg(long, env = "ASSAY_OPTIMISE_ITEMS", default_value_t = assay_pipeline::gold::DEFAULT_OPTIMISE_ITEMS)]
     pub items: usize,
     /// Most generations after the seed population.
-    #[arg(long, env = "ASSAY_GENERATIONS", default_value_t = 4)]
+    #[arg(long, env = "ASSAY_GENERATIONS", default_value_t = OptimiseOptions::default().generations)]
     pub generations: usize,
     /// Candidates per generation.
-    #[arg(long, env = "ASSAY_POPULATION", default_value_t = 4)]
+    #[arg(long, env = "ASSAY_POPULATION", default_value_t = OptimiseOptions::default().population)]
     pub population: usize,
     /// Most candidate evaluations per input (each judges every check once), seeds included.
-    #[arg(long, env = "ASSAY_BUDGET", default_value_t = 20)]
+    #[arg(long, env = "ASSAY_BUDGET", default_value_t = OptimiseOptions::default().budget)]
     pub budget: usize,
     /// Most tokens of a generated or rewritten output.
-    #[arg(long, env = "ASSAY_MAX_TOKENS", default_value_t = 128)]
+    #[arg(long, env = "ASSAY_MAX_TOKENS", default_value_t = OptimiseOptions::default().max_tokens)]
     pub max_tokens: usize,
     /// Seed of sampling and parent choice.
-    #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
+    #[arg(long, env = "ASSAY_SEED", default_value_t = OptimiseOptions::default().seed)]
     pub seed: u64,
     /// Also run best-of-N with the same number of evaluations per input, and compare.
     #[arg(long, env = "ASSAY_COMPARE")]

@@ -85,11 +85,15 @@ fn outputs_for_one_input_share_its_prefix_and_score_as_alone() {
     // item with another input.
     let mut items: Vec<JudgeItem> = items().into_iter().map(|i| JudgeItem { input: items()[0].input.clone(), ..i }).collect();
     items.push(JudgeItem { id: "other".into(), ..self::items()[1].clone() });
+    // A candidate repeated: it shares the first one's computed prefix.
+    items.push(JudgeItem { id: "repeat".into(), ..items[0].clone() });
     let prompts = judge_prompts(lm, &items, &checks, false).unwrap();
-    assert_eq!((prompts.inputs.len(), prompts.item_inputs.clone()), (2, vec![0, 0, 0, 1]));
+    assert_eq!((prompts.inputs.len(), prompts.item_inputs.clone()), (2, vec![0, 0, 0, 1, 0]));
     let input_text = lm.tokenizer.decode(&prompts.inputs[0]).unwrap();
     assert!(input_text.starts_with("## Task input") && !input_text.contains("## Output"), "{input_text:?}");
     let judged = judge(lm, &mut PrefixCache::new(0), &items, &checks, &labels, &JudgeOptions::default());
+    let p_pass = |i: usize| judged[i].iter().map(|j| j.p_pass).collect::<Vec<_>>();
+    assert_eq!(p_pass(4), p_pass(0), "the repeated candidate scores as the first");
     for (i, judgments) in judged.iter().enumerate() {
         for (c, j) in judgments.iter().enumerate() {
             let alone = score_unpacked(lm, &prompts.full(i, c), &label_ids).unwrap();

@@ -197,7 +197,7 @@ fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
 
     assert_error(server.post("/v1/optimise", &json!({"project": "opt", "population": 1})), 400, "a population of one");
     assert_error(server.post("/v1/optimise", &json!({"project": "nope"})), 404, "unknown project");
-    assert_error(server.post("/v1/optimise", &json!({"project": "opt", "populaton": 2})), 400, "a misspelt field");
+    assert_error(server.post("/v1/optimise", &json!({"project": "opt", "population": 65})), 400, "a population over the limit");
     assert_error(server.get_json("/v1/optimise/999"), 404, "unknown run");
 
     let request = json!({"project": "opt", "items": 2, "population": 2, "generations": 1, "budget": 4, "max_tokens": 16, "seed": 3, "compare": true});
@@ -250,5 +250,7 @@ fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
     assert_eq!((status, &critique["gold"]["status"]), (200, &json!("rejected")), "{critique}");
     assert_eq!(critique["candidate_check"].is_null(), gold[0]["passes"] != json!(2), "{critique}");
     assert_error(server.post(&format!("/v1/projects/opt/gold/{first}/critique"), &json!({"note": "again"})), 409, "rejected twice");
-    assert_error(server.post("/v1/projects/ifeval/gold/1/critique", &json!({"note": "x"})), 404, "another project");
+    assert_eq!(server.post("/v1/projects", &json!({"name": "other", "generation_prompt": "p"})).0, 201);
+    let second = gold[1]["id"].as_i64().unwrap();
+    assert_error(server.post(&format!("/v1/projects/other/gold/{second}/critique"), &json!({"note": "x"})), 404, "a gold output of another project");
 }

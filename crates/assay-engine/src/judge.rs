@@ -35,6 +35,7 @@ use crate::projection::MatmulPath;
 use crate::sampling::{log_sum_exp, Sampler};
 use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, Judgment, SamplingParams, Verdict};
 use candle_core::Tensor;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const SYSTEM: &str = "You are a strict evaluator. You judge one criterion at a time. Answer PASS if the output meets the criterion and FAIL if it does not.";
@@ -106,7 +107,8 @@ pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], 
     let broken = |reason: &str| EngineError::ChatTemplate { model: lm.name.clone(), reason: reason.into() };
     let mut instructions: Option<String> = None;
     let mut tail: Option<String> = None;
-    let (mut inputs, mut input_texts): (Vec<Vec<u32>>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut inputs: Vec<Vec<u32>> = Vec::new();
+    let mut input_index: HashMap<String, usize> = HashMap::new();
     let mut item_inputs = Vec::with_capacity(items.len());
     let mut outputs = Vec::with_capacity(items.len());
     for item in items {
@@ -122,11 +124,11 @@ pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], 
         if instructions.get_or_insert_with(|| shared.to_string()) != shared || tail.get_or_insert_with(|| suffix_template.to_string()) != suffix_template {
             return Err(broken("the chat template renders the shared instructions differently per item"));
         }
-        let input = match input_texts.iter().position(|t| t == input_text) {
-            Some(i) => i,
+        let input = match input_index.get(input_text) {
+            Some(&i) => i,
             None => {
-                input_texts.push(input_text.to_string());
                 inputs.push(lm.tokenizer.encode(input_text)?);
+                input_index.insert(input_text.to_string(), inputs.len() - 1);
                 inputs.len() - 1
             }
         };
@@ -368,17 +370,26 @@ pub fn judge_items(
 /// instructions), then their outputs as branches of their inputs.
 fn item_prefixes(lm: &LanguageModel, prefixes: &mut PrefixCache, root: &Arc<KvCache>, prompts: &JudgePrompts, group: &[Unit]) -> Result<Vec<Option<Arc<KvCache>>>> {
     let mut out: Vec<Option<Arc<KvCache>>> = vec![None; prompts.outputs.len()];
-    let mut missing = Vec::new();
+    // Items with the same input and output (a population often repeats a candidate) share
+    // one computed prefix: `missing` holds one item per distinct prefix, `copies` the rest.
+    let mut missing: Vec<usize> = Vec::new();
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    let mut seen: HashMap<(usize, &[u32]), usize> = HashMap::new();
+    let mut handled = HashSet::new();
     for u in group {
-        if out[u.item].is_none() && !missing.contains(&u.item) {
-            match prefixes.get(&prompts.item_key(u.item)) {
-                Some(hit) => out[u.item] = Some(hit),
-                None => missing.push(u.item),
-            }
+        let i = u.item;
+        if !handled.insert(i) {
+            continue;
         }
-    }
-    if missing.is_empty() {
-        return Ok(out);
+        if let Some(&first) = seen.get(&(prompts.item_inputs[i], prompts.outputs[i].as_slice())) {
+            copies.push((i, first));
+            continue;
+        }
+        seen.insert((prompts.item_inputs[i], prompts.outputs[i].as_slice()), i);
+        match prefixes.get(&prompts.item_key(i)) {
+            Some(hit) => out[i] = Some(hit),
+            None => missing.push(i),
+        }
     }
     let mut inputs: Vec<usize> = missing.iter().map(|&i| prompts.item_inputs[i]).collect();
     inputs.sort_unstable();
@@ -393,6 +404,9 @@ fn item_prefixes(lm: &LanguageModel, prefixes: &mut PrefixCache, root: &Arc<KvCa
     let computed = compute_branches(lm, prefixes, missing.iter().map(|&i| (prompts.item_key(i), prompts.outputs[i].as_slice(), parent(i))).collect())?;
     for (i, cache) in missing.into_iter().zip(computed) {
         out[i] = Some(cache);
+    }
+    for (copy, first) in copies {
+        out[copy] = out[first].clone();
     }
     Ok(out)
 }

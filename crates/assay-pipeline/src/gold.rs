@@ -19,6 +19,9 @@ use assay_store::{Dataset, GoldOutput, GoldOutputId, GoldStatus, NewGoldOutput, 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// How many of a dataset's items an optimise run takes when not told (the first ones).
+pub const DEFAULT_OPTIMISE_ITEMS: usize = 10;
+
 /// What an optimise run is asked for; stored in the run's parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimiseRunOptions {
@@ -43,8 +46,8 @@ pub enum OptimiseEvent {
         #[serde(flatten)]
         progress: GenerationEvent,
     },
-    /// An item's gold output is stored.
-    Gold { item: String, position: usize, items: usize, passes: usize, checks: usize, score: f32, evaluations: usize, best_of_n: Option<BaselineScore> },
+    /// An item's gold output is stored; `stored` counts the run's gold outputs so far.
+    Gold { item: String, position: usize, items: usize, stored: usize, passes: usize, checks: usize, score: f32, evaluations: usize, best_of_n: Option<BaselineScore> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -147,8 +150,15 @@ fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, (
     for (n, item) in items.iter().enumerate().filter(|(_, i)| !done.contains(&i.id)) {
         let (key, position) = (item.fields.key.as_str(), n + 1);
         let task = Task { generator: &generator, judge: &judge, prompt: &project.generation_prompt, input: &item.fields.input, context: item.fields.context.as_deref(), checks: &set.set.checks };
-        let evolution = evolve(&task, &options.search, &mut |progress| events(&OptimiseEvent::Generation { item: key.to_string(), position, items: total, progress: progress.clone() }))?;
-        let baseline = options.compare.then(|| best_of_n(&task, evolution.evaluations, options.search.seed, options.search.max_tokens)).transpose()?;
+        let mut evolution = evolve(&task, &options.search, &mut |progress| events(&OptimiseEvent::Generation { item: key.to_string(), position, items: total, progress: progress.clone() }))?;
+        let baseline = options.compare.then(|| best_of_n(&task, evolution.evaluations, &options.search)).transpose()?;
+        // The expert's rejections stand: an output rejected under this version is not gold
+        // again (a rerun of the same search finds it again), unless nothing else was found.
+        let rejected = store.rejected_outputs(set.id, item.id)?;
+        let candidates = &evolution.candidates;
+        if let Some(chosen) = (0..candidates.len()).filter(|&i| !rejected.contains(&candidates[i].text)).reduce(|b, i| if candidates[i].fitter_than(&candidates[b]) { i } else { b }) {
+            evolution.best = chosen;
+        }
         let best = evolution.best();
         store.insert_gold_output(
             run,
@@ -168,6 +178,7 @@ fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, (
             item: key.to_string(),
             position,
             items: total,
+            stored: done.len() + optimised,
             passes: best.passes,
             checks: set.set.checks.len(),
             score: best.score(),
@@ -295,6 +306,20 @@ mod tests {
         // A finished run is not resumed: the same request starts a new one.
         let (fresh, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
         assert!(fresh.id != run.id && !resumed);
+    }
+
+    #[test]
+    fn a_rejected_output_is_not_gold_again_when_the_search_finds_it_again() {
+        let Fixture { mut store, backends, project, dataset, set, .. } = fixture(1, 3);
+        let (first, _) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(1)).unwrap();
+        let gold = run_optimisation(&mut store, &backends, &project, first.id, &mut |_| {}).unwrap().gold.remove(0);
+        critique(&mut store, &backends, &project, gold.id, "not this one", 0).unwrap();
+        let (second, _) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(1)).unwrap();
+        let again = run_optimisation(&mut store, &backends, &project, second.id, &mut |_| {}).unwrap().gold.remove(0);
+        let lineage: crate::optimise::Evolution = serde_json::from_value(again.found.lineage.clone()).unwrap();
+        assert!(lineage.candidates.iter().any(|c| c.text == gold.found.output), "the same search found it again");
+        assert_ne!(again.found.output, gold.found.output);
+        assert_eq!(lineage.best().text, again.found.output, "the lineage names the chosen output");
     }
 
     #[test]

@@ -33,12 +33,23 @@ pub struct OptimiseOptions {
 /// Tokens of a judge rationale when the search asks for them.
 const RATIONALE_TOKENS: usize = 32;
 
+/// Largest population, and most evaluations per input: a search's requests and candidates are
+/// held in memory, so a request cannot ask for unbounded work.
+pub const MAX_POPULATION: usize = 64;
+pub const MAX_BUDGET: usize = 4096;
+
+impl Default for OptimiseOptions {
+    fn default() -> Self {
+        Self { generations: 4, population: 4, budget: 20, seed: 0, max_tokens: 128, rationales: false }
+    }
+}
+
 impl OptimiseOptions {
     pub fn validate(&self) -> Result<()> {
-        if self.population < 2 || self.budget < self.population || self.max_tokens == 0 {
+        if !(2..=MAX_POPULATION).contains(&self.population) || !(self.population..=MAX_BUDGET).contains(&self.budget) || self.max_tokens == 0 {
             return Err(PipelineError::Invalid(format!(
-                "the population must be at least 2, the budget ({}) at least the population ({}), and max tokens at least 1",
-                self.budget, self.population
+                "the population ({}) must be 2 to {MAX_POPULATION}, the budget ({}) from the population to {MAX_BUDGET}, and max tokens at least 1",
+                self.population, self.budget
             )));
         }
         Ok(())
@@ -72,7 +83,7 @@ impl Candidate {
         self.p_pass.iter().sum()
     }
 
-    fn fitter_than(&self, other: &Candidate) -> bool {
+    pub fn fitter_than(&self, other: &Candidate) -> bool {
         (self.passes, self.score()) > (other.passes, other.score())
     }
 
@@ -270,10 +281,11 @@ fn rewrite_body(checks: &[Check], parent: &Candidate) -> String {
     format!("A previous answer:\n{}\n\n{guidance}\nRewrite the answer so that it passes every check, keeping what is already right. Reply with the rewritten answer only.", parent.text)
 }
 
-/// The baseline: `n` samples, each judged in verdict mode, the fittest kept.
-pub fn best_of_n(task: &Task, n: usize, seed: u64, max_tokens: usize) -> Result<Candidate> {
-    let texts = task.sample(n, stable_seed(seed, &["best-of-n"]), max_tokens)?;
-    let scored = task.evaluate(&texts, false)?;
+/// The baseline: `n` samples, each judged as the search judges (`options`' seed, tokens and
+/// mode), the fittest kept.
+pub fn best_of_n(task: &Task, n: usize, options: &OptimiseOptions) -> Result<Candidate> {
+    let texts = task.sample(n, stable_seed(options.seed, &["best-of-n"]), options.max_tokens)?;
+    let scored = task.evaluate(&texts, options.rationales)?;
     let candidates: Vec<Candidate> =
         texts.into_iter().zip(scored).enumerate().map(|(id, (text, s))| Candidate { id, generation: 0, origin: Origin::Seed, text, p_pass: s.p_pass, passes: s.passes, rationales: s.rationales }).collect();
     candidates.into_iter().reduce(|best, c| if c.fitter_than(&best) { c } else { best }).ok_or_else(|| PipelineError::Invalid("best-of-n needs n >= 1".into()))

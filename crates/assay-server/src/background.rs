@@ -4,18 +4,23 @@
 //! it twice, and what each is doing (discovery stores no progress of its own). On shutdown it
 //! tells them to stop, which makes their next model call fail, so the pipeline records the run
 //! as failed (a later POST of the same judge run resumes it), and waits until they have.
-//! Runs that publish events (optimise runs) keep them in an event log per run, which ends with
-//! the run's final record; `/v1/optimise/{id}/events` replays and follows it.
+//! Runs that publish events (optimise runs) keep them in an event log per run, from when this
+//! server started (or resumed) the run to an `end` event with its final record;
+//! `/v1/optimise/{id}/events` replays and follows it. The logs of the last `KEPT_LOGS` ended
+//! runs are kept.
 
 use crate::AppState;
 use assay_store::{RunId, RunStatus, Store};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+/// Ended runs whose event logs are kept for late followers.
+const KEPT_LOGS: usize = 64;
 
 /// What a live run is doing, as the pipeline last reported it.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +42,8 @@ pub(crate) struct BackgroundRuns {
     stop: watch::Sender<bool>,
     live: Mutex<HashMap<RunId, Option<Stage>>>,
     logs: Mutex<HashMap<RunId, watch::Sender<EventLog>>>,
+    /// Runs whose logs have ended, oldest first.
+    ended: Mutex<VecDeque<RunId>>,
     tasks: Mutex<JoinSet<()>>,
     /// Held while a judge run is found or created and then claimed, so that two identical
     /// requests at once get one run and one worker.
@@ -45,7 +52,7 @@ pub(crate) struct BackgroundRuns {
 
 impl Default for BackgroundRuns {
     fn default() -> Self {
-        Self { stop: watch::Sender::new(false), live: Mutex::default(), logs: Mutex::default(), tasks: Mutex::default(), starting: Mutex::default() }
+        Self { stop: watch::Sender::new(false), live: Mutex::default(), logs: Mutex::default(), ended: Mutex::default(), tasks: Mutex::default(), starting: Mutex::default() }
     }
 }
 
@@ -79,6 +86,7 @@ impl BackgroundRuns {
 
     /// Opens (or reopens, for a resumed run) the run's event log.
     pub(crate) fn open_log(&self, run: RunId) {
+        lock(&self.ended).retain(|r| *r != run);
         lock(&self.logs).insert(run, watch::Sender::new(EventLog::default()));
     }
 
@@ -94,11 +102,19 @@ impl BackgroundRuns {
     }
 
     fn end_log(&self, run: RunId, last: serde_json::Value) {
-        if let Some(log) = lock(&self.logs).get(&run) {
-            log.send_modify(|l| {
-                l.events.push(last);
-                l.ended = true;
-            });
+        let mut logs = lock(&self.logs);
+        let Some(log) = logs.get(&run) else { return };
+        log.send_modify(|l| {
+            l.events.push(last);
+            l.ended = true;
+        });
+        let mut ended = lock(&self.ended);
+        ended.retain(|r| *r != run);
+        ended.push_back(run);
+        while ended.len() > KEPT_LOGS {
+            if let Some(old) = ended.pop_front() {
+                logs.remove(&old);
+            }
         }
     }
 
@@ -134,8 +150,10 @@ pub(crate) fn spawn_run(state: &AppState, run: RunId, work: impl FnOnce(&mut dyn
             Err(_) => Some("internal error: the run's thread panicked".to_string()),
         };
         let last = settle(&state.0.config.db, run, error.as_deref());
-        lock(&runs.live).remove(&run);
+        // While a request may be resuming this run: its new log must not receive this end.
+        let _no_request_is_starting_a_run = runs.starting();
         runs.end_log(run, serde_json::json!({"event": "end", "run": last}));
+        lock(&runs.live).remove(&run);
     });
     // Finished runs' results are not needed: drop them so the set does not grow.
     while tasks.try_join_next().is_some() {}

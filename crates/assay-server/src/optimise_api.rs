@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::pipeline_backend::ServerBackend;
 use crate::projects_api::{waited_for, with_store};
 use crate::{ApiJson, ApiPath, ApiQuery, AppState};
-use assay_pipeline::gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions};
+use assay_pipeline::gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions, DEFAULT_OPTIMISE_ITEMS};
 use assay_pipeline::optimise::OptimiseOptions;
 use assay_store::{GoldOutput, GoldOutputId, Run, RunId, RunKind, RunStatus, Store};
 use axum::extract::State;
@@ -23,19 +23,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
 
-/// `assay optimise`'s defaults.
-const DEFAULTS: OptimiseOptions = OptimiseOptions { generations: 4, population: 4, budget: 20, seed: 0, max_tokens: 128, rationales: false };
-const DEFAULT_ITEMS: usize = 10;
-
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct StartOptimise {
     project: String,
     /// Evaluator-set version; default the latest.
     set: Option<u32>,
     /// Default: the project's most recent dataset.
     dataset: Option<String>,
-    /// How many of the dataset's items (the first ones); default 10.
+    /// How many of the dataset's items (the first ones); default `DEFAULT_OPTIMISE_ITEMS`.
     items: Option<usize>,
     generations: Option<usize>,
     population: Option<usize>,
@@ -59,16 +54,18 @@ pub(crate) struct StartedOptimise {
 
 pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<StartOptimise>) -> Result<(StatusCode, Json<StartedOptimise>), ApiError> {
     state.models()?;
+    // The CLI's defaults, so that either can resume a run the other started.
+    let defaults = OptimiseOptions::default();
     let options = OptimiseRunOptions {
         search: OptimiseOptions {
-            generations: req.generations.unwrap_or(DEFAULTS.generations),
-            population: req.population.unwrap_or(DEFAULTS.population),
-            budget: req.budget.unwrap_or(DEFAULTS.budget),
-            seed: req.seed.unwrap_or(DEFAULTS.seed),
-            max_tokens: req.max_tokens.unwrap_or(DEFAULTS.max_tokens),
+            generations: req.generations.unwrap_or(defaults.generations),
+            population: req.population.unwrap_or(defaults.population),
+            budget: req.budget.unwrap_or(defaults.budget),
+            seed: req.seed.unwrap_or(defaults.seed),
+            max_tokens: req.max_tokens.unwrap_or(defaults.max_tokens),
             rationales: req.rationales,
         },
-        items: Some(req.items.unwrap_or(DEFAULT_ITEMS)),
+        items: Some(req.items.unwrap_or(DEFAULT_OPTIMISE_ITEMS)),
         compare: req.compare,
     };
     let (run, resumed) = with_store(&state.clone(), move |store| {
@@ -88,8 +85,8 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
             spawn_run(&state, id, move |progress| {
                 let mut store = Store::open(&db)?;
                 run_optimisation(&mut store, &backends, &project, id, &mut |event| {
-                    if let OptimiseEvent::Gold { position, items, .. } = event {
-                        progress("optimising", *position, *items);
+                    if let OptimiseEvent::Gold { stored, items, .. } = event {
+                        progress("optimising", *stored, *items);
                     }
                     publisher.0.background.publish(id, serde_json::to_value(event).unwrap_or_default());
                 })
@@ -129,8 +126,9 @@ pub(crate) async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<i64
     Ok(Json(OptimiseView { stage: state.0.background.stage(run.id), run, gold }))
 }
 
-/// The run's events from the first: replayed from the log this server keeps of runs it
-/// started, then followed live; for a run it does not work on and keeps no log of, only `end`.
+/// The run's events since this server started (or resumed) it, replayed from its log, then
+/// followed live; for a run it keeps no log of, only `end` with the run as stored (an
+/// interrupted run shows as running until it is resumed).
 pub(crate) async fn events(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Result<impl axum::response::IntoResponse, ApiError> {
     let run = with_store(&state, move |store| optimise_run(store, id)).await?;
     let mut log = match state.0.background.follow(run.id) {
@@ -184,7 +182,6 @@ pub(crate) async fn list_gold(State(state): State<AppState>, ApiPath(name): ApiP
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct CritiqueRequest {
     /// What is wrong with the output, in the expert's words.
     note: String,

@@ -126,13 +126,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// The outputs the expert rejected for `item` under `version`.
+    pub fn rejected_outputs(&self, version: SetVersionId, item: ItemId) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT output FROM gold_outputs WHERE set_version_id = ?1 AND item_id = ?2 AND status = 'rejected' ORDER BY id")?;
+        let rows = stmt.query_map(params![version, item], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Rejects a gold output with the expert's note and, when given, raises `question` (about
     /// it) in the same transaction. A gold output is rejected once.
     pub fn reject_gold_output(&mut self, id: GoldOutputId, note: &str, question: Option<&NewQuestion>) -> Result<(GoldOutput, Option<QuestionId>)> {
         if note.trim().is_empty() {
             return Err(StoreError::Invalid("a critique needs a note saying what is wrong".into()));
         }
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: two critiques at once queue for the write lock, and the second finds the
+        // output rejected (a conflict) instead of failing to upgrade a read.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found: Option<(GoldStatus, crate::ProjectId)> =
             tx.query_row("SELECT g.status, r.project_id FROM gold_outputs g JOIN runs r ON r.id = g.run_id WHERE g.id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         let project = match found {
@@ -188,5 +197,7 @@ mod tests {
         assert!(matches!(store.reject_gold_output(stored.id, "again", Some(&question)), Err(StoreError::Conflict(_))));
         assert_eq!(store.questions(p.id, None).unwrap().len(), 1, "the refused rejection raised nothing");
         assert!(matches!(store.reject_gold_output(GoldOutputId(99), "x", None), Err(StoreError::NotFound { .. })));
+        assert_eq!(store.rejected_outputs(v.id, items[0].id).unwrap(), vec!["one"]);
+        assert!(store.rejected_outputs(v.id, items[1].id).unwrap().is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! Every generation, annotation (parsed or not) and the cluster tree are stored as they are
 //! made; the outputs also become a dataset (`discovery-<run>`) that judge runs can score.
 
+use crate::record_outcome;
 use crate::annotate::{annotation_request, parse_annotation};
 use crate::backend::{Backends, ChatRequest, Completion};
 use crate::check_writer::{check_id, cluster_request, fallback_check, parse_check};
@@ -69,11 +70,7 @@ pub fn run_discovery(store: &mut Store, backends: &Backends, project: &Project, 
     store.set_run_status(run, RunStatus::Running, None)?;
     let mut discovery = Discovery { store, backends, project, config, options, run, progress };
     let result = discovery.run(&items);
-    match &result {
-        Ok(_) => discovery.store.set_run_status(run, RunStatus::Done, None)?,
-        Err(e) => discovery.store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?,
-    };
-    result
+    record_outcome(discovery.store, run, result)
 }
 
 /// `start_discovery` then `run_discovery`.

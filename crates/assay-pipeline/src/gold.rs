@@ -13,7 +13,7 @@ use crate::check_writer::{check_id, critique_request, fallback_check, parse_chec
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
 use crate::optimise::{best_of_n, evolve, Candidate, GenerationEvent, OptimiseOptions, Task};
-use crate::stable_seed;
+use crate::{record_outcome, stable_seed};
 use assay_core::Check;
 use assay_store::{Dataset, GoldOutput, GoldOutputId, GoldStatus, NewGoldOutput, NewQuestion, Project, QuestionId, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::{Deserialize, Serialize};
@@ -83,13 +83,7 @@ pub fn start_optimise_run(store: &mut Store, backends: &Backends, project: &Proj
     }
     let (generator, judge) = roles(backends, project)?;
     let params = json!({"generator": generator.describe(), "judge": judge.describe(), "options": options});
-    let unfinished = store.runs(project.id)?.into_iter().rev().find(|r| {
-        r.kind == RunKind::Optimise && r.set_version == Some(set.id) && r.dataset == Some(dataset.id) && r.params == params && r.status != RunStatus::Done
-    });
-    Ok(match unfinished {
-        Some(run) => (run, true),
-        None => (store.create_run(project.id, &assay_store::NewRun { kind: RunKind::Optimise, set_version: Some(set.id), dataset: Some(dataset.id), params })?, false),
-    })
+    Ok(store.resumable_run(project.id, &assay_store::NewRun { kind: RunKind::Optimise, set_version: Some(set.id), dataset: Some(dataset.id), params })?)
 }
 
 fn roles(backends: &Backends, project: &Project) -> Result<(Role, Role)> {
@@ -108,31 +102,24 @@ pub fn run_optimisation(store: &mut Store, backends: &Backends, project: &Projec
     let set = store.set_version_by_id(set)?;
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
-    match optimise_pending(store, backends, project, (run, dataset), &set, &options, events) {
-        Ok(optimised_now) => {
-            store.set_run_status(run, RunStatus::Done, None)?;
-            let gold = store.run_gold_outputs(run)?;
-            let mean = |f: &dyn Fn(&GoldOutput) -> f64| gold.iter().map(f).sum::<f64>() / gold.len().max(1) as f64;
-            let baselines: Vec<Candidate> = gold.iter().filter_map(|g| g.found.best_of_n.clone().and_then(|b| serde_json::from_value(b).ok())).collect();
-            let best_of_n = (options.compare && !baselines.is_empty()).then(|| {
-                let n = baselines.len() as f64;
-                (baselines.iter().map(|b| b.passes as f64).sum::<f64>() / n, baselines.iter().map(|b| b.score() as f64).sum::<f64>() / n)
-            });
-            Ok(OptimiseRunReport {
-                run: store.run(run)?,
-                resumed,
-                optimised_now,
-                mean_passes: mean(&|g| g.found.passes as f64),
-                mean_score: mean(&|g| g.found.p_pass.iter().map(|&p| p as f64).sum()),
-                best_of_n,
-                gold,
-            })
-        }
-        Err(e) => {
-            store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?;
-            Err(e)
-        }
-    }
+    let optimised = optimise_pending(store, backends, project, (run, dataset), &set, &options, events);
+    let optimised_now = record_outcome(store, run, optimised)?;
+    let gold = store.run_gold_outputs(run)?;
+    let mean = |f: &dyn Fn(&GoldOutput) -> f64| gold.iter().map(f).sum::<f64>() / gold.len().max(1) as f64;
+    let baselines: Vec<Candidate> = gold.iter().filter_map(|g| g.found.best_of_n.clone().and_then(|b| serde_json::from_value(b).ok())).collect();
+    let best_of_n = (options.compare && !baselines.is_empty()).then(|| {
+        let n = baselines.len() as f64;
+        (baselines.iter().map(|b| b.passes as f64).sum::<f64>() / n, baselines.iter().map(|b| b.score() as f64).sum::<f64>() / n)
+    });
+    Ok(OptimiseRunReport {
+        run: store.run(run)?,
+        resumed,
+        optimised_now,
+        mean_passes: mean(&|g| g.found.passes as f64),
+        mean_score: mean(&|g| g.found.p_pass.iter().map(|&p| p as f64).sum()),
+        best_of_n,
+        gold,
+    })
 }
 
 /// Optimises the items of `run` (on `dataset`) that have no gold output; returns how many.

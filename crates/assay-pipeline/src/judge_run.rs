@@ -8,7 +8,7 @@ use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
 use crate::questions::raise_ambiguities;
-use crate::Progress;
+use crate::{record_outcome, Progress};
 use assay_core::{Check, JudgeItem, JudgeOptions};
 use assay_store::{Dataset, DatasetId, NewRun, PendingPair, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::Serialize;
@@ -41,13 +41,7 @@ pub fn start_judge_run(store: &mut Store, backends: &Backends, project: &Project
     let config = ProjectConfig::from_json(&project.config)?;
     let judge = backends.role(&config.roles.judge)?;
     let params = json!({"judge": judge.describe(), "options": options});
-    let unfinished = store.runs(project.id)?.into_iter().rev().find(|r| {
-        r.kind == RunKind::Judge && r.set_version == Some(set.id) && r.dataset == Some(dataset.id) && r.params == params && r.status != RunStatus::Done
-    });
-    Ok(match unfinished {
-        Some(run) => (run, true),
-        None => (store.create_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?, false),
-    })
+    Ok(store.resumable_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?)
 }
 
 /// Judges the run's pending pairs, chunk by chunk, then raises its ambiguities as questions;
@@ -65,17 +59,10 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
     let reused = reuse_identical_judgments(store, project, &this, &set)?;
-    match judge_pending(store, &judge, &set, (run, dataset), &options, chunk_items.max(1), progress) {
-        Ok(judged_now) => {
-            store.set_run_status(run, RunStatus::Done, None)?;
-            let questions = raise_ambiguities(store, project, run)?;
-            Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
-        }
-        Err(e) => {
-            store.set_run_status(run, RunStatus::Failed, Some(&e.to_string()))?;
-            Err(e)
-        }
-    }
+    let judged = judge_pending(store, &judge, &set, (run, dataset), &options, chunk_items.max(1), progress);
+    let judged_now = record_outcome(store, run, judged)?;
+    let questions = raise_ambiguities(store, project, run)?;
+    Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
 }
 
 /// Copies into `run` the judgments that finished runs with the same dataset and parameters

@@ -35,6 +35,15 @@ pub use error::{PipelineError, Result};
 pub use gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions, OptimiseRunReport};
 pub use judge_run::{run_judging, start_judge_run, JudgeRunReport, DEFAULT_CHUNK_ITEMS};
 
+/// Records how a run's work ended, done or failed (with the error), and passes the result on.
+pub(crate) fn record_outcome<T>(store: &mut assay_store::Store, run: assay_store::RunId, result: Result<T>) -> Result<T> {
+    match &result {
+        Ok(_) => store.set_run_status(run, assay_store::RunStatus::Done, None)?,
+        Err(e) => store.set_run_status(run, assay_store::RunStatus::Failed, Some(&e.to_string()))?,
+    };
+    result
+}
+
 /// Progress of a long step: (stage, done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 

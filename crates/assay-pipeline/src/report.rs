@@ -242,7 +242,6 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
     Ok(report)
 }
 
-/// Verdicts of other judge models on the same set and dataset: (item, check) -> verdicts.
 /// The verdicts other judge models gave in finished runs of the same set and dataset:
 /// (item, check) -> (judge, verdict).
 pub(crate) type OtherJudges = HashMap<(String, String), Vec<(String, Verdict)>>;

@@ -133,6 +133,19 @@ impl Store {
         self.run(RunId(self.conn.last_insert_rowid()))
     }
 
+    /// The newest unfinished run (queued, running or failed) of the same kind, set version,
+    /// dataset and params as `run`, to resume; else `run` created. Returns it and whether it
+    /// is one to resume.
+    pub fn resumable_run(&mut self, project: ProjectId, run: &NewRun) -> Result<(Run, bool)> {
+        let unfinished = self.runs(project)?.into_iter().rev().find(|r| {
+            r.kind == run.kind && r.set_version == run.set_version && r.dataset == run.dataset && r.params == run.params && r.status != RunStatus::Done
+        });
+        Ok(match unfinished {
+            Some(found) => (found, true),
+            None => (self.create_run(project, run)?, false),
+        })
+    }
+
     pub fn run(&self, id: RunId) -> Result<Run> {
         self.conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_from_row).or_not_found(|| format!("run {id}"))
     }
@@ -357,5 +370,21 @@ mod tests {
         assert_eq!(store.set_run_progress(discovery.id, 3, 10).unwrap().progress_done, 3);
         assert!(matches!(store.set_run_progress(discovery.id, 11, 10), Err(StoreError::Invalid(_))));
         assert_eq!(store.runs(p.id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_resumable_run_is_the_unfinished_one_with_the_same_parameters() {
+        let (_dir, mut store) = temp_store();
+        let p = project(&mut store, "p");
+        let d = store.import_dataset(p.id, "d", "", &[item("a", None)]).unwrap();
+        let asked = |seed| NewRun { kind: RunKind::Discovery, set_version: None, dataset: Some(d.id), params: json!({"seed": seed}) };
+        let (first, resumed) = store.resumable_run(p.id, &asked(1)).unwrap();
+        assert!(!resumed);
+        store.set_run_status(first.id, RunStatus::Failed, Some("killed")).unwrap();
+        assert_eq!(store.resumable_run(p.id, &asked(1)).unwrap(), (store.run(first.id).unwrap(), true), "a failed run resumes");
+        assert!(!store.resumable_run(p.id, &asked(2)).unwrap().1, "other params: a new run");
+        store.set_run_status(first.id, RunStatus::Done, None).unwrap();
+        let (after_done, resumed) = store.resumable_run(p.id, &asked(1)).unwrap();
+        assert!(!resumed && after_done.id != first.id, "a finished run is not resumed");
     }
 }

@@ -85,7 +85,7 @@ fn outputs_for_one_input_share_its_prefix_and_score_as_alone() {
     // item with another input.
     let mut items: Vec<JudgeItem> = items().into_iter().map(|i| JudgeItem { input: items()[0].input.clone(), ..i }).collect();
     items.push(JudgeItem { id: "other".into(), ..self::items()[1].clone() });
-    // A candidate repeated: it shares the first one's computed prefix.
+    // A candidate repeated: it scores exactly as the first.
     items.push(JudgeItem { id: "repeat".into(), ..items[0].clone() });
     let prompts = judge_prompts(lm, &items, &checks, false).unwrap();
     assert_eq!((prompts.inputs.len(), prompts.item_inputs.clone()), (2, vec![0, 0, 0, 1, 0]));

@@ -35,7 +35,7 @@ use crate::projection::MatmulPath;
 use crate::sampling::{log_sum_exp, Sampler};
 use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, Judgment, SamplingParams, Verdict};
 use candle_core::Tensor;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const SYSTEM: &str = "You are a strict evaluator. You judge one criterion at a time. Answer PASS if the output meets the criterion and FAIL if it does not.";
@@ -369,46 +369,35 @@ pub fn judge_items(
 /// `prefixes`; for the rest, their inputs (cached, or computed once each as branches of the
 /// instructions), then their outputs as branches of their inputs.
 fn item_prefixes(lm: &LanguageModel, prefixes: &mut PrefixCache, root: &Arc<KvCache>, prompts: &JudgePrompts, group: &[Unit]) -> Result<Vec<Option<Arc<KvCache>>>> {
-    let mut out: Vec<Option<Arc<KvCache>>> = vec![None; prompts.outputs.len()];
-    // Items with the same input and output (a population often repeats a candidate) share
-    // one computed prefix: `missing` holds one item per distinct prefix, `copies` the rest.
-    let mut missing: Vec<usize> = Vec::new();
-    let mut copies: Vec<(usize, usize)> = Vec::new();
-    let mut seen: HashMap<(usize, &[u32]), usize> = HashMap::new();
-    let mut handled = HashSet::new();
-    for u in group {
-        let i = u.item;
-        if !handled.insert(i) {
-            continue;
-        }
-        if let Some(&first) = seen.get(&(prompts.item_inputs[i], prompts.outputs[i].as_slice())) {
-            copies.push((i, first));
-            continue;
-        }
-        seen.insert((prompts.item_inputs[i], prompts.outputs[i].as_slice()), i);
-        match prefixes.get(&prompts.item_key(i)) {
-            Some(hit) => out[i] = Some(hit),
-            None => missing.push(i),
-        }
-    }
-    let mut inputs: Vec<usize> = missing.iter().map(|&i| prompts.item_inputs[i]).collect();
-    inputs.sort_unstable();
-    inputs.dedup();
-    let mut input_caches: Vec<Option<Arc<KvCache>>> = inputs.iter().map(|&i| prefixes.get(&prompts.input_key(i))).collect();
-    let absent: Vec<usize> = (0..inputs.len()).filter(|&k| input_caches[k].is_none()).collect();
-    let computed = compute_branches(lm, prefixes, absent.iter().map(|&k| (prompts.input_key(inputs[k]), prompts.inputs[inputs[k]].as_slice(), root)).collect())?;
+    let mut items: Vec<Option<Arc<KvCache>>> = vec![None; prompts.outputs.len()];
+    let missing = look_up(prefixes, group.iter().map(|u| u.item), &mut items, |i| prompts.item_key(i));
+    let mut inputs: Vec<Option<Arc<KvCache>>> = vec![None; prompts.inputs.len()];
+    let absent = look_up(prefixes, missing.iter().map(|&i| prompts.item_inputs[i]), &mut inputs, |k| prompts.input_key(k));
+    let computed = compute_branches(lm, prefixes, absent.iter().map(|&k| (prompts.input_key(k), prompts.inputs[k].as_slice(), root)).collect())?;
     for (k, cache) in absent.into_iter().zip(computed) {
-        input_caches[k] = Some(cache);
+        inputs[k] = Some(cache);
     }
-    let parent = |item: usize| input_caches[inputs.binary_search(&prompts.item_inputs[item]).expect("the item's input was looked up")].as_ref().expect("every input found or computed");
+    let parent = |i: usize| inputs[prompts.item_inputs[i]].as_ref().expect("every missing item's input found or computed");
     let computed = compute_branches(lm, prefixes, missing.iter().map(|&i| (prompts.item_key(i), prompts.outputs[i].as_slice(), parent(i))).collect())?;
     for (i, cache) in missing.into_iter().zip(computed) {
-        out[i] = Some(cache);
+        items[i] = Some(cache);
     }
-    for (copy, first) in copies {
-        out[copy] = out[first].clone();
+    Ok(items)
+}
+
+/// Fills `found[i]` from `prefixes` (under `key(i)`) for each wanted index, once each; returns
+/// the indices not cached, in order.
+fn look_up(prefixes: &mut PrefixCache, wanted: impl Iterator<Item = usize>, found: &mut [Option<Arc<KvCache>>], key: impl Fn(usize) -> Vec<u32>) -> Vec<usize> {
+    let mut missing = Vec::new();
+    for i in wanted {
+        if found[i].is_none() && !missing.contains(&i) {
+            match prefixes.get(&key(i)) {
+                Some(hit) => found[i] = Some(hit),
+                None => missing.push(i),
+            }
+        }
     }
-    Ok(out)
+    missing
 }
 
 /// Computes each (key, tokens, parent) as a branch of its parent, all in one forward, and

@@ -12,7 +12,7 @@ use crate::backend::{Backends, Role};
 use crate::check_writer::{check_id, critique_request, fallback_check, parse_check};
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
-use crate::optimise::{best_of_n, evolve, Candidate, GenerationEvent, OptimiseOptions, Task};
+use crate::optimise::{best_of_n, evolve, fittest, Candidate, GenerationEvent, OptimiseOptions, Task};
 use crate::{record_outcome, stable_seed};
 use assay_core::Check;
 use assay_store::{Dataset, GoldOutput, GoldOutputId, GoldStatus, NewGoldOutput, NewQuestion, Project, QuestionId, Run, RunId, RunKind, RunStatus, SetVersion, Store};
@@ -143,7 +143,7 @@ fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, (
         // again (a rerun of the same search finds it again), unless nothing else was found.
         let rejected = store.rejected_outputs(set.id, item.id)?;
         let candidates = &evolution.candidates;
-        if let Some(chosen) = (0..candidates.len()).filter(|&i| !rejected.contains(&candidates[i].text)).reduce(|b, i| if candidates[i].fitter_than(&candidates[b]) { i } else { b }) {
+        if let Some(chosen) = fittest(candidates, (0..candidates.len()).filter(|&i| !rejected.contains(&candidates[i].text))) {
             evolution.best = chosen;
         }
         let best = evolution.best();

@@ -83,8 +83,9 @@ impl Candidate {
         self.p_pass.iter().sum()
     }
 
-    pub fn fitter_than(&self, other: &Candidate) -> bool {
-        (self.passes, self.score()) > (other.passes, other.score())
+    /// Passes, ties broken by the sum of P(PASS).
+    fn fitness(&self) -> (usize, f32) {
+        (self.passes, self.score())
     }
 
     /// At least as good on every check and better on one.
@@ -152,27 +153,47 @@ impl Task<'_> {
         texts(self.generator.chat(&requests, &mut |_| {})?)
     }
 
-    /// Each text judged on every check (all together: they share the input's prefix).
+    /// Each text judged on every check, all together (they share the input's prefix); a
+    /// repeated text (a population often repeats a candidate) is judged once.
     fn evaluate(&self, texts: &[String], rationales: bool) -> Result<Vec<Scored>> {
-        let items: Vec<JudgeItem> = texts.iter().enumerate().map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.clone(), context: self.context.map(str::to_string) }).collect();
+        let mut distinct: Vec<&String> = Vec::new();
+        let of_text: Vec<usize> = texts
+            .iter()
+            .map(|t| {
+                distinct.iter().position(|d| *d == t).unwrap_or_else(|| {
+                    distinct.push(t);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let items: Vec<JudgeItem> = distinct.iter().enumerate().map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.to_string(), context: self.context.map(str::to_string) }).collect();
         let options = if rationales { JudgeOptions { mode: JudgeMode::Rationale, rationale_tokens: RATIONALE_TOKENS, ..JudgeOptions::default() } } else { JudgeOptions::default() };
-        let judged = self.judge.judge(&items, self.checks, &options, &mut |_| {})?;
-        Ok(judged
+        let scored: Vec<Scored> = self
+            .judge
+            .judge(&items, self.checks, &options, &mut |_| {})?
             .into_iter()
             .map(|js| Scored {
                 p_pass: js.iter().map(|j| j.p_pass).collect(),
                 passes: js.iter().filter(|j| j.verdict == Verdict::Pass).count(),
                 rationales: if rationales { js.into_iter().map(|j| j.rationale.unwrap_or_default()).collect() } else { Vec::new() },
             })
-            .collect())
+            .collect();
+        Ok(of_text.into_iter().map(|k| scored[k].clone()).collect())
     }
 }
 
 /// A text's judgments, as a candidate keeps them.
+#[derive(Clone)]
 struct Scored {
     p_pass: Vec<f32>,
     passes: usize,
     rationales: Vec<String>,
+}
+
+impl Scored {
+    fn into_candidate(self, id: usize, generation: usize, origin: Origin, text: String) -> Candidate {
+        Candidate { id, generation, origin, text, p_pass: self.p_pass, passes: self.passes, rationales: self.rationales }
+    }
 }
 
 /// An empty or failed generation is still a candidate (it will score low), so a model that
@@ -194,6 +215,17 @@ impl Picker {
     }
 }
 
+/// The fittest of the candidates `among` (the earliest of equals); none when `among` is empty.
+pub fn fittest(candidates: &[Candidate], among: impl IntoIterator<Item = usize>) -> Option<usize> {
+    among.into_iter().reduce(|best, i| if candidates[i].fitness() > candidates[best].fitness() { i } else { best })
+}
+
+/// `among`, fittest first (equals keep their order).
+fn fittest_first(candidates: &[Candidate], mut among: Vec<usize>) -> Vec<usize> {
+    among.sort_by(|&x, &y| candidates[y].fitness().partial_cmp(&candidates[x].fitness()).unwrap_or(std::cmp::Ordering::Equal));
+    among
+}
+
 /// Indices of the candidates in `pool` that no other candidate in it dominates.
 fn pareto_front(candidates: &[Candidate], pool: &[usize]) -> Vec<usize> {
     pool.iter().copied().filter(|&i| !pool.iter().any(|&j| j != i && candidates[j].dominates(&candidates[i]))).collect()
@@ -207,7 +239,7 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
     let mut candidates: Vec<Candidate> = Vec::new();
     let add = |candidates: &mut Vec<Candidate>, texts: Vec<String>, origins: Vec<Origin>, generation: usize, scored: Vec<Scored>| {
         for ((text, origin), s) in texts.into_iter().zip(origins).zip(scored) {
-            candidates.push(Candidate { id: candidates.len(), generation, origin, text, p_pass: s.p_pass, passes: s.passes, rationales: s.rationales });
+            candidates.push(s.into_candidate(candidates.len(), generation, origin, text));
         }
     };
     let seeds = task.sample(options.population, options.seed, options.max_tokens)?;
@@ -217,7 +249,7 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
     let mut pool: Vec<usize> = (0..candidates.len()).collect();
     let mut picker = Picker(stable_seed(options.seed, &["parents"]));
     let mut generation = 0;
-    let best_of = |candidates: &[Candidate]| (0..candidates.len()).fold(0, |b, i| if candidates[i].fitter_than(&candidates[b]) { i } else { b });
+    let best_of = |candidates: &[Candidate]| fittest(candidates, 0..candidates.len()).expect("the seeds are candidates");
     let report = |candidates: &[Candidate], generation, evaluations, events: &mut dyn FnMut(&GenerationEvent)| {
         let best = &candidates[best_of(candidates)];
         events(&GenerationEvent { generation, best_passes: best.passes, best_score: best.score(), evaluations });
@@ -255,11 +287,9 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
         add(&mut candidates, texts, origins, generation, scored);
         // Survivors: the Pareto front of parents and children, then the fittest, up to the population.
         let everyone: Vec<usize> = pool.iter().copied().chain(first_child..candidates.len()).collect();
-        let mut next = pareto_front(&candidates, &everyone);
-        next.sort_by(|&x, &y| (candidates[y].passes, candidates[y].score()).partial_cmp(&(candidates[x].passes, candidates[x].score())).unwrap_or(std::cmp::Ordering::Equal));
+        let mut next = fittest_first(&candidates, pareto_front(&candidates, &everyone));
         next.truncate(options.population);
-        let mut rest: Vec<usize> = everyone.into_iter().filter(|i| !next.contains(i)).collect();
-        rest.sort_by(|&x, &y| (candidates[y].passes, candidates[y].score()).partial_cmp(&(candidates[x].passes, candidates[x].score())).unwrap_or(std::cmp::Ordering::Equal));
+        let rest = fittest_first(&candidates, everyone.into_iter().filter(|i| !next.contains(i)).collect());
         next.extend(rest.into_iter().take(options.population.saturating_sub(next.len())));
         pool = next;
         report(&candidates, generation, evaluations, events);
@@ -286,9 +316,9 @@ fn rewrite_body(checks: &[Check], parent: &Candidate) -> String {
 pub fn best_of_n(task: &Task, n: usize, options: &OptimiseOptions) -> Result<Candidate> {
     let texts = task.sample(n, stable_seed(options.seed, &["best-of-n"]), options.max_tokens)?;
     let scored = task.evaluate(&texts, options.rationales)?;
-    let candidates: Vec<Candidate> =
-        texts.into_iter().zip(scored).enumerate().map(|(id, (text, s))| Candidate { id, generation: 0, origin: Origin::Seed, text, p_pass: s.p_pass, passes: s.passes, rationales: s.rationales }).collect();
-    candidates.into_iter().reduce(|best, c| if c.fitter_than(&best) { c } else { best }).ok_or_else(|| PipelineError::Invalid("best-of-n needs n >= 1".into()))
+    let mut candidates: Vec<Candidate> = texts.into_iter().zip(scored).enumerate().map(|(id, (text, s))| s.into_candidate(id, 0, Origin::Seed, text)).collect();
+    let best = fittest(&candidates, 0..candidates.len()).ok_or_else(|| PipelineError::Invalid("best-of-n needs n >= 1".into()))?;
+    Ok(candidates.swap_remove(best))
 }
 
 #[cfg(test)]
@@ -363,6 +393,36 @@ pub(crate) mod tests {
                 Origin::Crossover { parents } => assert!(parents.iter().all(|p| e.candidates[*p].generation < c.generation)),
             }
         }
+    }
+
+    /// `Counting`, remembering how many items each judge call asked for.
+    #[derive(Default)]
+    struct JudgedItems(std::sync::Mutex<Vec<usize>>);
+
+    impl Backend for JudgedItems {
+        fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> crate::Result<Vec<Completion>> {
+            Counting.chat(model, requests, progress)
+        }
+
+        fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> crate::Result<Vec<Vec<Judgment>>> {
+            self.0.lock().unwrap().push(items.len());
+            Counting.judge(model, items, checks, options, progress)
+        }
+
+        fn embed(&self, model: &str, texts: &[String]) -> crate::Result<Vec<Vec<f32>>> {
+            Counting.embed(model, texts)
+        }
+    }
+
+    #[test]
+    fn a_repeated_text_is_judged_once_and_scored_for_each() {
+        let backend = Arc::new(JudgedItems::default());
+        let role = Backends::new(backend.clone()).role(&RoleModel::local("scripted")).unwrap();
+        let checks = checks(3);
+        let task = Task { generator: &role, judge: &role, prompt: "Count.", input: "Give a number.", context: None, checks: &checks };
+        let scored = task.evaluate(&["2".into(), "0".into(), "2".into()], false).unwrap();
+        assert_eq!(scored.iter().map(|s| s.passes).collect::<Vec<_>>(), vec![2, 0, 2]);
+        assert_eq!(*backend.0.lock().unwrap(), vec![2], "two distinct texts judged");
     }
 
     #[test]

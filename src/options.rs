@@ -31,6 +31,14 @@ pub struct GlobalOptions {
     /// SQLite file holding projects, datasets, evaluator sets, runs and judgments (created if missing).
     #[arg(long, global = true, env = "ASSAY_DB", default_value = "assay.db")]
     pub db: PathBuf,
+    /// KV cache per loaded language model (MiB): preallocated blocks holding every sequence's keys
+    /// and values and the shared prefixes kept for reuse. A request whose prompt and output cannot
+    /// fit it is refused; a full cache makes requests wait.
+    #[arg(long, global = true, env = "ASSAY_KV_CACHE_MB", default_value_t = assay_engine::engine::DEFAULT_KV_CACHE_MB)]
+    pub kv_cache_mb: usize,
+    /// Most tokens one engine step computes (rows of one forward pass); decode rows always run.
+    #[arg(long, global = true, env = "ASSAY_STEP_TOKENS", default_value_t = assay_engine::engine::DEFAULT_STEP_TOKENS)]
+    pub step_tokens: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -491,9 +499,6 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 past it).
     #[arg(long, env = "ASSAY_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
-    /// Memory for judge prompt prefixes kept for reuse, per model (MiB).
-    #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
-    pub prefix_cache_mb: usize,
 }
 
 #[derive(Debug, Args)]
@@ -556,9 +561,6 @@ pub struct JudgeArgs {
     /// Text of the failing answer after "Verdict:".
     #[arg(long, env = "ASSAY_FAIL_LABEL", default_value = " FAIL")]
     pub fail_label: String,
-    /// Memory for computed prompt prefixes kept for reuse (MiB); items sharing a prefix compute it once.
-    #[arg(long, env = "ASSAY_PREFIX_CACHE_MB", default_value_t = 512)]
-    pub prefix_cache_mb: usize,
     #[command(flatten)]
     pub options: JudgeOptionArgs,
 }

@@ -1,145 +1,108 @@
-//! Continuous batching end to end with the real SmolLM2: a sequence's output does not depend
-//! on what else shares the batch, late arrivals join running batches, long prompts are
-//! prefilled in chunks while others keep decoding, and cancellation frees a slot.
+//! Continuous batching through the engine with the real SmolLM2: a sequence's output does not
+//! depend on what else shares its steps, nor on being preempted and recomputed when the KV pool
+//! runs out; long prompts are prefilled in chunks while others keep decoding; a cancelled
+//! request frees its blocks.
 
 mod common;
 
-use assay_core::{FinishReason, Generation, SamplingParams};
-use assay_engine::{BatchConfig, BatchGenerator, ChatMessage, SeqId, SequenceEvent};
-use std::collections::HashMap;
+use assay_core::{Generation, SamplingParams};
+use assay_engine::{ChatMessage, Engine, EngineConfig, EngineModel, GenEvent, RequestOptions};
 
 fn chat(p: &str) -> Vec<u32> {
     common::smollm2().chat_prompt(&[ChatMessage::new("user", p)]).unwrap()
 }
 
+/// Seeded sampling of exactly `max_tokens` tokens (so that every sequence grows).
 fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
-    SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(seed), logprobs: true, ..SamplingParams::greedy(max_tokens) }
+    SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(seed), logprobs: true, ignore_eos: true, ..SamplingParams::greedy(max_tokens) }
 }
 
-/// Text and log-probabilities streamed for each sequence so far.
-type Streamed = HashMap<SeqId, (String, Vec<assay_core::TokenLogprob>)>;
-
-/// Steps `batch` until every sequence has finished, adding to what was `streamed` before;
-/// returns the generations and the text pieces streamed for each. The log-probabilities
-/// streamed with the pieces are each generated token's, once, in order.
-fn run_to_end(batch: &mut BatchGenerator, mut streamed: Streamed) -> HashMap<SeqId, (Generation, String)> {
-    let mut done = HashMap::new();
-    while !batch.is_empty() {
-        for (id, event) in batch.step().unwrap() {
-            match event {
-                SequenceEvent::Text { text, logprobs } => {
-                    let s = streamed.entry(id).or_default();
-                    s.0.push_str(&text);
-                    s.1.extend(logprobs);
-                }
-                SequenceEvent::Finished(g) => {
-                    let (text, logprobs) = streamed.remove(&id).unwrap_or_default();
-                    assert_eq!(logprobs, g.logprobs.clone().unwrap_or_default(), "streamed log-probabilities of sequence {id}");
-                    done.insert(id, (g, text));
-                }
+/// Every choice's streamed text and generation; the log-probabilities streamed with the
+/// pieces are each generated token's, once, in order.
+fn collect(mut events: tokio::sync::mpsc::UnboundedReceiver<GenEvent>, n: usize) -> Vec<(String, Generation)> {
+    let mut streamed = vec![(String::new(), Vec::new()); n];
+    let mut done: Vec<Option<Generation>> = vec![None; n];
+    while done.iter().any(Option::is_none) {
+        match events.blocking_recv().expect("the engine answers") {
+            GenEvent::Text { index, text, logprobs } => {
+                streamed[index].0.push_str(&text);
+                streamed[index].1.extend(logprobs);
             }
+            GenEvent::Finished { index, generation } => done[index] = Some(generation),
+            GenEvent::Failed(e) => panic!("{e}"),
         }
     }
-    done
-}
-
-fn alone(prompt: &[u32], params: &SamplingParams) -> Generation {
-    let mut batch = BatchGenerator::new(common::smollm2(), BatchConfig::batched());
-    let id = batch.add(prompt.to_vec(), params.clone()).unwrap();
-    run_to_end(&mut batch, Streamed::new()).remove(&id).unwrap().0
+    streamed
+        .into_iter()
+        .zip(done)
+        .map(|((text, lps), g)| {
+            let g = g.unwrap();
+            assert_eq!(lps, g.logprobs.clone().unwrap_or_default(), "streamed log-probabilities");
+            (text, g)
+        })
+        .collect()
 }
 
 #[test]
-fn thirty_two_seeded_sequences_in_one_batch_equal_each_run_alone() {
-    let lm = common::smollm2();
+fn sixty_four_seeded_generations_through_a_pool_for_eight_equal_each_run_alone() {
     let topics = ["the sea", "bread", "a lighthouse", "winter", "iron deficiency", "a red fox", "the moon", "tea"];
-    let requests: Vec<(Vec<u32>, SamplingParams)> = (0..32).map(|i| (chat(&format!("Write one sentence about {}.", topics[i % topics.len()])), sampled(i as u64, 12))).collect();
-    let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
-    // Half join at once, the rest while the first half is decoding.
-    let mut ids: Vec<SeqId> = requests[..16].iter().map(|(p, s)| batch.add(p.clone(), s.clone()).unwrap()).collect();
-    let mut early = Streamed::new();
-    for _ in 0..3 {
-        for (id, event) in batch.step().unwrap() {
-            if let SequenceEvent::Text { text, logprobs } = event {
-                let s = early.entry(id).or_default();
-                s.0.push_str(&text);
-                s.1.extend(logprobs);
-            }
-        }
+    let requests: Vec<(Vec<u32>, SamplingParams)> =
+        (0..64).map(|i| (chat(&format!("Write one short, plain and friendly sentence about {}, with no list.", topics[i % topics.len()])), sampled(i as u64, 24))).collect();
+    // Each sequence starts in two blocks (the chat template's first block, which they all
+    // share, and one of its own) and grows into a third while it decodes: 17 blocks hold
+    // eight of them at once. More are admitted than fit once grown, so some are preempted.
+    for (p, _) in &requests {
+        assert!(p.len() < 64 && p.len() + 24 > 64, "{} prompt tokens", p.len());
     }
-    ids.extend(requests[16..].iter().map(|(p, s)| batch.add(p.clone(), s.clone()).unwrap()));
-    let mut together = run_to_end(&mut batch, early);
-    for ((prompt, params), id) in requests.iter().zip(&ids) {
-        let (g, streamed) = together.remove(id).unwrap();
-        let want = alone(prompt, params);
-        assert_eq!(g, want, "sequence {id} differs in the batch");
+    let block_bytes = common::smollm2().model.kv_layout().bytes_per_block();
+    let small = Engine::start(EngineModel::Language(common::smollm2().clone()), EngineConfig::batched(17 * block_bytes)).unwrap();
+    let together = collect(small.generate(requests.clone(), RequestOptions::default()).unwrap(), requests.len());
+    let stats = small.stats().scheduler;
+    assert!(stats.preemptions > 0, "the pool was meant to run short: {stats:?}");
+    let alone = common::smollm2_engine(256);
+    for ((prompt, params), (streamed, g)) in requests.into_iter().zip(together) {
+        let want = alone.generate_blocking(prompt, params, &mut |_| true).unwrap().unwrap();
+        assert_eq!(g, want, "a sequence differs in the batch");
         assert_eq!(streamed, g.text, "streamed pieces add up to the text");
         assert_eq!(g.logprobs.as_ref().unwrap().len(), g.token_ids.len());
     }
+    println!("64 sequences through 17 blocks: {} preemptions, {} steps", stats.preemptions, stats.steps);
 }
 
 #[test]
 fn a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding() {
-    let lm = common::smollm2();
-    let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
-    let short = batch.add(chat("Count from one to twenty."), SamplingParams::greedy(20)).unwrap();
-    batch.step().unwrap();
-    let long_prompt = chat(&"Tell me about the history of the lighthouse. ".repeat(200));
-    assert!(long_prompt.len() > 3 * 512, "{} tokens", long_prompt.len());
-    let long = batch.add(long_prompt.clone(), SamplingParams::greedy(4)).unwrap();
-    // The short sequence samples a token in every step while the long prompt is prefilled.
-    let mut steps_until_long_speaks = 0;
-    let mut short_tokens = 0;
-    let mut short_done = false;
-    loop {
-        let events = batch.step().unwrap();
-        steps_until_long_speaks += 1;
-        short_tokens += events.iter().filter(|(id, _)| *id == short).count().min(1);
-        short_done |= events.iter().any(|(id, e)| *id == short && matches!(e, SequenceEvent::Finished(_)));
-        if events.iter().any(|(id, _)| *id == long) || short_done {
-            break;
-        }
+    let engine = Engine::start(EngineModel::Language(common::smollm2().clone()), EngineConfig { step_tokens: 128, ..EngineConfig::batched(256 << 20) }).unwrap();
+    let short = engine.generate(vec![(chat("Count from one to twenty."), SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) })], RequestOptions::default()).unwrap();
+    let long_prompt = chat(&"Tell me about the history of the lighthouse. ".repeat(120));
+    assert!(long_prompt.len() > 8 * 128, "{} tokens", long_prompt.len());
+    let steps_before = engine.stats().scheduler.steps;
+    let long = engine.generate(vec![(long_prompt.clone(), SamplingParams::greedy(2))], RequestOptions::default()).unwrap();
+    let long_done = collect(long, 1).remove(0).1;
+    let steps = engine.stats().scheduler.steps - steps_before;
+    assert!(steps as usize >= long_prompt.len() / 128, "prefilled in {steps} steps");
+    // The short sequence needed 8 steps; had decoding stalled during the long prefill, it
+    // would still be running.
+    let mut short = short;
+    let mut finished = false;
+    while let Ok(event) = short.try_recv() {
+        finished |= matches!(event, GenEvent::Finished { .. });
     }
-    assert!(steps_until_long_speaks >= long_prompt.len().div_ceil(512), "prefill took {steps_until_long_speaks} steps");
-    assert!(short_done || short_tokens >= steps_until_long_speaks - 1, "short sequence stalled: {short_tokens} events in {steps_until_long_speaks} steps");
-    let rest = run_to_end(&mut batch, Streamed::new());
-    assert_eq!(rest[&long].0, alone(&long_prompt, &SamplingParams::greedy(4)));
+    assert!(finished, "the short sequence kept decoding while the long prompt was prefilled");
+    let alone = common::smollm2_engine(256).generate_blocking(long_prompt, SamplingParams::greedy(2), &mut |_| true).unwrap().unwrap();
+    assert_eq!(long_done, alone);
 }
 
 #[test]
-fn cancel_returns_the_partial_output_and_stops_stream_at_stop_strings() {
-    let lm = common::smollm2();
-    let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
+fn dropping_a_request_cancels_it_and_frees_its_blocks() {
+    let engine = common::smollm2_engine(64);
     let counting = chat("Count from one to fifty, separated by commas.");
-    let free = alone(&counting, &SamplingParams::greedy(24));
-    // A stop string taken from the middle of the free text: the stopped run is its prefix.
-    let stop = free.text[free.text.len() / 2..].chars().take(3).collect::<String>();
-    let cut = batch.add(counting.clone(), SamplingParams { stop: vec![stop.clone()], logprobs: true, ..SamplingParams::greedy(24) }).unwrap();
-    let cancelled = batch.add(counting.clone(), SamplingParams::greedy(24)).unwrap();
-    let zero = batch.add(counting.clone(), SamplingParams::greedy(0)).unwrap();
-    let mut early = Streamed::new();
-    let mut empty = None;
-    for _ in 0..4 {
-        for (id, event) in batch.step().unwrap() {
-            match event {
-                SequenceEvent::Text { text, logprobs } if id == cut => {
-                    let s = early.entry(id).or_default();
-                    s.0.push_str(&text);
-                    s.1.extend(logprobs);
-                }
-                SequenceEvent::Finished(g) if id == zero => empty = Some(g),
-                _ => {}
-            }
-        }
-    }
-    let partial = batch.cancel(cancelled).unwrap();
-    assert!(partial.token_ids.len() == 4 && free.token_ids.starts_with(&partial.token_ids), "{partial:?}");
-    assert!(batch.cancel(cancelled).is_none());
-    let mut done = run_to_end(&mut batch, early);
-    let (stopped, streamed) = done.remove(&cut).unwrap();
-    assert_eq!(stopped.finish_reason, FinishReason::Stop);
-    assert_eq!(stopped.text, free.text[..free.text.find(&stop).unwrap()]);
-    assert_eq!(streamed, stopped.text);
-    let empty = empty.expect("max_tokens 0 finishes in the first step");
-    assert!(empty.token_ids.is_empty() && empty.finish_reason == FinishReason::Length);
+    let mut cancelled = engine.generate(vec![(counting.clone(), SamplingParams::greedy(200))], RequestOptions::default()).unwrap();
+    // Wait for a first piece, then walk away.
+    assert!(matches!(cancelled.blocking_recv(), Some(GenEvent::Text { .. })));
+    drop(cancelled);
+    let other = engine.generate_blocking(counting.clone(), SamplingParams::greedy(4), &mut |_| true).unwrap().unwrap();
+    assert_eq!(other.token_ids.len(), 4);
+    let s = engine.stats().scheduler;
+    assert_eq!((s.running, s.waiting, s.pool.used), (0, 0, s.cached_blocks), "{s:?}");
+    assert_eq!(engine.stats().requests, 0);
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use assay_engine::gguf::GgufFile;
-use assay_engine::{LanguageModel, LlamaConfig, MatmulPolicy, ModelFiles, TextTokenizer};
+use assay_engine::{LanguageModel, MatmulPath, MatmulPolicy, ModelFiles, TextTokenizer};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ fn exported_checkpoint_matches_the_gguf_model() {
     let dev = Device::Cpu;
     let gguf_path = common::smollm2_path();
     let mut file = GgufFile::open(&gguf_path).unwrap();
-    let cfg = LlamaConfig::from_gguf(&file).unwrap();
+    let cfg = assay_engine::model::config_of(&ModelFiles::Gguf(gguf_path.clone())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = HashMap::new();
     let mut get = |name: &str| file.tensor(name, &dev).unwrap().dequantize(&dev).unwrap();
@@ -61,8 +61,8 @@ fn exported_checkpoint_matches_the_gguf_model() {
     let text = "Patients with iron deficiency anemia often report fatigue, pallor and shortness of breath.";
     let ids = from_gguf.tokenizer.encode(text).unwrap();
     assert_eq!(from_dir.tokenizer.encode(text).unwrap(), ids);
-    let a = from_gguf.model.logits_of(&ids).unwrap();
-    let b = from_dir.model.logits_of(&ids).unwrap();
-    let diff: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    let a = from_gguf.logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
+    let b = from_dir.logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
+    let diff = a.last().unwrap().iter().zip(b.last().unwrap()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-3, "logits differ by {diff}");
 }

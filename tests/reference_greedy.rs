@@ -10,9 +10,9 @@
 
 mod common;
 
-use assay_engine::generate::prefill;
+use assay_core::SamplingParams;
 use assay_engine::sampling::argmax;
-use assay_engine::{ChatMessage, LanguageModel, LogitsAt, MatmulPolicy, ModelFiles, SequenceChunk};
+use assay_engine::{ChatMessage, Engine, EngineConfig, EngineModel, LanguageModel, MatmulPath, MatmulPolicy, ModelFiles};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
@@ -60,15 +60,11 @@ fn upstream_greedy_uncached(prompt: &[u32]) -> (Vec<u32>, Vec<Vec<f32>>) {
     (tokens, all_logits)
 }
 
-/// Our logits along a given token trajectory (the first from the prompt, then one per token).
-fn our_logits(lm: &LanguageModel, prompt: &[u32], forced: &[u32]) -> Vec<Vec<f32>> {
-    let (mut cache, logits) = prefill(lm, prompt, prompt.len() + forced.len()).unwrap();
-    let mut out = vec![to_vec(&logits)];
-    for &t in &forced[..forced.len() - 1] {
-        let mut chunk = [SequenceChunk { cache: &mut cache, tokens: &[t], logits: LogitsAt::Last }];
-        out.push(to_vec(&lm.model.forward(&mut chunk).unwrap().pop().flatten().unwrap()));
-    }
-    out
+/// Our logits along a given token trajectory: the prompt in one pass, then one token per pass
+/// as decoding runs (`path` decides each pass's matmuls by its rows, or always dense).
+fn our_logits(lm: &LanguageModel, prompt: &[u32], forced: &[u32], path: MatmulPath) -> Vec<Vec<f32>> {
+    let tokens: Vec<u32> = prompt.iter().chain(&forced[..forced.len() - 1]).copied().collect();
+    lm.logits_along(&tokens, prompt.len(), path).unwrap().split_off(prompt.len() - 1)
 }
 
 fn prompt_ids(lm: &LanguageModel, p: &str) -> Vec<u32> {
@@ -78,18 +74,14 @@ fn prompt_ids(lm: &LanguageModel, p: &str) -> Vec<u32> {
 #[test]
 fn greedy_tokens_equal_upstream_with_the_files_own_quantization() {
     let lm = LanguageModel::load_with_policy("smollm2", &ModelFiles::Gguf(common::smollm2_path()), &Device::Cpu, MatmulPolicy::source_quantized()).unwrap();
+    let engine = Engine::start(EngineModel::Language(lm.into()), EngineConfig::single_stream(64 << 20)).unwrap();
+    let lm = engine.language_model().unwrap().clone();
     for p in PROMPTS {
         let ids = prompt_ids(&lm, p);
         let (theirs, _) = upstream_greedy(&ids);
-        // Free-running greedy decode with our model.
-        let mut ours = Vec::new();
-        let (mut cache, mut logits) = prefill(&lm, &ids, ids.len() + STEPS).unwrap();
-        for _ in 0..STEPS {
-            let next = argmax(&to_vec(&logits));
-            ours.push(next);
-            let mut chunk = [SequenceChunk { cache: &mut cache, tokens: &[next], logits: LogitsAt::Last }];
-            logits = lm.model.forward(&mut chunk).unwrap().pop().flatten().unwrap();
-        }
+        // Free-running greedy decode through our engine.
+        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(STEPS) };
+        let ours = engine.generate_blocking(ids, params, &mut |_| true).unwrap().unwrap().token_ids;
         assert_eq!(ours, theirs, "prompt {p:?}\nours:     {:?}\nupstream: {:?}", lm.tokenizer.decode(&ours).unwrap(), lm.tokenizer.decode(&theirs).unwrap());
     }
 }
@@ -123,8 +115,9 @@ fn shipped_paths_follow_exact_f32_arithmetic() {
     for p in PROMPTS {
         let ids = prompt_ids(shipped, p);
         let (trajectory, upstream) = upstream_greedy(&ids);
-        let reference = our_logits(&exact, &ids, &trajectory);
-        let ours = our_logits(shipped, &ids, &trajectory);
+        let reference = our_logits(&exact, &ids, &trajectory, MatmulPath::Dense);
+        // Decoding one sequence (`assay generate`) takes the 8-bit path for its single rows.
+        let ours = our_logits(shipped, &ids, &trajectory, MatmulPath::ByRows);
         let (worst, clear, flipped) = compare(&ours, &reference, LOGIT_TOLERANCE);
         let (up_worst, up_clear, up_flipped) = compare(&upstream, &reference, LOGIT_TOLERANCE);
         println!("{p:?}: shipped vs f32 max {worst:.3} ({flipped}/{clear} clear choices differ); upstream Q4_1xQ8_1 vs f32 max {up_worst:.3} ({up_flipped}/{up_clear})");

@@ -3,11 +3,9 @@
 
 use crate::options::{BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
-use assay_engine::generate::prefill;
-use assay_engine::gguf::GgufFile;
+use assay_core::SamplingParams;
 use assay_engine::projection::Projection;
-use assay_engine::sampling::argmax;
-use assay_engine::{LlamaConfig, LogitsAt, MatmulPolicy, ModelFiles, SequenceChunk};
+use assay_engine::{EngineConfig, GenEvent, MatmulPath, MatmulPolicy, RequestOptions};
 use candle_core::{Device, Module, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,31 +45,41 @@ fn default_prompt_file() -> PathBuf {
 
 fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
     anyhow::ensure!(args.repeats > 0 && args.gen_tokens > 0 && args.prompt_tokens > 0, "repeats, gen-tokens and prompt-tokens must be > 0");
-    let lm = super::load_language_model(global, &args.model)?;
+    // One sequence as `assay generate` runs it; nothing kept between runs, so each computes
+    // its prompt.
+    let config = EngineConfig { path: MatmulPath::ByRows, prefix_sharing: false, ..super::engine_config(global) };
+    let (engine, lm) = super::start_engine(global, &args.model, config)?;
     let file = args.prompt_file.clone().unwrap_or_else(default_prompt_file);
     let mut prompt = lm.tokenizer.encode(&load_text(&file)?)?;
     anyhow::ensure!(prompt.len() >= args.prompt_tokens, "{} has only {} tokens, fewer than --prompt-tokens {}", file.display(), prompt.len(), args.prompt_tokens);
     prompt.truncate(args.prompt_tokens);
-    let capacity = prompt.len() + args.gen_tokens;
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(args.gen_tokens) };
     let (mut prefill_s, mut decode_s) = (Vec::new(), Vec::new());
     for run in 0..=args.repeats {
         let t0 = Instant::now();
-        let (mut cache, logits) = prefill(&lm, &prompt, capacity)?;
-        let mut next = argmax(&logits.squeeze(0)?.to_vec1()?);
-        let t1 = Instant::now();
-        for _ in 0..args.gen_tokens {
-            let mut chunk = [SequenceChunk { cache: &mut cache, tokens: &[next], logits: LogitsAt::Last }];
-            let logits = lm.model.forward(&mut chunk)?.pop().flatten().expect("asked for logits");
-            next = argmax(&logits.squeeze(0)?.to_vec1()?);
-        }
-        let t2 = Instant::now();
+        let mut events = engine.generate(vec![(prompt.clone(), params.clone())], RequestOptions::default())?;
+        // The first event follows the prompt's pass and the first sampled token.
+        let mut first = None;
+        let generated = loop {
+            match events.blocking_recv() {
+                Some(GenEvent::Text { .. }) => {
+                    first.get_or_insert_with(Instant::now);
+                }
+                Some(GenEvent::Finished { generation, .. }) => break generation.token_ids.len(),
+                Some(GenEvent::Failed(e)) => return Err(e.into()),
+                None => anyhow::bail!("the engine stopped"),
+            }
+        };
+        let (t1, t2) = (first.unwrap_or_else(Instant::now), Instant::now());
+        anyhow::ensure!(generated == args.gen_tokens, "generated {generated} tokens, not {}", args.gen_tokens);
         if run > 0 {
             prefill_s.push((t1 - t0).as_secs_f64());
             decode_s.push((t2 - t1).as_secs_f64());
         }
     }
+    let decoded = args.gen_tokens.saturating_sub(1).max(1);
     let runs_prefill: Vec<f64> = prefill_s.iter().map(|s| prompt.len() as f64 / s).collect();
-    let runs_decode: Vec<f64> = decode_s.iter().map(|s| args.gen_tokens as f64 / s).collect();
+    let runs_decode: Vec<f64> = decode_s.iter().map(|s| decoded as f64 / s).collect();
     let prefill_tok_s = median(&mut runs_prefill.clone());
     let decode_tok_s = median(&mut runs_decode.clone());
     eprintln!("assay {}: prompt {} tokens, {} decoded, {} runs", args.model, prompt.len(), args.gen_tokens, args.repeats);
@@ -90,11 +98,7 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
 }
 
 fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
-    let path = match super::resolver(global).resolve(&args.model)? {
-        ModelFiles::Gguf(p) => p,
-        ModelFiles::Checkpoint(p) => anyhow::bail!("bench matmul reads shapes from a GGUF file; {} is a folder", p.display()),
-    };
-    let cfg = LlamaConfig::from_gguf(&GgufFile::open(&path)?)?;
+    let cfg = assay_engine::model::config_of(&super::resolver(global).resolve(&args.model)?)?;
     let dev = Device::Cpu;
     let h = cfg.hidden_size;
     let shapes = [
@@ -203,10 +207,9 @@ fn j2_workload(kqa: &Path, checks: &Path) -> Result<(Vec<assay_core::JudgeItem>,
 }
 
 fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
-    use assay_engine::judge::{judge_items, judge_prompts, prefill_prefix, score_labels, score_unpacked, LabelIds, Labels};
-    use assay_engine::{KvCache, PrefixCache};
+    use assay_engine::judge::{judge_prompts, Labels};
     anyhow::ensure!(args.repeats > 0, "repeats must be > 0");
-    let lm = super::load_language_model(global, &args.model)?;
+    let (engine, lm) = super::start_engine(global, &args.model, super::engine_config(global))?;
     let (items, checks) = match args.workload.as_str() {
         "j1" => j1_workload(&args.kqa)?,
         "j3" => j3_workload(&args.kqa, &args.j2_checks)?,
@@ -219,7 +222,6 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     };
     let wanted: Vec<String> = args.modes.clone().unwrap_or_else(|| default_modes.split(',').map(str::to_string).collect());
     let labels = Labels::default();
-    let label_ids = LabelIds::new(&lm, &labels)?;
     let prompts = judge_prompts(&lm, &items, &checks, false)?;
     let (n_items, n_checks) = (items.len(), checks.len());
     let n = n_items * n_checks;
@@ -235,44 +237,49 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     );
     let input_tokens: usize = prompts.inputs.iter().map(Vec::len).sum();
     let output_tokens: usize = prompts.outputs.iter().map(Vec::len).sum();
-    // Each distinct input once (the four-level tree), or once per item when inputs are not shared.
+    // Each distinct input once (the prefix tree finds it), or once per item when inputs are not shared.
     let shared_tokens = instr + input_tokens + output_tokens + n_items * suffix_tokens;
     let unshared_tokens = instr + item_tokens + n_items * suffix_tokens;
-    // The same items with each input made distinct (its item's id in front): what the tree costs
+    // The same items with each input made distinct (its item's id in front): what judging costs
     // when nothing shares an input, batched the same way.
-    eprintln!("prompt tokens to compute: {shared_tokens} with the prefix tree, {unshared_tokens} when no input is shared");
+    eprintln!("prompt tokens to compute: {shared_tokens} with shared prefixes, {unshared_tokens} when no input is shared");
     let unshared: Vec<assay_core::JudgeItem> = items.iter().map(|i| assay_core::JudgeItem { input: format!("[{}] {}", i.id, i.input), ..i.clone() }).collect();
-    let p_pass_of = |scores: Vec<assay_engine::judge::LabelScores>| scores.iter().map(|s| s.p_pass()).collect::<Vec<f32>>();
+    let judge = |items: &[assay_core::JudgeItem], checks: &[assay_core::Check]| -> Result<Vec<f32>> {
+        let judged = engine.judge_blocking(items, checks.to_vec(), &labels, Default::default(), &mut |_| {})?;
+        Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
+    };
+    // Every mode starts cold: what an earlier run computed is dropped first.
     type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
     let modes: Vec<Mode> = vec![
         ("naive", n_checks * (instr + item_tokens) + n_items * suffix_tokens, Box::new(|| {
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n_items {
-                for c in 0..n_checks {
-                    out.push(score_unpacked(&lm, &prompts.full(i, c), &label_ids)?.p_pass());
+            // Each check a full prompt: nothing kept from the one before.
+            let mut out = vec![0f32; n];
+            for c in 0..n_checks {
+                engine.clear_prefix_cache()?;
+                for (i, p) in judge(&items, &checks[c..c + 1])?.into_iter().enumerate() {
+                    out[i * n_checks + c] = p;
                 }
             }
             Ok(out)
         })),
         ("prefix_reuse", unshared_tokens, Box::new(|| {
-            let root = prefill_prefix(&lm, None, &prompts.instructions)?;
+            // Checks one after another, each finding its item's prefix computed.
+            engine.clear_prefix_cache()?;
             let mut out = Vec::with_capacity(n);
-            for i in 0..n_items {
-                let prefix = prefill_prefix(&lm, Some(&root), &prompts.item(i))?;
-                for s in &prompts.suffixes {
-                    let mut cache = KvCache::branch(&prefix, s.len() + 2)?;
-                    out.extend(p_pass_of(score_labels(&lm, std::slice::from_mut(&mut cache), &[s], &label_ids)?));
+            for item in &items {
+                for c in 0..n_checks {
+                    out.extend(judge(std::slice::from_ref(item), &checks[c..c + 1])?);
                 }
             }
             Ok(out)
         })),
         ("packed", shared_tokens, Box::new(|| {
-            let judged = judge_items(&lm, &mut PrefixCache::new(usize::MAX), &items, &checks, &labels, &Default::default(), &mut |_| {})?;
-            Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
+            engine.clear_prefix_cache()?;
+            judge(&items, &checks)
         })),
         ("packed_unshared_inputs", unshared_tokens, Box::new(|| {
-            let judged = judge_items(&lm, &mut PrefixCache::new(usize::MAX), &unshared, &checks, &labels, &Default::default(), &mut |_| {})?;
-            Ok(judged.iter().flatten().map(|j| j.p_pass).collect())
+            engine.clear_prefix_cache()?;
+            judge(&unshared, &checks)
         })),
     ];
     if let Some(path) = &args.dump_workload {

@@ -16,11 +16,10 @@ pub fn run(global: &GlobalOptions, args: &EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         anyhow::bail!("no texts to embed: pass them as arguments or one per line on stdin");
     }
-    let embedder = super::load_embedder(global, &args.model)?;
+    let embedder = assay_engine::Engine::start(assay_engine::EngineModel::Embedding(super::load_embedder(global, &args.model)?), super::engine_config(global))?;
     let mut out = std::io::stdout().lock();
     for batch in texts.chunks(BATCH) {
-        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-        for (text, v) in batch.iter().zip(embedder.embed(&refs)?) {
+        for (text, v) in batch.iter().zip(embedder.embed_blocking(batch.to_vec())?.vectors) {
             serde_json::to_writer(&mut out, &serde_json::json!({ "text": text, "embedding": v }))?;
             writeln!(out)?;
         }

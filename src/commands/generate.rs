@@ -17,9 +17,11 @@ pub fn run(global: &GlobalOptions, args: &GenerateArgs) -> Result<()> {
         stop: args.stop.clone(),
         logprobs: args.logprobs.is_some(),
         top_logprobs: args.logprobs.unwrap_or(0),
+        ignore_eos: false,
     };
     params.validate()?;
-    let lm = super::load_language_model(global, &args.model)?;
+    // One sequence: the quantized path for its single decode row is fastest.
+    let (engine, lm) = super::start_engine(global, &args.model, assay_engine::EngineConfig { path: assay_engine::MatmulPath::ByRows, ..super::engine_config(global) })?;
     let prompt = if args.raw {
         lm.tokenizer.encode_prompt(&args.prompt)?
     } else {
@@ -32,11 +34,16 @@ pub fn run(global: &GlobalOptions, args: &GenerateArgs) -> Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     let started = std::time::Instant::now();
-    let out = assay_engine::generate(&lm, &prompt, &params, &mut |piece| {
-        // A closed stdout (e.g. `| head`) cancels generation instead of failing later.
-        stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
-    })
-    .context("generation failed")?;
+    let out = engine
+        .generate_blocking(prompt, params, &mut |piece| {
+            // A closed stdout (e.g. `| head`) cancels generation instead of failing later.
+            stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+        })
+        .context("generation failed")?;
+    let Some(out) = out else {
+        eprintln!("[cancelled: stdout closed]");
+        return Ok(());
+    };
     writeln!(stdout)?;
     let secs = started.elapsed().as_secs_f64();
     if let Some(lps) = &out.logprobs {

@@ -1,12 +1,11 @@
-//! `assay judge`: every check of an evaluator set asked of every item, with progress and a
-//! summary. Judgments are written whole at the end (to a temporary file renamed over `--out`),
+//! `assay judge`: every check of an evaluator set asked of every item through the judge model's
+//! engine, with progress and a summary. Judgments are written whole at the end (to a temporary file renamed over `--out`),
 //! so an interrupted run leaves no half-written output.
 
 use crate::options::{GlobalOptions, JudgeArgs};
 use anyhow::{Context, Result};
 use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment, Verdict};
-use assay_engine::judge::{judge_items, Labels};
-use assay_engine::PrefixCache;
+use assay_engine::judge::Labels;
 use std::io::Write;
 use std::time::Instant;
 
@@ -17,23 +16,18 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     let labels = Labels { pass: args.pass_label.clone(), fail: args.fail_label.clone() };
     let options = args.options.judge_options();
     options.validate()?;
-    let lm = super::load_language_model(global, &args.model)?;
+    let (engine, _) = super::start_engine(global, &args.model, super::engine_config(global))?;
     let (n_items, n_checks) = (items.len(), set.checks.len());
     let total = n_items * n_checks;
     eprintln!("judging {n_items} items x {n_checks} checks (set {}) with {}, {}", &set.content_hash()[..12], args.model, if options.generates_rationales() { format!("rationales first ({} per check)", options.samples) } else { "verdict only".into() });
     let started = Instant::now();
-    let mut prefixes = PrefixCache::new(args.prefix_cache_mb << 20);
     let mut progress = |done: usize| {
         let secs = started.elapsed().as_secs_f64();
         let rate = done as f64 / secs;
-        eprint!(
-            "\r[{}/{n_items} items] {:.2} items/s, {rate:.1} checks/s, ETA {:.0}s   ",
-            done / n_checks,
-            rate / n_checks as f64,
-            (total - done) as f64 / rate.max(1e-9)
-        );
+        let eta = if done > 0 { format!(", ETA {:.0}s", (total - done) as f64 / rate) } else { String::new() };
+        eprint!("\r[{}/{n_items} items] {:.2} items/s, {rate:.1} checks/s{eta}   ", done / n_checks, rate / n_checks as f64);
     };
-    let per_item = judge_items(&lm, &mut prefixes, &items, &set.checks, &labels, &options, &mut progress)?;
+    let per_item = engine.judge_blocking(&items, set.checks.clone(), &labels, options, &mut progress)?;
     let scores: Vec<ItemScore> = items.iter().zip(&per_item).map(|(item, js)| ItemScore::of(&item.id, js)).collect();
     let judgments: Vec<Judgment> = per_item.into_iter().flatten().collect();
     eprintln!();
@@ -52,8 +46,16 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     summarise(&set, &judgments, &scores, started.elapsed().as_secs_f64());
-    let s = prefixes.stats();
-    eprintln!("prefix cache: {} hits, {} misses, {} kept ({:.1} MiB)", s.hits, s.misses, s.entries, s.bytes as f64 / (1 << 20) as f64);
+    let s = engine.stats().scheduler;
+    eprintln!(
+        "prefix tree: {} of {} prompt tokens reused ({:.0}%); KV cache: {} of {} blocks in use, {} preemptions",
+        s.reused_tokens,
+        s.prompt_tokens,
+        100.0 * s.reused_tokens as f64 / s.prompt_tokens.max(1) as f64,
+        s.pool.used,
+        s.pool.blocks,
+        s.preemptions
+    );
     Ok(())
 }
 

@@ -20,7 +20,7 @@ pub mod set;
 use crate::options::GlobalOptions;
 use anyhow::{Context, Result};
 use assay_engine::registry::hf_cache_dir;
-use assay_engine::{DeviceSpec, Embedder, LanguageModel, Manifest, ModelFiles, ModelResolver};
+use assay_engine::{DeviceSpec, Embedder, Engine, EngineConfig, EngineModel, LanguageModel, Manifest, ModelFiles, ModelResolver};
 use assay_store::{Project, Store, StoreError};
 use candle_core::Device;
 
@@ -49,10 +49,24 @@ pub fn load_language_model(global: &GlobalOptions, spec: &str) -> Result<Languag
 pub fn load_embedder(global: &GlobalOptions, spec: &str) -> Result<Embedder> {
     let dir = match resolver(global).resolve(spec)? {
         ModelFiles::Checkpoint(dir) => dir,
-        ModelFiles::Gguf(p) => anyhow::bail!("{} is a GGUF file; embedding models are checkpoint folders", p.display()),
+        other => anyhow::bail!("{} is not a checkpoint folder; embedding models are", other.path().display()),
     };
     let device = device(global)?;
     Embedder::load(spec, &dir, &device).with_context(|| format!("loading embedding model '{spec}' from {}", dir.display()))
+}
+
+/// How this command's engines run: the global KV cache and step budget, batched (rows
+/// independent of what shares a step).
+pub fn engine_config(global: &GlobalOptions) -> EngineConfig {
+    EngineConfig { step_tokens: global.step_tokens.max(1), ..EngineConfig::batched(global.kv_cache_mb << 20) }
+}
+
+/// Loads `spec` and starts its engine; the model itself (tokenizer, template) comes along.
+pub fn start_engine(global: &GlobalOptions, spec: &str, config: EngineConfig) -> Result<(Engine, std::sync::Arc<LanguageModel>)> {
+    let lm = load_language_model(global, spec)?;
+    let engine = Engine::start(EngineModel::Language(std::sync::Arc::new(lm)), config).with_context(|| format!("starting the engine of '{spec}'"))?;
+    let lm = engine.language_model().cloned().context("a language model's engine")?;
+    Ok((engine, lm))
 }
 
 /// The database named by `--db`, created and migrated if needed.
@@ -73,7 +87,7 @@ pub fn project(store: &Store, name: &str) -> Result<Project> {
 /// Backends for the pipeline's roles: local models through this process's engine (loaded on
 /// first use), servers by URL as the project's configuration names them.
 pub fn backends(global: &GlobalOptions) -> Result<assay_pipeline::Backends> {
-    let local = assay_pipeline::LocalBackend::new(resolver(global), device(global)?, 512 << 20);
+    let local = assay_pipeline::LocalBackend::new(resolver(global), device(global)?, engine_config(global));
     Ok(assay_pipeline::Backends::new(std::sync::Arc::new(local)))
 }
 

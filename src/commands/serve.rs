@@ -13,7 +13,8 @@ pub fn run(global: &GlobalOptions, args: &ServeArgs) -> Result<()> {
         max_queue: args.max_queue.max(1),
         request_timeout: Duration::from_secs(args.request_timeout_s),
         max_body_bytes: args.max_body_bytes,
-        prefix_cache_bytes: args.prefix_cache_mb << 20,
+        kv_cache_bytes: global.kv_cache_mb << 20,
+        step_tokens: global.step_tokens.max(1),
         db: global.db.clone(),
     };
     let (global, loader_args) = (global.clone(), args.clone());

@@ -4,11 +4,11 @@
 
 pub mod server;
 
-use assay_engine::{Embedder, LanguageModel, ModelFiles};
+use assay_engine::{Embedder, Engine, EngineConfig, EngineModel, LanguageModel, ModelFiles};
 use candle_core::Device;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,9 +29,15 @@ pub fn minilm_dir() -> PathBuf {
 }
 
 /// SmolLM2 loaded once per test binary with the CPU's default paths.
-pub fn smollm2() -> &'static LanguageModel {
-    static LM: OnceLock<LanguageModel> = OnceLock::new();
-    LM.get_or_init(|| LanguageModel::load("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu).expect("load smollm2"))
+pub fn smollm2() -> &'static Arc<LanguageModel> {
+    static LM: OnceLock<Arc<LanguageModel>> = OnceLock::new();
+    LM.get_or_init(|| Arc::new(LanguageModel::load("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu).expect("load smollm2")))
+}
+
+/// An engine of its own (its own KV pool of `kv_mb` MiB and prefix tree) over the shared
+/// SmolLM2, batched as the server runs it.
+pub fn smollm2_engine(kv_mb: usize) -> Engine {
+    Engine::start(EngineModel::Language(smollm2().clone()), EngineConfig::batched(kv_mb << 20)).expect("start an engine")
 }
 
 pub fn minilm() -> &'static Embedder {
@@ -51,16 +57,6 @@ pub fn assay_on(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(!stderr.contains("panicked"), "{stderr}");
     (out.status.success(), stdout, stderr)
-}
-
-/// SmolLM2 with every matmul on the dense f32 path: for tests of batching and caching, where
-/// the 8-bit path's rounding (it flips on changes of 1e-5) would hide the exact equalities.
-pub fn smollm2_dense() -> &'static LanguageModel {
-    static LM: OnceLock<LanguageModel> = OnceLock::new();
-    LM.get_or_init(|| {
-        let policy = assay_engine::MatmulPolicy { dense_min_rows: 0, keep_quantized: false, ..assay_engine::MatmulPolicy::for_device(&Device::Cpu) };
-        LanguageModel::load_with_policy("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu, policy).expect("load smollm2")
-    })
 }
 
 /// Two checks any IFEval response can be judged by.

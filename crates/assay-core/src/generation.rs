@@ -25,6 +25,8 @@ pub struct SamplingParams {
     pub top_logprobs: usize,
     /// Report the log-probability of every generated token.
     pub logprobs: bool,
+    /// Keep generating past end-of-sequence tokens until `max_tokens` (benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +41,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             top_logprobs: 0,
             logprobs: false,
+            ignore_eos: false,
         }
     }
 }

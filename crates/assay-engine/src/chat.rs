@@ -26,11 +26,16 @@ pub enum FallbackFormat {
     Llama3,
     /// `[INST] ... [/INST]` (Llama 2, Mistral).
     Inst,
+    /// `<start_of_turn>user\n...<end_of_turn>\n` with the system prompt folded into the first
+    /// user turn (Gemma).
+    Gemma,
 }
 
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 const INST: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'] + '\n<</SYS>>\n\n' }}{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}";
+
+const GEMMA: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 /// A compiled chat template plus the special tokens it may refer to.
 pub struct ChatTemplate {
@@ -66,6 +71,7 @@ impl ChatTemplate {
             FallbackFormat::ChatMl => CHATML,
             FallbackFormat::Llama3 => LLAMA3,
             FallbackFormat::Inst => INST,
+            FallbackFormat::Gemma => GEMMA,
         };
         Self::new(model, source, bos_token, eos_token)
     }
@@ -97,6 +103,13 @@ mod tests {
         let t = ChatTemplate::fallback("m", FallbackFormat::ChatMl, None, None).unwrap();
         let out = t.render(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")], true).unwrap();
         assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn gemma_fallback_folds_the_system_prompt_into_the_first_user_turn() {
+        let t = ChatTemplate::fallback("m", FallbackFormat::Gemma, Some("<bos>".into()), None).unwrap();
+        let out = t.render(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi"), ChatMessage::new("assistant", "Hello"), ChatMessage::new("user", "Bye")], true).unwrap();
+        assert_eq!(out, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub enum EngineError {
     #[error("{path} is not a valid GGUF file: {reason}")]
     CorruptGguf { path: PathBuf, reason: String },
     #[error("{path}: unsupported architecture '{arch}' (supported: {supported})")]
-    UnsupportedArchitecture { path: PathBuf, arch: String, supported: &'static str },
+    UnsupportedArchitecture { path: PathBuf, arch: String, supported: String },
     #[error("{path}: missing metadata key '{key}'")]
     MissingMetadata { path: PathBuf, key: String },
     #[error("{path}: {reason}")]
@@ -34,6 +34,20 @@ pub enum EngineError {
     ItemTooLong { item: String, tokens: usize, limit: usize },
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
+    #[error("{tokens} tokens (prompt and the most it may generate) do not fit the KV cache of {capacity} tokens; ask for fewer max_tokens or start with a larger --kv-cache-mb")]
+    ExceedsKvCache { tokens: usize, capacity: usize },
+    #[error("the KV cache budget of {budget_bytes} bytes holds no block of {block_bytes} bytes; raise --kv-cache-mb")]
+    KvBudget { budget_bytes: usize, block_bytes: usize },
+    #[error("model {model} is busy: {limit} requests are waiting or running; retry later")]
+    Overloaded { model: String, limit: usize },
+    #[error("the request did not finish within {seconds} s")]
+    Timeout { seconds: u64 },
+    #[error("model {model} does not {what}")]
+    Unsupported { model: String, what: &'static str },
+    #[error("the engine of {0} has stopped")]
+    EngineStopped(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     InvalidParams(#[from] assay_core::SamplingParamsError),
     #[error(transparent)]

@@ -1,7 +1,6 @@
-//! Judging: binary checks scored from label log-likelihoods, with every shared part of the
-//! prompts computed once.
+//! Judging: binary checks scored from label log-likelihoods.
 //!
-//! The judge prompt (rendered with the judge model's chat template) is a four-level tree:
+//! The judge prompt (rendered with the judge model's chat template) is built in four parts:
 //!
 //! ```text
 //! system: You are a strict evaluator. ...             } instructions: shared by every item
@@ -11,32 +10,26 @@
 //! assistant: Verdict:                                  /
 //! ```
 //!
-//! followed by a label (" PASS" or " FAIL", configurable). Each level is tokenized on its own
-//! and the ids are joined, so no token straddles a boundary. The instructions' keys and values
-//! are computed once, each distinct input once as a branch of them (a population of candidate
-//! outputs for one input, as optimisation judges, shares it), each item's output once as a
-//! branch of its input, and every check branches from its item: the checks of many items run
-//! in one forward pass whose attention reads each shared level once per tile of queries
-//! (`cpu_attention`, or `attention` with candle ops).
-//! The LM head runs only on the rows that predict label tokens.
+//! followed by a label (" PASS" or " FAIL", configurable). Each part is tokenized on its own
+//! and the ids are joined, so no token straddles a boundary and equal parts are equal ids.
+//! That is all the sharing needs: every (item, check) is a sequence of the scheduler, and the
+//! radix tree finds from the token ids alone that the instructions, each input and each item
+//! were computed before; the checks of an item run as branches of its blocks, many items'
+//! checks in one step (`scheduler.rs`). The LM head runs only on the rows that predict label
+//! tokens.
 //!
-//! In rationale mode the assistant turn opens with "Reasoning:"; every check's branch
-//! generates a short rationale (all branches decode together, one token each per pass), then
-//! "\nVerdict:" and the labels are scored after it. Every judge pass runs on the dense f32
-//! path, so a verdict does not depend on how many checks or items were batched with it.
+//! In rationale mode the assistant turn opens with "Reasoning:"; every check's sequence first
+//! generates a short rationale (to a line break, an end token or the token budget), then
+//! "\nVerdict:" and the labels are scored after it (a new sequence, which finds the rationale's
+//! keys in the tree). Judge sequences run on the dense path of a serving engine, so a verdict
+//! does not depend on what was judged with it.
 
 use crate::chat::ChatMessage;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::KvCache;
 use crate::language_model::LanguageModel;
-use crate::llama::{LogitsAt, SequenceChunk};
-use crate::prefix_cache::PrefixCache;
-use crate::projection::MatmulPath;
-use crate::sampling::{log_sum_exp, Sampler};
+use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, Judgment, SamplingParams, Verdict};
-use candle_core::Tensor;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 const SYSTEM: &str = "You are a strict evaluator. You judge one criterion at a time. Answer PASS if the output meets the criterion and FAIL if it does not.";
 /// Mark where the item and the check-specific text go; never in a template's own text.
@@ -47,9 +40,6 @@ const CHECK_MARK: &str = "\u{1}ASSAY-CHECK\u{1}";
 const VERDICT_LEAD: &str = "Verdict:";
 const REASONING_LEAD: &str = "Reasoning:";
 const VERDICT_AFTER_REASONING: &str = "\nVerdict:";
-/// Tokens (prompt suffixes, rationales, labels) per judge forward pass: keeps activations
-/// and branch caches of a pass to a few hundred MB whatever the number of items.
-const TOKENS_PER_PASS: usize = 8192;
 
 /// The two answers a judge can give, as text appended after "Verdict:".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +54,8 @@ impl Default for Labels {
     }
 }
 
-/// The token ids of the judge prompts of some items and checks, as the four-level tree.
-#[derive(Debug, Clone)]
+/// The token ids of the judge prompts of some items and checks, in their four parts.
+#[derive(Debug, Clone, Default)]
 pub struct JudgePrompts {
     /// Shared by every item.
     pub instructions: Vec<u32>,
@@ -90,15 +80,6 @@ impl JudgePrompts {
         [&self.instructions, &self.item(item), &self.suffixes[check]].into_iter().flatten().copied().collect()
     }
 
-    /// The instructions and the input, the key of the input's computed prefix.
-    fn input_key(&self, input: usize) -> Vec<u32> {
-        self.instructions.iter().chain(&self.inputs[input]).copied().collect()
-    }
-
-    /// Everything before the checks, the key of the item's computed prefix.
-    fn item_key(&self, item: usize) -> Vec<u32> {
-        self.instructions.iter().chain(&self.item(item)).copied().collect()
-    }
 }
 
 /// Builds the token ids of the judge prompts of `items` for `checks`; `rationale` opens the
@@ -175,7 +156,7 @@ impl LabelIds {
         Ok(Self { pass, fail })
     }
 
-    fn longest(&self) -> usize {
+    pub fn longest(&self) -> usize {
         self.pass.len().max(self.fail.len())
     }
 }
@@ -209,82 +190,8 @@ impl LabelScores {
     }
 }
 
-/// Log-softmax of one logits row, read at `id`.
-fn logprob(row: &[f32], id: u32) -> f32 {
-    row[id as usize] - log_sum_exp(row)
-}
-
-fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.to_vec2()?)
-}
-
-/// Runs `tokens` as branches of the given parents (or fresh sequences) in one dense forward,
-/// returning the branches and the logits of the rows asked for.
-fn run_branches(lm: &LanguageModel, parents: &[Option<&Arc<KvCache>>], tokens: &[&[u32]], logits: &[LogitsAt], room: usize) -> Result<(Vec<KvCache>, Vec<Option<Tensor>>)> {
-    let mut caches = parents
-        .iter()
-        .zip(tokens)
-        .map(|(p, t)| match p {
-            Some(p) => Ok(KvCache::branch(p, t.len() + room)?),
-            None => lm.model.new_cache(t.len() + room),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut chunks: Vec<SequenceChunk> = caches.iter_mut().zip(tokens.iter().zip(logits)).map(|(cache, (t, l))| SequenceChunk { cache, tokens: t, logits: l.clone() }).collect();
-    let out = lm.model.forward_on(&mut chunks, MatmulPath::Dense)?;
-    Ok((caches, out))
-}
-
-/// Computes the keys and values of a prompt prefix (the instructions, or one item under
-/// them) for later branches to read.
-pub fn prefill_prefix(lm: &LanguageModel, parent: Option<&Arc<KvCache>>, tokens: &[u32]) -> Result<Arc<KvCache>> {
-    let (mut caches, _) = run_branches(lm, &[parent], &[tokens], &[LogitsAt::None], 0)?;
-    Ok(Arc::new(caches.pop().expect("one branch")))
-}
-
-/// Scores both labels after `leads`, each continuing its cache, in one packed pass (two when
-/// the fail label has several tokens).
-pub fn score_labels(lm: &LanguageModel, caches: &mut [KvCache], leads: &[&[u32]], labels: &LabelIds) -> Result<Vec<LabelScores>> {
-    let (a, b) = (&labels.pass, &labels.fail);
-    if leads.iter().any(|l| l.is_empty()) {
-        return Err(EngineError::EmptyPrompt);
-    }
-    let before: Vec<usize> = caches.iter().map(KvCache::len).collect();
-    // Pass 1: each lead followed by the pass label but its last token; rows from the lead's
-    // last token on predict every pass-label token (and the fail label's first).
-    let inputs: Vec<Vec<u32>> = leads.iter().map(|l| l.iter().chain(&a[..a.len() - 1]).copied().collect()).collect();
-    let mut chunks: Vec<SequenceChunk> = caches
-        .iter_mut()
-        .zip(inputs.iter().zip(leads))
-        .map(|(cache, (tokens, l))| SequenceChunk { cache, tokens, logits: LogitsAt::Rows((l.len() - 1..l.len() - 1 + a.len()).collect()) })
-        .collect();
-    let first = lm.model.forward_on(&mut chunks, MatmulPath::Dense)?;
-    let mut out = Vec::with_capacity(leads.len());
-    for logits in &first {
-        let r = rows(logits.as_ref().expect("rows were requested"))?;
-        // The first row predicts both labels' first tokens: normalise it once.
-        let lse = log_sum_exp(&r[0]);
-        let (lp_first_a, lp_first_b) = (r[0][a[0] as usize] - lse, r[0][b[0] as usize] - lse);
-        let lp_a = lp_first_a + a[1..].iter().zip(&r[1..]).map(|(&id, row)| logprob(row, id)).sum::<f32>();
-        let off = if a[0] == b[0] { 1.0 - lp_first_a.exp() } else { 1.0 - lp_first_a.exp() - lp_first_b.exp() };
-        out.push(LabelScores { logprob_pass: lp_a, logprob_fail: lp_first_b, off_format_mass: off.max(0.0) });
-    }
-    // Pass 2, only for a multi-token fail label: drop the pass label from each branch and
-    // score the rest of the fail label.
-    if b.len() > 1 {
-        for ((cache, l), start) in caches.iter_mut().zip(leads).zip(before) {
-            cache.truncate(start + l.len());
-        }
-        let rest = &b[..b.len() - 1][..];
-        let mut chunks: Vec<SequenceChunk> = caches.iter_mut().map(|cache| SequenceChunk { cache, tokens: rest, logits: LogitsAt::Rows((0..rest.len()).collect()) }).collect();
-        for (o, logits) in out.iter_mut().zip(lm.model.forward_on(&mut chunks, MatmulPath::Dense)?) {
-            let r = rows(logits.as_ref().expect("rows were requested"))?;
-            o.logprob_fail += b[1..].iter().zip(&r).map(|(&id, row)| logprob(row, id)).sum::<f32>();
-        }
-    }
-    Ok(out)
-}
-
-/// One check asked of one item (one sample of it).
+/// One check asked of one item (one sample of it). Units are numbered item-major, so the
+/// checks of an item are started together and share its blocks.
 #[derive(Debug, Clone, Copy)]
 struct Unit {
     item: usize,
@@ -292,178 +199,204 @@ struct Unit {
     sample: usize,
 }
 
-/// Judges every item on every check, batching the checks of many items into each forward
-/// pass (the prefix tree: instructions, inputs, outputs, from `prefixes` or computed once).
-/// `progress` receives the number of judgments completed so far. Returns per item its
-/// judgments in check order.
-pub fn judge_items(
-    lm: &LanguageModel,
-    prefixes: &mut PrefixCache,
-    items: &[JudgeItem],
-    checks: &[Check],
-    labels: &Labels,
-    options: &JudgeOptions,
-    progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Vec<Judgment>>> {
-    options.validate()?;
-    if checks.is_empty() {
-        return Err(assay_core::InputError::NoChecks.into());
-    }
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let label_ids = LabelIds::new(lm, labels)?;
-    let rationale = options.generates_rationales();
-    let prompts = judge_prompts(lm, items, checks, rationale)?;
-    let after_suffix = label_ids.longest() + if rationale { options.rationale_tokens + lm.tokenizer.encode(VERDICT_AFTER_REASONING)?.len() } else { 0 };
-    let longest_suffix = prompts.suffixes.iter().map(Vec::len).max().unwrap_or(0);
-    for (i, item) in items.iter().enumerate() {
-        let tokens = prompts.instructions.len() + prompts.item(i).len() + longest_suffix + after_suffix;
-        if tokens > lm.context_length() {
-            return Err(EngineError::ItemTooLong { item: item.id.clone(), tokens, limit: lm.context_length() });
+/// The sequences of a unit, by stage; an owner index is `unit * STAGES + stage`.
+const STAGES: usize = 3;
+const RATIONALE: usize = 0;
+const PASS: usize = 1;
+const FAIL: usize = 2;
+
+/// A unit between its stages: its rationale's text and the label rows scored so far.
+#[derive(Default)]
+struct Pending {
+    rationale: String,
+    pass_rows: Option<Vec<Vec<f32>>>,
+    fail_rows: Option<Vec<Vec<f32>>>,
+}
+
+/// A judge request inside the engine: its units, started a window at a time, and their
+/// results. The engine thread feeds it sequence outputs; it answers with the next sequences.
+pub struct JudgeJob {
+    prompts: JudgePrompts,
+    item_ids: Vec<String>,
+    checks: Vec<Check>,
+    labels: LabelIds,
+    options: JudgeOptions,
+    /// "\nVerdict:" after a rationale.
+    lead: Vec<u32>,
+    units: usize,
+    next_unit: usize,
+    in_flight: usize,
+    pending: HashMap<usize, Pending>,
+    /// Per (item, check): each sample's result.
+    samples: Vec<Vec<Option<JudgeSample>>>,
+    pairs_done: usize,
+}
+
+impl JudgeJob {
+    /// Builds the prompts (on the caller's thread: tokenizing many items takes time) and checks
+    /// that every unit fits `limit` tokens (the context, or the KV pool if smaller).
+    pub fn new(lm: &LanguageModel, items: &[JudgeItem], checks: Vec<Check>, labels: &Labels, options: JudgeOptions, limit: usize) -> Result<Self> {
+        options.validate()?;
+        if checks.is_empty() {
+            return Err(assay_core::InputError::NoChecks.into());
         }
-    }
-    let root = prefixes.get_or_compute(&prompts.instructions, || prefill_prefix(lm, None, &prompts.instructions))?;
-    let units: Vec<Unit> = (0..items.len())
-        .flat_map(|item| (0..checks.len()).flat_map(move |check| (0..options.samples).map(move |sample| Unit { item, check, sample })))
-        .collect();
-    let mut samples: Vec<Vec<JudgeSample>> = vec![Vec::with_capacity(options.samples); items.len() * checks.len()];
-    let mut done = 0;
-    let mut start = 0;
-    while start < units.len() {
-        // Consecutive units up to the pass budget (at least one).
-        let mut end = start;
-        let mut tokens = 0;
-        while end < units.len() && (end == start || tokens + prompts.suffixes[units[end].check].len() + after_suffix <= TOKENS_PER_PASS) {
-            tokens += prompts.suffixes[units[end].check].len() + after_suffix;
-            end += 1;
-        }
-        let group = &units[start..end];
-        let item_caches = item_prefixes(lm, prefixes, &root, &prompts, group)?;
-        let parents: Vec<Option<&Arc<KvCache>>> = group.iter().map(|u| item_caches[u.item].as_ref()).collect();
-        let suffixes: Vec<&[u32]> = group.iter().map(|u| prompts.suffixes[u.check].as_slice()).collect();
-        let scored: Vec<(String, LabelScores)> = if rationale {
-            let seeds: Vec<u64> = group.iter().map(|u| unit_seed(options.seed, &items[u.item].id, &checks[u.check].id, u.sample)).collect();
-            rationales_then_labels(lm, &parents, &suffixes, &seeds, options, &label_ids)?
-        } else {
-            let mut caches = parents.iter().zip(&suffixes).map(|(p, s)| Ok(KvCache::branch(p.expect("items have prefixes"), s.len() + label_ids.longest())?)).collect::<Result<Vec<_>>>()?;
-            score_labels(lm, &mut caches, &suffixes, &label_ids)?.into_iter().map(|s| (String::new(), s)).collect()
-        };
-        for (u, (text, scores)) in group.iter().zip(scored) {
-            samples[u.item * checks.len() + u.check].push(scores.sample(text, checks[u.check].threshold()));
-            if u.sample + 1 == options.samples {
-                done += 1;
+        let labels = LabelIds::new(lm, labels)?;
+        let rationale = options.generates_rationales();
+        let lead = lm.tokenizer.encode(VERDICT_AFTER_REASONING)?;
+        let prompts = if items.is_empty() { JudgePrompts::default() } else { judge_prompts(lm, items, &checks, rationale)? };
+        let after_suffix = labels.longest() + if rationale { options.rationale_tokens + lead.len() } else { 0 };
+        let longest_suffix = prompts.suffixes.iter().map(Vec::len).max().unwrap_or(0);
+        for (i, item) in items.iter().enumerate() {
+            let tokens = prompts.instructions.len() + prompts.item(i).len() + longest_suffix + after_suffix;
+            if tokens > limit {
+                return Err(EngineError::ItemTooLong { item: item.id.clone(), tokens, limit });
             }
         }
-        progress(done);
-        start = end;
-    }
-    let mut samples = samples.into_iter();
-    Ok(items
-        .iter()
-        .map(|item| checks.iter().map(|c| Judgment::from_samples(&item.id, c, samples.next().expect("one entry per pair"), rationale)).collect())
-        .collect())
-}
-
-/// The computed prefix of every item `group` touches, indexed by item: cached ones from
-/// `prefixes`; for the rest, their inputs (cached, or computed once each as branches of the
-/// instructions), then their outputs as branches of their inputs.
-fn item_prefixes(lm: &LanguageModel, prefixes: &mut PrefixCache, root: &Arc<KvCache>, prompts: &JudgePrompts, group: &[Unit]) -> Result<Vec<Option<Arc<KvCache>>>> {
-    let mut items: Vec<Option<Arc<KvCache>>> = vec![None; prompts.outputs.len()];
-    let missing = look_up(prefixes, group.iter().map(|u| u.item), &mut items, |i| prompts.item_key(i));
-    let mut inputs: Vec<Option<Arc<KvCache>>> = vec![None; prompts.inputs.len()];
-    let absent = look_up(prefixes, missing.iter().map(|&i| prompts.item_inputs[i]), &mut inputs, |k| prompts.input_key(k));
-    let computed = compute_branches(lm, prefixes, absent.iter().map(|&k| (prompts.input_key(k), prompts.inputs[k].as_slice(), root)).collect())?;
-    for (k, cache) in absent.into_iter().zip(computed) {
-        inputs[k] = Some(cache);
-    }
-    let parent = |i: usize| inputs[prompts.item_inputs[i]].as_ref().expect("every missing item's input found or computed");
-    let computed = compute_branches(lm, prefixes, missing.iter().map(|&i| (prompts.item_key(i), prompts.outputs[i].as_slice(), parent(i))).collect())?;
-    for (i, cache) in missing.into_iter().zip(computed) {
-        items[i] = Some(cache);
-    }
-    Ok(items)
-}
-
-/// Fills `found[i]` from `prefixes` (under `key(i)`) for each wanted index, once each; returns
-/// the indices not cached, in order.
-fn look_up(prefixes: &mut PrefixCache, wanted: impl Iterator<Item = usize>, found: &mut [Option<Arc<KvCache>>], key: impl Fn(usize) -> Vec<u32>) -> Vec<usize> {
-    let mut missing = Vec::new();
-    for i in wanted {
-        if found[i].is_none() && !missing.contains(&i) {
-            match prefixes.get(&key(i)) {
-                Some(hit) => found[i] = Some(hit),
-                None => missing.push(i),
-            }
-        }
-    }
-    missing
-}
-
-/// Computes each (key, tokens, parent) as a branch of its parent, all in one forward, and
-/// keeps each in `prefixes` under its key.
-fn compute_branches(lm: &LanguageModel, prefixes: &mut PrefixCache, wanted: Vec<(Vec<u32>, &[u32], &Arc<KvCache>)>) -> Result<Vec<Arc<KvCache>>> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parents: Vec<Option<&Arc<KvCache>>> = wanted.iter().map(|w| Some(w.2)).collect();
-    let tokens: Vec<&[u32]> = wanted.iter().map(|w| w.1).collect();
-    let (caches, _) = run_branches(lm, &parents, &tokens, &vec![LogitsAt::None; wanted.len()], 0)?;
-    Ok(wanted
-        .iter()
-        .zip(caches)
-        .map(|((key, ..), cache)| {
-            let cache = Arc::new(cache);
-            prefixes.insert(key, cache.clone());
-            cache
+        let units = items.len() * checks.len() * options.samples;
+        Ok(Self {
+            samples: vec![vec![None; options.samples]; items.len() * checks.len()],
+            item_ids: items.iter().map(|i| i.id.clone()).collect(),
+            prompts,
+            checks,
+            labels,
+            options,
+            lead,
+            units,
+            next_unit: 0,
+            in_flight: 0,
+            pending: HashMap::new(),
+            pairs_done: 0,
         })
-        .collect())
-}
+    }
 
-/// Rationale mode for a group: every branch reads its suffix (ending in "Reasoning:"),
-/// generates until a line break, an end token or the token budget, all branches decoding
-/// together, then the labels are scored after "\nVerdict:".
-fn rationales_then_labels(lm: &LanguageModel, parents: &[Option<&Arc<KvCache>>], suffixes: &[&[u32]], seeds: &[u64], options: &JudgeOptions, labels: &LabelIds) -> Result<Vec<(String, LabelScores)>> {
-    let lead = lm.tokenizer.encode(VERDICT_AFTER_REASONING)?;
-    let room = options.rationale_tokens + lead.len() + labels.longest();
-    let (mut caches, first) = run_branches(lm, parents, suffixes, &vec![LogitsAt::Last; suffixes.len()], room)?;
-    let temperature = if options.samples > 1 { options.temperature } else { 0.0 };
-    let mut samplers: Vec<Sampler> = seeds.iter().map(|&s| Sampler::new(&SamplingParams { temperature, seed: Some(s), ..SamplingParams::default() })).collect();
-    let mut logits: Vec<Option<Vec<f32>>> = first.iter().map(|l| Ok(Some(rows(l.as_ref().expect("asked for the last row"))?.remove(0)))).collect::<Result<_>>()?;
-    let mut generated: Vec<Vec<u32>> = vec![Vec::new(); suffixes.len()];
-    loop {
-        let mut next: Vec<(usize, u32)> = Vec::new();
-        for (i, row) in logits.iter_mut().enumerate() {
-            let Some(row) = row.take() else { continue };
-            let id = samplers[i].next(&row, &generated[i]);
-            let ends = lm.tokenizer.is_stop(id) || lm.tokenizer.token_text(id).contains('\n');
-            if !ends {
-                generated[i].push(id);
-                if generated[i].len() < options.rationale_tokens {
-                    next.push((i, id));
+    /// Judgments asked for (items x checks).
+    pub fn total(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Judgments complete.
+    pub fn done(&self) -> usize {
+        self.pairs_done
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.pairs_done == self.samples.len()
+    }
+
+    fn unit(&self, u: usize) -> Unit {
+        let per_item = self.checks.len() * self.options.samples;
+        Unit { item: u / per_item, check: (u % per_item) / self.options.samples, sample: u % self.options.samples }
+    }
+
+    /// Sequences of the units to start now, keeping at most `window` units in flight.
+    pub fn start_units(&mut self, request: u64, window: usize) -> Vec<Sequence> {
+        let mut out = Vec::new();
+        while self.in_flight < window && self.next_unit < self.units {
+            let u = self.next_unit;
+            self.next_unit += 1;
+            self.in_flight += 1;
+            let unit = self.unit(u);
+            let prompt = self.prompts.full(unit.item, unit.check);
+            if self.options.generates_rationales() {
+                let temperature = if self.options.samples > 1 { self.options.temperature } else { 0.0 };
+                let seed = unit_seed(self.options.seed, &self.item_ids[unit.item], &self.checks[unit.check].id, unit.sample);
+                let params = SamplingParams { temperature, seed: Some(seed), max_tokens: self.options.rationale_tokens, ..SamplingParams::default() };
+                out.push(Sequence::generate(Owner { request, index: u * STAGES + RATIONALE }, prompt, params, self.options.rationale_tokens, true));
+                self.pending.insert(u, Pending::default());
+            } else {
+                out.extend(self.label_sequences(request, u, prompt));
+            }
+        }
+        out
+    }
+
+    /// The sequences scoring both labels after `prompt`: the pass label's rows (its first row
+    /// also scores the fail label's first token), and the rest of a longer fail label.
+    fn label_sequences(&mut self, request: u64, u: usize, prompt: Vec<u32>) -> Vec<Sequence> {
+        let (a, b) = (&self.labels.pass, &self.labels.fail);
+        let n = prompt.len();
+        let mut out = Vec::with_capacity(2);
+        let mut rows = vec![vec![a[0], b[0]]];
+        rows.extend(a[1..].iter().map(|&t| vec![t]));
+        let tokens: Vec<u32> = prompt.iter().chain(&a[..a.len() - 1]).copied().collect();
+        out.push(Sequence::score(Owner { request, index: u * STAGES + PASS }, tokens, n - 1, rows));
+        let pending = self.pending.entry(u).or_default();
+        if b.len() > 1 {
+            let tokens: Vec<u32> = prompt.iter().chain(&b[..b.len() - 1]).copied().collect();
+            out.push(Sequence::score(Owner { request, index: u * STAGES + FAIL }, tokens, n, b[1..].iter().map(|&t| vec![t]).collect()));
+        } else {
+            pending.fail_rows = Some(Vec::new());
+        }
+        out
+    }
+
+    /// Takes one of this job's sequence outputs; returns the sequences it starts.
+    pub fn on_output(&mut self, lm: &LanguageModel, output: SeqOutput) -> Result<Vec<Sequence>> {
+        let (owner, stage) = match &output {
+            SeqOutput::Text { .. } => return Ok(Vec::new()),
+            SeqOutput::Finished { owner, .. } | SeqOutput::Scored { owner, .. } => (*owner, owner.index % STAGES),
+        };
+        let u = owner.index / STAGES;
+        match (stage, output) {
+            (RATIONALE, SeqOutput::Finished { generation, .. }) => {
+                let mut ids = generation.token_ids;
+                if ids.last().is_some_and(|&t| lm.tokenizer.is_stop(t) || lm.tokenizer.token_text(t).contains('\n')) {
+                    ids.pop();
                 }
+                let unit = self.unit(u);
+                let prompt: Vec<u32> = self.prompts.full(unit.item, unit.check).into_iter().chain(ids.iter().copied()).chain(self.lead.iter().copied()).collect();
+                self.pending.entry(u).or_default().rationale = lm.tokenizer.decode(&ids)?.trim().to_string();
+                Ok(self.label_sequences(owner.request, u, prompt))
             }
-        }
-        if next.is_empty() {
-            break;
-        }
-        let ids: Vec<[u32; 1]> = next.iter().map(|&(_, id)| [id]).collect();
-        let mut chunks: Vec<SequenceChunk> = Vec::with_capacity(next.len());
-        let mut wanted = next.iter().map(|&(i, _)| i).peekable();
-        for (i, cache) in caches.iter_mut().enumerate() {
-            if wanted.peek() == Some(&i) {
-                wanted.next();
-                let k = chunks.len();
-                chunks.push(SequenceChunk { cache, tokens: &ids[k], logits: LogitsAt::Last });
+            (PASS, SeqOutput::Scored { scores, .. }) => {
+                self.pending.entry(u).or_default().pass_rows = Some(scores);
+                self.finish_unit(u);
+                Ok(Vec::new())
             }
-        }
-        for (&(i, _), l) in next.iter().zip(lm.model.forward_on(&mut chunks, MatmulPath::Dense)?) {
-            logits[i] = Some(rows(l.as_ref().expect("asked for the last row"))?.remove(0));
+            (FAIL, SeqOutput::Scored { scores, .. }) => {
+                self.pending.entry(u).or_default().fail_rows = Some(scores);
+                self.finish_unit(u);
+                Ok(Vec::new())
+            }
+            _ => Err(EngineError::Internal(format!("judge job: unexpected output for stage {stage}"))),
         }
     }
-    let leads = vec![lead.as_slice(); suffixes.len()];
-    let scores = score_labels(lm, &mut caches, &leads, labels)?;
-    generated.iter().zip(scores).map(|(g, s)| Ok((lm.tokenizer.decode(g)?.trim().to_string(), s))).collect()
+
+    /// Records a unit once both labels are scored.
+    fn finish_unit(&mut self, u: usize) {
+        if !self.pending.get(&u).is_some_and(|p| p.pass_rows.is_some() && p.fail_rows.is_some()) {
+            return;
+        }
+        let p = self.pending.remove(&u).expect("checked above");
+        let (pass, fail) = (p.pass_rows.expect("checked"), p.fail_rows.expect("checked"));
+        let (lp_first_a, lp_first_b) = (pass[0][0], pass[0][1]);
+        let logprob_pass = lp_first_a + pass[1..].iter().map(|r| r[0]).sum::<f32>();
+        let logprob_fail = lp_first_b + fail.iter().map(|r| r[0]).sum::<f32>();
+        let off = if self.labels.pass[0] == self.labels.fail[0] { 1.0 - lp_first_a.exp() } else { 1.0 - lp_first_a.exp() - lp_first_b.exp() };
+        let scores = LabelScores { logprob_pass, logprob_fail, off_format_mass: off.max(0.0) };
+        let unit = self.unit(u);
+        let pair = unit.item * self.checks.len() + unit.check;
+        self.samples[pair][unit.sample] = Some(scores.sample(p.rationale, self.checks[unit.check].threshold()));
+        self.in_flight -= 1;
+        if self.samples[pair].iter().all(Option::is_some) {
+            self.pairs_done += 1;
+        }
+    }
+
+    /// Per item its judgments in check order (once complete).
+    pub fn into_judgments(self) -> Vec<Vec<Judgment>> {
+        let rationale = self.options.generates_rationales();
+        let mut samples = self.samples.into_iter();
+        self.item_ids
+            .iter()
+            .map(|item| {
+                self.checks
+                    .iter()
+                    .map(|c| Judgment::from_samples(item, c, samples.next().expect("one entry per pair").into_iter().map(|s| s.expect("complete")).collect(), rationale))
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// A sampler seed per (item, check, sample), independent of how units are batched (FNV-1a,
@@ -476,9 +409,21 @@ fn unit_seed(seed: u64, item: &str, check: &str, sample: usize) -> u64 {
     h
 }
 
-/// Label scores of one full prompt run alone with a fresh cache: the unpacked reference that
-/// the packed pass must equal.
-pub fn score_unpacked(lm: &LanguageModel, prompt: &[u32], labels: &LabelIds) -> Result<LabelScores> {
-    let mut cache = lm.model.new_cache(prompt.len() + labels.longest())?;
-    Ok(score_labels(lm, std::slice::from_mut(&mut cache), &[prompt], labels)?.remove(0))
+/// Label scores after one full prompt computed alone (a pool of its own, nothing shared,
+/// nothing batched): the unpacked reference that judging through the scheduler must equal.
+pub fn score_alone(lm: &LanguageModel, prompt: &[u32], labels: &Labels) -> Result<LabelScores> {
+    let ids = LabelIds::new(lm, labels)?;
+    let (a, b) = (&ids.pass, &ids.fail);
+    let along = |label: &[u32]| {
+        let tokens: Vec<u32> = prompt.iter().chain(&label[..label.len() - 1]).copied().collect();
+        lm.logits_along(&tokens, tokens.len(), crate::projection::MatmulPath::Dense).map(|rows| rows[prompt.len() - 1..].to_vec())
+    };
+    let lp = |row: &[f32], id: u32| row[id as usize] - crate::sampling::log_sum_exp(row);
+    let pass_rows = along(a)?;
+    let fail_rows = along(b)?;
+    let (first_a, first_b) = (lp(&pass_rows[0], a[0]), lp(&pass_rows[0], b[0]));
+    let logprob_pass = first_a + a[1..].iter().zip(&pass_rows[1..]).map(|(&t, r)| lp(r, t)).sum::<f32>();
+    let logprob_fail = first_b + b[1..].iter().zip(&fail_rows[1..]).map(|(&t, r)| lp(r, t)).sum::<f32>();
+    let off = if a[0] == b[0] { 1.0 - first_a.exp() } else { 1.0 - first_a.exp() - first_b.exp() };
+    Ok(LabelScores { logprob_pass, logprob_fail, off_format_mass: off.max(0.0) })
 }

@@ -1,9 +1,11 @@
 //! Finding model files offline: a path (GGUF file or checkpoint folder), a short name from the
 //! model manifest (`models/manifest.json`, files fetched by `models/fetch`), or a Hugging Face
 //! repo id already present in the local cache (`HF_HUB_CACHE`, `HF_HOME/hub`, or
-//! `~/.cache/huggingface/hub`). Nothing here touches the network.
+//! `~/.cache/huggingface/hub`), or random weights (`random:<preset>`). Nothing here touches
+//! the network.
 
 use crate::error::{EngineError, Result};
+use crate::model::random::RandomSpec;
 use assay_core::ModelRole;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -65,18 +67,22 @@ impl Manifest {
 }
 
 /// The kind of files a model spec resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ModelFiles {
     /// A single GGUF file (weights, tokenizer and template inside).
     Gguf(PathBuf),
     /// A folder with `config.json`, `*.safetensors` and `tokenizer.json`.
     Checkpoint(PathBuf),
+    /// Random weights of a configuration (`random:...`).
+    Random(RandomSpec),
 }
 
 impl ModelFiles {
-    pub fn path(&self) -> &Path {
+    /// Where the model comes from, for messages.
+    pub fn path(&self) -> PathBuf {
         match self {
-            Self::Gguf(p) | Self::Checkpoint(p) => p,
+            Self::Gguf(p) | Self::Checkpoint(p) => p.clone(),
+            Self::Random(spec) => spec.origin(),
         }
     }
 }
@@ -124,6 +130,9 @@ pub struct ModelResolver {
 impl ModelResolver {
     /// Resolves `spec`; a missing model is reported with every place that was searched.
     pub fn resolve(&self, spec: &str) -> Result<ModelFiles> {
+        if let Some(random) = crate::model::random::parse(spec)? {
+            return Ok(ModelFiles::Random(random));
+        }
         let mut looked = Vec::new();
         let as_path = Path::new(spec);
         if let Some(files) = files_at(as_path) {

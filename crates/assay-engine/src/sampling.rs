@@ -1,7 +1,12 @@
-//! Choosing the next token from logits: greedy, or sampled with temperature, top-k, top-p and
-//! a repetition penalty, from a seeded generator; and the log-probabilities reported with it.
+//! What a step does with its logits, for all rows in one call (`process_rows`): choosing each
+//! generating sequence's next token (greedy, or sampled with temperature, top-k, top-p and a
+//! repetition penalty from a seeded generator) with the log-probabilities asked for, and
+//! scoring label tokens for judge rows. The logits leave the model's device once per step;
+//! on the CPU they are read in place.
 
+use crate::error::Result;
 use assay_core::{SamplingParams, TokenLogprob, TopLogprob};
+use candle_core::{Device, Tensor};
 use rand::distr::{weighted::WeightedIndex, Distribution};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -93,7 +98,8 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
 }
 
 /// Log-probability of `chosen` under the model's distribution (raw logits, before temperature
-/// and truncation) and the `top` most likely alternatives.
+/// and truncation) and the `top` most likely alternatives; token texts are filled in by
+/// `text`.
 pub fn token_logprob(logits: &[f32], chosen: u32, top: usize, text: impl Fn(u32) -> String) -> TokenLogprob {
     let lse = log_sum_exp(logits);
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
@@ -111,6 +117,51 @@ pub fn token_logprob(logits: &[f32], chosen: u32, top: usize, text: impl Fn(u32)
         logprob: logits[chosen as usize] - lse,
         top: order.into_iter().map(|id| TopLogprob { token_id: id, token: text(id), logprob: logits[id as usize] - lse }).collect(),
     }
+}
+
+/// What a step wants from one row of its logits.
+pub enum RowWant<'a> {
+    /// The next token of a generating sequence (`history`: its ids so far, for the repetition
+    /// penalty), with its log-probability and `top` alternatives when `logprobs` is set.
+    Sample { sampler: &'a mut Sampler, history: &'a [u32], logprobs: Option<usize> },
+    /// Log-probabilities of these token ids (label scoring).
+    Score { ids: &'a [u32] },
+}
+
+/// What one row gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowResult {
+    /// A sampled token and, when asked for, its log-probability with alternatives (texts
+    /// empty: the caller knows the tokenizer).
+    Sampled { token: u32, logprob: Option<TokenLogprob> },
+    Scored(Vec<f32>),
+}
+
+/// Samples and scores every row of a step's logits (`[rows, vocab]`, one row per want) in
+/// one call; see the module notes.
+pub fn process_rows(logits: &Tensor, wants: Vec<RowWant<'_>>) -> Result<Vec<RowResult>> {
+    let logits = if logits.device().is_cpu() { logits.contiguous()? } else { logits.to_device(&Device::Cpu)? };
+    let (rows, vocab) = logits.dims2()?;
+    debug_assert_eq!(rows, wants.len(), "one want per logits row");
+    let guard = logits.storage_and_layout();
+    let data = crate::kv_pool::cpu_f32(&guard.0, guard.1)?;
+    Ok(wants
+        .into_iter()
+        .enumerate()
+        .map(|(r, want)| {
+            let row = &data[r * vocab..(r + 1) * vocab];
+            match want {
+                RowWant::Sample { sampler, history, logprobs } => {
+                    let token = sampler.next(row, history);
+                    RowResult::Sampled { token, logprob: logprobs.map(|top| token_logprob(row, token, top, |_| String::new())) }
+                }
+                RowWant::Score { ids } => {
+                    let lse = log_sum_exp(row);
+                    RowResult::Scored(ids.iter().map(|&id| row[id as usize] - lse).collect())
+                }
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

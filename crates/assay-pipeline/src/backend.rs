@@ -6,8 +6,8 @@
 use crate::config::RoleModel;
 use crate::error::{PipelineError, Result};
 use assay_core::{Check, JudgeItem, JudgeOptions, Judgment, SamplingParams};
-use assay_engine::judge::{judge_items, Labels};
-use assay_engine::{BatchConfig, BatchGenerator, ChatMessage, Embedder, LanguageModel, ModelFiles, ModelResolver, PrefixCache, SequenceEvent};
+use assay_engine::judge::Labels;
+use assay_engine::{ChatMessage, Embedder, Engine, EngineConfig, EngineModel, LanguageModel, ModelFiles, ModelResolver};
 use candle_core::Device;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -102,104 +102,56 @@ impl Backends {
     }
 }
 
-/// Most sequences the local backend decodes at once: enough to fill the batched matmuls,
-/// few enough to bound KV-cache memory.
-const LOCAL_BATCH: usize = 32;
-
-struct LoadedModel {
-    lm: LanguageModel,
-    /// Judge instructions and items, kept between calls (a run judges in chunks).
-    prefixes: Mutex<PrefixCache>,
-}
-
-/// Models on this machine, loaded on first use and kept.
+/// Models on this machine, each loaded on first use into an engine of its own and kept.
 pub struct LocalBackend {
     resolver: ModelResolver,
     device: Device,
-    prefix_cache_bytes: usize,
-    models: Mutex<HashMap<String, Arc<LoadedModel>>>,
-    embedders: Mutex<HashMap<String, Arc<Embedder>>>,
+    config: EngineConfig,
+    engines: Mutex<HashMap<String, Engine>>,
 }
 
 impl LocalBackend {
-    pub fn new(resolver: ModelResolver, device: Device, prefix_cache_bytes: usize) -> Self {
-        Self { resolver, device, prefix_cache_bytes, models: Mutex::default(), embedders: Mutex::default() }
+    pub fn new(resolver: ModelResolver, device: Device, config: EngineConfig) -> Self {
+        Self { resolver, device, config, engines: Mutex::default() }
     }
 
-    fn language_model(&self, spec: &str) -> Result<Arc<LoadedModel>> {
-        let mut models = self.models.lock().expect("model table poisoned");
-        if let Some(m) = models.get(spec) {
-            return Ok(m.clone());
-        }
-        let files = self.resolver.resolve(spec)?;
-        let lm = LanguageModel::load(spec, &files, &self.device)?;
-        let loaded = Arc::new(LoadedModel { lm, prefixes: Mutex::new(PrefixCache::new(self.prefix_cache_bytes)) });
-        models.insert(spec.to_string(), loaded.clone());
-        Ok(loaded)
-    }
-
-    fn embedder(&self, spec: &str) -> Result<Arc<Embedder>> {
-        let mut embedders = self.embedders.lock().expect("embedder table poisoned");
-        if let Some(e) = embedders.get(spec) {
+    /// The engine of `spec`, loading it as a language model, or as an embedder when `embeds`.
+    fn engine(&self, spec: &str, embeds: bool) -> Result<Engine> {
+        let mut engines = self.engines.lock().expect("engine table poisoned");
+        if let Some(e) = engines.get(spec) {
             return Ok(e.clone());
         }
-        let dir = match self.resolver.resolve(spec)? {
-            ModelFiles::Checkpoint(dir) => dir,
-            ModelFiles::Gguf(p) => return Err(PipelineError::Config(format!("{} is a GGUF file; embedding models are checkpoint folders", p.display()))),
+        let files = self.resolver.resolve(spec)?;
+        let model = if embeds {
+            let ModelFiles::Checkpoint(dir) = &files else {
+                return Err(PipelineError::Config(format!("{} is not a checkpoint folder; embedding models are", files.path().display())));
+            };
+            EngineModel::Embedding(Embedder::load(spec, dir, &self.device)?)
+        } else {
+            EngineModel::Language(Arc::new(LanguageModel::load(spec, &files, &self.device)?))
         };
-        let embedder = Arc::new(Embedder::load(spec, &dir, &self.device)?);
-        embedders.insert(spec.to_string(), embedder.clone());
-        Ok(embedder)
+        let engine = Engine::start(model, self.config)?;
+        engines.insert(spec.to_string(), engine.clone());
+        Ok(engine)
     }
 }
 
 impl Backend for LocalBackend {
     fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> Result<Vec<Completion>> {
-        let loaded = self.language_model(model)?;
-        let lm = &loaded.lm;
-        let mut answers: Vec<Option<Completion>> = vec![None; requests.len()];
-        let mut batch = BatchGenerator::new(lm, BatchConfig::batched());
-        let mut running = HashMap::new();
-        let mut queue = requests.iter().enumerate();
-        let mut done = 0;
-        loop {
-            while batch.len() < LOCAL_BATCH {
-                let Some((i, request)) = queue.next() else { break };
-                match request.prompt_ids(lm).and_then(|ids| batch.add(ids, request.params.clone())) {
-                    Ok(id) => {
-                        running.insert(id, i);
-                    }
-                    Err(e) => {
-                        answers[i] = Some(Err(e.to_string()));
-                        done += 1;
-                    }
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            for (id, event) in batch.step()? {
-                if let SequenceEvent::Finished(generation) = event {
-                    let i = running.remove(&id).expect("a finished sequence was added");
-                    answers[i] = Some(Ok(format!("{}{}", requests[i].answer_prefix, generation.text)));
-                    done += 1;
-                    progress(done);
-                }
-            }
-        }
-        Ok(answers.into_iter().map(|a| a.expect("every request is answered")).collect())
+        let engine = self.engine(model, false)?;
+        let lm = engine.language_model().ok_or_else(|| PipelineError::Config(format!("{model} is loaded as an embedding model; it cannot chat")))?;
+        let prompts = requests.iter().map(|r| Ok((r.prompt_ids(lm)?, r.params.clone()))).collect::<assay_engine::Result<Vec<_>>>()?;
+        let answers = engine.generate_many_blocking(prompts, progress)?;
+        Ok(requests.iter().zip(answers).map(|(r, a)| a.map(|g| format!("{}{}", r.answer_prefix, g.text)).map_err(|e| e.to_string())).collect())
     }
 
     fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
-        let loaded = self.language_model(model)?;
-        let mut prefixes = loaded.prefixes.lock().expect("prefix cache poisoned");
-        Ok(judge_items(&loaded.lm, &mut prefixes, items, checks, &Labels::default(), options, progress)?)
+        let engine = self.engine(model, false)?;
+        Ok(engine.judge_blocking(items, checks.to_vec(), &Labels::default(), options.clone(), progress)?)
     }
 
     fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let embedder = self.embedder(model)?;
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok(embedder.embed(&texts)?)
+        Ok(self.engine(model, true)?.embed_blocking(texts.to_vec())?.vectors)
     }
 }
 

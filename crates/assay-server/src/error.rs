@@ -109,7 +109,17 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::ContextOverflow { tokens, limit, .. } => Self::ContextLength { tokens, limit },
-            EngineError::InvalidParams(_) | EngineError::InvalidInput(_) | EngineError::EmptyPrompt | EngineError::ItemTooLong { .. } | EngineError::ChatTemplate { .. } => Self::InvalidRequest(e.to_string()),
+            EngineError::InvalidParams(_)
+            | EngineError::InvalidInput(_)
+            | EngineError::EmptyPrompt
+            | EngineError::ItemTooLong { .. }
+            | EngineError::ChatTemplate { .. }
+            | EngineError::ExceedsKvCache { .. }
+            | EngineError::Unsupported { .. }
+            | EngineError::Tokenizer { .. } => Self::InvalidRequest(e.to_string()),
+            EngineError::Overloaded { model, limit } => Self::Overloaded { model, limit, retry_after_s: 1 },
+            EngineError::Timeout { seconds } => Self::Timeout(seconds),
+            EngineError::EngineStopped(_) => Self::Unavailable("shutting down"),
             other => Self::Internal(other.to_string()),
         }
     }

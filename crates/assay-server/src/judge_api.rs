@@ -1,13 +1,14 @@
 //! `POST /v1/judge`: inline checks (an evaluator set, as `assay judge --checks` reads it), or a
-//! project's evaluator-set version from the store (`--db`), asked
-//! of every item, through `assay_engine::judge::judge_items` on the judge model's engine thread (one item per
-//! engine step, its checks in one packed pass, in the requested mode),
-//! which keeps the prefix cache, so the verdicts equal the CLI's for the same input.
+//! project's evaluator-set version from the store (`--db`), asked of every item in the
+//! requested mode, through the judge model's engine (its steps shared with every other
+//! request, its prefixes with every earlier one), so the verdicts equal the CLI's for the same
+//! input.
 
 use crate::error::ApiError;
 use crate::{ApiJson, AppState};
 use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, JudgeOptions, Judgment};
 use assay_engine::judge::Labels;
+use assay_engine::JudgeEvent;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -78,8 +79,16 @@ async fn judged(state: &AppState, req: JudgeRequest) -> Result<Judged, ApiError>
     let items = parse_items_jsonl(&req.items.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"))?;
     let defaults = Labels::default();
     let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
-    let reply = engine.judge(items.clone(), set.checks.clone(), labels, req.options)?;
-    let judgments = reply.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
+    // Building the prompts tokenizes every item: off the request threads.
+    let (submitter, checks, request, to_judge) = (engine.clone(), set.checks.clone(), models.client_request(), items.clone());
+    let mut events = tokio::task::spawn_blocking(move || submitter.judge(&to_judge, checks, &labels, req.options, request)).await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    let judgments = loop {
+        match events.recv().await {
+            Some(JudgeEvent::Progress { .. }) => {}
+            Some(JudgeEvent::Done(result)) => break result?,
+            None => return Err(ApiError::Internal("the engine dropped the request".into())),
+        }
+    };
     Ok(Judged { model: engine.name().to_string(), set, items, judgments })
 }
 

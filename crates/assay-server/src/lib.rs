@@ -5,15 +5,15 @@
 //! `/v1/optimise`; `/health`, `/metrics`,
 //! `/openapi.json`), request parsing and validation, admission (bounded queues, deadlines,
 //! body size, context length), API-key auth, metrics, the mapping of every failure to a status
-//! and an OpenAI-shaped error (`error.rs`, the only place), the engine threads that own the
-//! loaded models (`engine.rs`), and the pipeline runs it carries out in the background on them
-//! (`background.rs`, `pipeline_backend.rs`). It must not compute anything itself: tokens,
-//! sampling and judgments come from `assay-engine`, the loop's steps from `assay-pipeline`,
+//! and an OpenAI-shaped error (`error.rs`, the only place), and the pipeline runs it carries
+//! out in the background on the loaded models (`background.rs`, `pipeline_backend.rs`). It must
+//! not compute anything itself: every model runs in its `assay_engine::Engine` (one thread,
+//! one scheduler, shared by HTTP clients and background runs); tokens, sampling and judgments
+//! come from `assay-engine`, the loop's steps from `assay-pipeline`,
 //! whose functions are the same ones the CLI calls, and it must not read model files or flags
 //! (the binary loads the models and hands them over).
 
 mod background;
-pub mod engine;
 pub mod error;
 mod judge_api;
 pub mod metrics;
@@ -24,10 +24,9 @@ mod pipeline_backend;
 mod projects_api;
 
 use crate::background::BackgroundRuns;
-use crate::engine::{Engine, EngineLimits};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use assay_engine::{Embedder, LanguageModel};
+use assay_engine::{Embedder, Engine, EngineConfig, EngineModel, LanguageModel, RequestOptions};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -51,8 +50,10 @@ pub struct ServerConfig {
     pub max_queue: usize,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Memory for judge prompt prefixes kept for reuse, per model.
-    pub prefix_cache_bytes: usize,
+    /// The KV pool of each language model (its shared prefixes included).
+    pub kv_cache_bytes: usize,
+    /// Most tokens per engine step.
+    pub step_tokens: usize,
     /// The store of `/v1/projects` (and of `/v1/judge` by project and version).
     pub db: std::path::PathBuf,
 }
@@ -73,8 +74,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("loading models failed: {0}")]
     Load(String),
-    #[error("cannot start an engine thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start an engine: {0}")]
+    Engine(assay_engine::EngineError),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }
@@ -84,20 +85,42 @@ const READY: u8 = 1;
 const DRAINING: u8 = 2;
 
 pub(crate) struct Models {
+    /// Language models, then the embedding model if any.
     engines: Vec<Engine>,
     judge: String,
-    embedder: Option<Arc<Embedder>>,
+    embedder: Option<Engine>,
+    request_timeout: Duration,
 }
 
 impl Models {
+    /// The language model called `name`.
     pub(crate) fn engine(&self, name: &str) -> Result<&Engine, ApiError> {
         self.engines.iter().find(|e| e.name() == name).ok_or_else(|| ApiError::ModelNotFound { name: name.to_string(), loaded: self.names().join(", ") })
     }
 
+    /// The language model called `name`, with its tokenizer and template.
+    pub(crate) fn language(&self, name: &str) -> Result<(&Engine, &Arc<LanguageModel>), ApiError> {
+        let engine = self.engine(name)?;
+        let lm = engine.language_model().ok_or_else(|| ApiError::Internal(format!("{name} is not a language model")))?;
+        Ok((engine, lm))
+    }
+
+    /// The embedding model called `name`.
+    pub(crate) fn embedder(&self, name: &str) -> Result<&Engine, ApiError> {
+        let embedder = self.embedder.as_ref().ok_or(ApiError::RoleNotLoaded { what: "embedding", flag: "--embed-model" })?;
+        if embedder.name() != name {
+            return Err(ApiError::ModelNotFound { name: name.to_string(), loaded: self.names().join(", ") });
+        }
+        Ok(embedder)
+    }
+
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.engines.iter().map(|e| e.name().to_string()).collect();
-        names.extend(self.embedder.iter().map(|e| e.name.clone()));
-        names
+        self.engines.iter().chain(&self.embedder).map(|e| e.name().to_string()).collect()
+    }
+
+    /// An HTTP client's request: counted against the queue, with the server's deadline.
+    pub(crate) fn client_request(&self) -> RequestOptions {
+        RequestOptions { deadline: Some(Instant::now() + self.request_timeout), admission: assay_engine::Admission::Queued }
     }
 }
 
@@ -165,14 +188,15 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for ApiQu
 /// the background pipeline runs (recorded as failed, to be resumed) and returns.
 pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedModels, String> + Send + 'static) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
-    let limits = EngineLimits { max_queue: config.max_queue, request_timeout: config.request_timeout, prefix_cache_bytes: config.prefix_cache_bytes };
+    let limits = EngineConfig { max_queue: config.max_queue, step_tokens: config.step_tokens, ..EngineConfig::batched(config.kv_cache_bytes) };
+    let request_timeout = config.request_timeout;
     let state = AppState(Arc::new(Shared { config, phase: AtomicU8::new(LOADING), models: OnceLock::new(), metrics: Metrics::default(), background: BackgroundRuns::default() }));
     tracing::info!("listening on {}", listener.local_addr().map_err(ServeError::Io)?);
 
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let loader = state.clone();
     std::thread::spawn(move || {
-        let result = load().and_then(|models| start_engines(models, limits).map_err(|e| e.to_string()));
+        let result = load().and_then(|models| start_engines(models, limits, request_timeout).map_err(|e| e.to_string()));
         let result = result.map(|models| {
             let names = models.names().join(", ");
             let _ = loader.0.models.set(models);
@@ -207,14 +231,12 @@ pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedMod
     result
 }
 
-fn start_engines(models: LoadedModels, limits: EngineLimits) -> Result<Models, ServeError> {
-    let mut engines = Vec::with_capacity(models.language.len());
-    for lm in models.language {
-        // The thread runs until its handle is dropped at exit; it is never joined.
-        let (engine, _thread) = Engine::start(lm, limits).map_err(ServeError::Thread)?;
-        engines.push(engine);
-    }
-    Ok(Models { engines, judge: models.judge, embedder: models.embedder.map(Arc::new) })
+fn start_engines(models: LoadedModels, config: EngineConfig, request_timeout: Duration) -> Result<Models, ServeError> {
+    // Each thread runs until its last handle is dropped at exit; none is joined.
+    let start = |model| Engine::start(model, config).map_err(ServeError::Engine);
+    let engines = models.language.into_iter().map(|lm| start(EngineModel::Language(Arc::new(lm)))).collect::<Result<Vec<_>, _>>()?;
+    let embedder = models.embedder.map(|e| start(EngineModel::Embedding(e))).transpose()?;
+    Ok(Models { engines, judge: models.judge, embedder, request_timeout })
 }
 
 async fn shutdown_signal() {
@@ -312,6 +334,6 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let engines: Vec<_> = state.0.models.get().map(|m| m.engines.iter().map(|e| (e.name(), &*e.metrics, e.queue_depth())).collect()).unwrap_or_default();
+    let engines: Vec<(String, assay_engine::EngineStats)> = state.0.models.get().map(|m| m.engines.iter().map(|e| (e.name().to_string(), e.stats())).collect()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(&engines)).into_response()
 }

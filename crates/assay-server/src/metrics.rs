@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use assay_engine::EngineStats;
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -29,26 +29,25 @@ impl Histogram {
     }
 }
 
-/// Picks one counter of an `EngineMetrics`.
-type Counter = fn(&EngineMetrics) -> &AtomicU64;
+/// One per-model series: name, type, help, and its value from an engine's figures.
+type Series = (&'static str, &'static str, &'static str, fn(&EngineStats) -> f64);
 
-/// Per-model engine figures, updated by the engine thread.
-#[derive(Default)]
-pub struct EngineMetrics {
-    pub prompt_tokens: AtomicU64,
-    pub generated_tokens: AtomicU64,
-    pub batch_size: AtomicU64,
-    pub steps: AtomicU64,
-    pub judge_checks: AtomicU64,
-    pub prefix_cache_hits: AtomicU64,
-    pub prefix_cache_misses: AtomicU64,
-}
-
-impl EngineMetrics {
-    pub fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
+/// Per-model series, from `assay_engine::Engine::stats`.
+const ENGINE_SERIES: [Series; 13] = [
+    ("assay_prompt_tokens_total", "counter", "Prompt tokens of sequences admitted (generation and judging).", |s| s.scheduler.prompt_tokens as f64),
+    ("assay_prompt_tokens_reused_total", "counter", "Prompt tokens whose keys and values were found in the prefix tree.", |s| s.scheduler.reused_tokens as f64),
+    ("assay_prefix_hit_rate", "gauge", "Share of prompt tokens found in the prefix tree since start.", |s| s.scheduler.reused_tokens as f64 / (s.scheduler.prompt_tokens.max(1)) as f64),
+    ("assay_generated_tokens_total", "counter", "Tokens generated.", |s| s.generated_tokens as f64),
+    ("assay_judge_checks_total", "counter", "Checks judged.", |s| s.judge_checks as f64),
+    ("assay_engine_steps_total", "counter", "Scheduler steps (batched forward passes).", |s| s.scheduler.steps as f64),
+    ("assay_batch_rows", "gauge", "Tokens (rows) in the last step.", |s| s.scheduler.last_step_rows as f64),
+    ("assay_preemptions_total", "counter", "Sequences preempted for KV blocks (recomputed later).", |s| s.scheduler.preemptions as f64),
+    ("assay_kv_blocks_used", "gauge", "KV pool blocks in use (by sequences or the prefix tree).", |s| s.scheduler.pool.used as f64),
+    ("assay_kv_blocks_free", "gauge", "KV pool blocks free.", |s| s.scheduler.pool.free as f64),
+    ("assay_kv_blocks_cached", "gauge", "KV pool blocks the prefix tree holds (evictable when no sequence uses them).", |s| s.scheduler.cached_blocks as f64),
+    ("assay_sequences_waiting", "gauge", "Sequences waiting to start.", |s| s.scheduler.waiting as f64),
+    ("assay_queue_depth", "gauge", "Requests waiting or running.", |s| s.requests as f64),
+];
 
 /// Everything `/metrics` reports.
 #[derive(Default)]
@@ -64,9 +63,8 @@ impl Metrics {
         self.latency.lock().expect("metrics lock").entry(route.to_string()).or_default().observe(seconds);
     }
 
-    /// The text exposition of every series; `engines` gives per model its metrics and its
-    /// current queue depth (requests waiting or running).
-    pub fn render(&self, engines: &[(&str, &EngineMetrics, usize)]) -> String {
+    /// The text exposition of every series; `engines` gives per model its engine's figures.
+    pub fn render(&self, engines: &[(String, EngineStats)]) -> String {
         let mut out = String::new();
         out.push_str("# HELP assay_requests_total HTTP requests by route and status.\n# TYPE assay_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
@@ -81,24 +79,11 @@ impl Metrics {
             let _ = writeln!(out, "assay_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "assay_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
         }
-        let series: [(&str, &str, &str, Counter); 7] = [
-            ("assay_prompt_tokens_total", "counter", "Prompt tokens prefilled for generation.", |m| &m.prompt_tokens),
-            ("assay_generated_tokens_total", "counter", "Tokens generated.", |m| &m.generated_tokens),
-            ("assay_batch_size", "gauge", "Sequences in the last batched forward pass.", |m| &m.batch_size),
-            ("assay_engine_steps_total", "counter", "Batched forward passes.", |m| &m.steps),
-            ("assay_judge_checks_total", "counter", "Checks judged.", |m| &m.judge_checks),
-            ("assay_prefix_cache_hits_total", "counter", "Judge prompt prefixes found in the prefix cache.", |m| &m.prefix_cache_hits),
-            ("assay_prefix_cache_misses_total", "counter", "Judge prompt prefixes computed.", |m| &m.prefix_cache_misses),
-        ];
-        for (name, kind, help, get) in series {
+        for (name, kind, help, get) in ENGINE_SERIES {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (model, m, _) in engines {
-                let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", get(m).load(Ordering::Relaxed));
+            for (model, stats) in engines {
+                let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", get(stats));
             }
-        }
-        out.push_str("# HELP assay_queue_depth Requests waiting or running per model.\n# TYPE assay_queue_depth gauge\n");
-        for (model, _, depth) in engines {
-            let _ = writeln!(out, "assay_queue_depth{{model=\"{model}\"}} {depth}");
         }
         out
     }
@@ -114,13 +99,15 @@ mod tests {
         m.record_request("/v1/models", 200, 0.003);
         m.record_request("/v1/models", 200, 0.2);
         m.record_request("/v1/models", 401, 0.001);
-        let e = EngineMetrics::default();
-        EngineMetrics::add(&e.generated_tokens, 7);
-        let text = m.render(&[("smollm2", &e, 3)]);
+        let mut e = EngineStats { generated_tokens: 7, requests: 3, ..EngineStats::default() };
+        e.scheduler.prompt_tokens = 100;
+        e.scheduler.reused_tokens = 25;
+        let text = m.render(&[("smollm2".to_string(), e)]);
         assert!(text.contains("assay_requests_total{route=\"/v1/models\",status=\"200\"} 2"), "{text}");
         assert!(text.contains("assay_request_duration_seconds_bucket{route=\"/v1/models\",le=\"0.005\"} 2"), "{text}");
         assert!(text.contains("assay_request_duration_seconds_bucket{route=\"/v1/models\",le=\"0.25\"} 3"), "{text}");
         assert!(text.contains("assay_generated_tokens_total{model=\"smollm2\"} 7"), "{text}");
         assert!(text.contains("assay_queue_depth{model=\"smollm2\"} 3"), "{text}");
+        assert!(text.contains("assay_prefix_hit_rate{model=\"smollm2\"} 0.25"), "{text}");
     }
 }

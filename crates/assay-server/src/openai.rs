@@ -1,12 +1,10 @@
 //! OpenAI-compatible routes: chat completions, completions, models and embeddings. Field names
 //! follow OpenAI's API; unknown fields are ignored and fields of the wrong type are rejected.
 
-use crate::engine::{Engine, GenEvent};
 use crate::error::ApiError;
-use crate::{ApiJson, AppState};
+use crate::{ApiJson, AppState, Models};
 use assay_core::{FinishReason, Generation, SamplingParams, TokenLogprob};
-use assay_engine::batch::check_request;
-use assay_engine::ChatMessage;
+use assay_engine::{ChatMessage, Engine, GenEvent};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -133,22 +131,22 @@ impl Sampling {
     }
 }
 
-/// `n` choices per prompt, each checked against the model's context before queueing; seeded
-/// requests give choice `i` the seed `seed + i`.
-fn choices(engine: &Engine, prompts: Vec<Vec<u32>>, params: &SamplingParams, n: usize) -> Result<Vec<(Vec<u32>, SamplingParams)>, ApiError> {
+/// `n` choices per prompt (the engine checks each against the context and its KV pool when
+/// queueing); seeded requests give choice `i` the seed `seed + i`.
+fn choices(prompts: Vec<Vec<u32>>, params: &SamplingParams, n: usize) -> Vec<(Vec<u32>, SamplingParams)> {
     let mut out = Vec::with_capacity(prompts.len() * n);
     for prompt in prompts {
-        check_request(&engine.lm, &prompt, params)?;
         for i in 0..n {
             let params = SamplingParams { seed: params.seed.map(|s| s.wrapping_add(i as u64)), ..params.clone() };
             out.push((prompt.clone(), params));
         }
     }
-    Ok(out)
+    out
 }
 
 pub(crate) async fn chat_completions(State(state): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
-    let engine = state.models()?.engine(&req.model)?;
+    let models = state.models()?;
+    let (engine, lm) = models.language(&req.model)?;
     if req.messages.is_empty() {
         return Err(ApiError::InvalidRequest("messages must not be empty".into()));
     }
@@ -163,30 +161,31 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, ApiJson(req)
             ChatMessage::new(&m.role, &text)
         })
         .collect();
-    let prompt = engine.lm.chat_prompt(&messages)?;
+    let prompt = lm.chat_prompt(&messages)?;
     let logprobs = req.logprobs.unwrap_or(false);
     let params = req.sampling.params(SamplingParams::default().max_tokens, logprobs, if logprobs { req.top_logprobs.unwrap_or(0) } else { 0 });
-    let choices = choices(engine, vec![prompt], &params, req.sampling.n()?)?;
-    respond(engine, Api::Chat, choices, &req.model, &req.sampling).await
+    let choices = choices(vec![prompt], &params, req.sampling.n()?);
+    respond(models, engine, Api::Chat, choices, &req.model, &req.sampling).await
 }
 
 pub(crate) async fn completions(State(state): State<AppState>, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
-    let engine = state.models()?.engine(&req.model)?;
+    let models = state.models()?;
+    let (engine, lm) = models.language(&req.model)?;
     let texts = match req.prompt {
         Prompt::One(p) => vec![p],
         Prompt::Many(ps) if !ps.is_empty() => ps,
         Prompt::Many(_) => return Err(ApiError::InvalidRequest("prompt must not be an empty list".into())),
     };
-    let prompts = texts.iter().map(|t| engine.lm.tokenizer.encode_prompt(t)).collect::<Result<Vec<_>, _>>()?;
+    let prompts = texts.iter().map(|t| lm.tokenizer.encode_prompt(t)).collect::<Result<Vec<_>, _>>()?;
     // OpenAI's legacy default is 16 new tokens.
     let params = req.sampling.params(16, req.logprobs.is_some(), req.logprobs.unwrap_or(0));
-    let choices = choices(engine, prompts, &params, req.sampling.n()?)?;
-    respond(engine, Api::Completion, choices, &req.model, &req.sampling).await
+    let choices = choices(prompts, &params, req.sampling.n()?);
+    respond(models, engine, Api::Completion, choices, &req.model, &req.sampling).await
 }
 
-async fn respond(engine: &Engine, api: Api, choices: Vec<(Vec<u32>, SamplingParams)>, model: &str, sampling: &Sampling) -> Result<Response, ApiError> {
+async fn respond(models: &Models, engine: &Engine, api: Api, choices: Vec<(Vec<u32>, SamplingParams)>, model: &str, sampling: &Sampling) -> Result<Response, ApiError> {
     let count = choices.len();
-    let events = engine.generate(choices)?;
+    let events = engine.generate(choices, models.client_request())?;
     let head = Head::new(api, model);
     if sampling.stream {
         let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -264,7 +263,7 @@ impl Head {
             match events.recv().await {
                 Some(GenEvent::Text { .. }) => {}
                 Some(GenEvent::Finished { index, generation }) => done[index] = Some(generation),
-                Some(GenEvent::Failed(e)) => return Err(e),
+                Some(GenEvent::Failed(e)) => return Err(e.into()),
                 None => return Err(ApiError::Internal("the engine dropped the request".into())),
             }
         }
@@ -340,9 +339,9 @@ fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, inc
         let mut streamed = vec![0usize; count];
         while done.len() < count {
             let chunk = match events.recv().await {
-                Some(GenEvent::Text { index, piece, logprobs }) => {
-                    let delta = head.text_delta(index, &piece, &logprobs, streamed[index]);
-                    streamed[index] += piece.len();
+                Some(GenEvent::Text { index, text, logprobs }) => {
+                    let delta = head.text_delta(index, &text, &logprobs, streamed[index]);
+                    streamed[index] += text.len();
                     head.wrap(true, vec![delta], None)
                 }
                 Some(GenEvent::Finished { index, generation }) => {
@@ -350,7 +349,7 @@ fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, inc
                     done.push(generation);
                     chunk
                 }
-                Some(GenEvent::Failed(e)) => e.body(),
+                Some(GenEvent::Failed(e)) => ApiError::from(e).body(),
                 None => ApiError::Internal("the engine dropped the request".into()).body(),
             };
             let failed = chunk.get("error").is_some();
@@ -380,10 +379,7 @@ pub(crate) struct EmbeddingRequest {
 
 pub(crate) async fn embeddings(State(state): State<AppState>, ApiJson(req): ApiJson<EmbeddingRequest>) -> Result<Json<Value>, ApiError> {
     let models = state.models()?;
-    let embedder = models.embedder.clone().ok_or(ApiError::RoleNotLoaded { what: "embedding", flag: "--embed-model" })?;
-    if embedder.name != req.model {
-        return Err(ApiError::ModelNotFound { name: req.model, loaded: models.names().join(", ") });
-    }
+    let embedder = models.embedder(&req.model)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -394,12 +390,7 @@ pub(crate) async fn embeddings(State(state): State<AppState>, ApiJson(req): ApiJ
         Prompt::Many(ts) if !ts.is_empty() => ts,
         Prompt::Many(_) => return Err(ApiError::InvalidRequest("input must not be an empty list".into())),
     };
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || -> Result<_, assay_engine::EngineError> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok((embedder.embed(&refs)?, embedder.count_tokens(&refs)?))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let assay_engine::Embeddings { vectors, tokens } = embedder.embed(texts)?.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()

@@ -1,5 +1,8 @@
-//! Text <-> token ids for a model: a `tokenizer.json`, or a byte-level BPE tokenizer built from
-//! GGUF metadata (`tokenizer.ggml.*`) that reproduces llama.cpp's ids.
+//! Text <-> token ids for a model: a `tokenizer.json`, or a tokenizer rebuilt from GGUF metadata
+//! (`tokenizer.ggml.*`) that reproduces llama.cpp's ids: byte-level BPE (`gpt2`: SmolLM2,
+//! Llama 3, Qwen) or SentencePiece (`llama`: Llama 2, Mistral, Gemma; `spm.rs`).
+
+pub mod spm;
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
@@ -22,10 +25,18 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's pre-tokenizer split (every digit alone).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The vocabulary and algorithm behind a `TextTokenizer`.
+#[derive(Clone)]
+enum Backend {
+    /// Hugging Face `tokenizers` (a `tokenizer.json`, or byte-level BPE from GGUF).
+    Hf(Box<Tokenizer>),
+    Spm(Box<spm::SpmTokenizer>),
+}
+
 /// A model's tokenizer plus the token ids that end generation.
 #[derive(Clone)]
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    backend: Backend,
     /// Tokens that end a generation (EOS, end-of-turn).
     stop_ids: Vec<u32>,
     bos_id: Option<u32>,
@@ -39,9 +50,14 @@ impl TextTokenizer {
             model: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        Ok(Self::from_tokenizer(inner, stop_tokens, bos_token))
+    }
+
+    /// Wraps a built tokenizer; `stop_tokens` names the tokens that end generation.
+    pub fn from_tokenizer(inner: Tokenizer, stop_tokens: &[&str], bos_token: Option<&str>) -> Self {
         let stop_ids = stop_tokens.iter().filter_map(|t| inner.token_to_id(t)).collect();
         let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
-        Ok(Self { inner, stop_ids, bos_id, add_bos: false })
+        Self { backend: Backend::Hf(Box::new(inner)), stop_ids, bos_id, add_bos: false }
     }
 
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
@@ -49,9 +65,9 @@ impl TextTokenizer {
         let model_name = gguf.path().display().to_string();
         let fail = |reason: String| EngineError::Tokenizer { model: model_name.clone(), reason };
         let kind = gguf.string("tokenizer.ggml.model")?;
-        if kind != "gpt2" {
+        if !matches!(kind, "gpt2" | "llama") {
             return Err(fail(format!(
-                "tokenizer.ggml.model = '{kind}' is not supported (only byte-level BPE, 'gpt2'); \
+                "tokenizer.ggml.model = '{kind}' is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama' are); \
                  put the model's tokenizer.json next to the GGUF file"
             )));
         }
@@ -61,18 +77,6 @@ impl TextTokenizer {
             .map(|v| v.to_string().cloned())
             .collect::<candle_core::Result<_>>()
             .map_err(|e| fail(format!("tokenizer.ggml.tokens: {e}")))?;
-        let merges: Vec<(String, String)> = gguf
-            .array("tokenizer.ggml.merges")?
-            .iter()
-            .map(|v| {
-                let m = v.to_string().map_err(|e| fail(format!("tokenizer.ggml.merges: {e}")))?;
-                // A merge is "left right"; the left part never contains a space (spaces are
-                // byte-mapped to 'Ġ'), so split at the first one.
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| fail(format!("merge '{m}' has no space")))
-            })
-            .collect::<Result<_>>()?;
         let types: Vec<i32> = match gguf.metadata("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
@@ -80,52 +84,40 @@ impl TextTokenizer {
                 .map_err(|e| fail(format!("tokenizer.ggml.token_type: {e}")))?,
             None => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| fail(format!("building BPE: {e}")))?;
-        let mut inner = Tokenizer::new(bpe);
-        let pre = gguf.string("tokenizer.ggml.pre").unwrap_or("default");
-        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre).map_err(fail)?));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let added = |special: bool, ty: i32| {
-            tokens
-                .iter()
-                .zip(&types)
-                .filter(move |(_, t)| **t == ty)
-                .map(move |(tok, _)| AddedToken::from(tok.clone(), special).normalized(false))
-                .collect::<Vec<_>>()
+        let backend = if kind == "llama" {
+            let scores: Vec<f32> = match gguf.metadata("tokenizer.ggml.scores") {
+                Some(v) => v.to_vec().and_then(|vs| vs.iter().map(|t| t.to_f32()).collect()).map_err(|e| fail(format!("tokenizer.ggml.scores: {e}")))?,
+                None => vec![0.0; tokens.len()],
+            };
+            let add_space_prefix = gguf.bool("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+            Backend::Spm(Box::new(spm::SpmTokenizer::new(tokens.clone(), scores, types.clone(), add_space_prefix).map_err(fail)?))
+        } else {
+            Backend::Hf(Box::new(byte_level_bpe(gguf, &tokens, &types).map_err(fail)?))
         };
-        inner.add_special_tokens(added(true, TOKEN_TYPE_CONTROL)).map_err(|e| fail(e.to_string()))?;
-        inner.add_tokens(added(false, TOKEN_TYPE_USER_DEFINED)).map_err(|e| fail(e.to_string()))?;
-
+        let mut t = Self { backend, stop_ids: Vec::new(), bos_id: None, add_bos: false };
         let id = |key: &str| gguf.u32(key).ok();
-        let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-            .iter()
-            .filter_map(|k| id(k))
-            .collect();
+        let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"].iter().filter_map(|k| id(k)).collect();
         // Chat templates end a turn with a control token that some files do not declare as EOT.
-        for name in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
-            if let Some(i) = inner.token_to_id(name) {
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>"] {
+            if let Some(i) = t.token_to_id(name) {
                 if types.get(i as usize) == Some(&TOKEN_TYPE_CONTROL) && !stop_ids.contains(&i) {
                     stop_ids.push(i);
                 }
             }
         }
-        let bos_id = id("tokenizer.ggml.bos_token_id");
-        let add_bos = gguf.bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
-        Ok(Self { inner, stop_ids, bos_id, add_bos })
+        t.stop_ids = stop_ids;
+        t.bos_id = id("tokenizer.ggml.bos_token_id");
+        t.add_bos = gguf.bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        Ok(t)
     }
 
     /// Token ids of `text`. Control tokens written in the text (`<|im_start|>`) are matched as
     /// such; no BOS is added (chat templates write their own).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| EngineError::Tokenizer {
-            model: "encode".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(enc.get_ids().to_vec())
+        match &self.backend {
+            Backend::Hf(t) => Ok(t.encode_fast(text, false).map_err(|e| EngineError::Tokenizer { model: "encode".into(), reason: e.to_string() })?.get_ids().to_vec()),
+            Backend::Spm(t) => Ok(t.encode(text)),
+        }
     }
 
     /// Ids of a raw (non-chat) prompt: BOS first when the model asks for it.
@@ -140,7 +132,10 @@ impl TextTokenizer {
 
     /// Text of `ids`; control tokens are kept so that `decode(encode(s)) == s`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| EngineError::Tokenizer { model: "decode".into(), reason: e.to_string() })
+        match &self.backend {
+            Backend::Hf(t) => t.decode(ids, false).map_err(|e| EngineError::Tokenizer { model: "decode".into(), reason: e.to_string() }),
+            Backend::Spm(t) => Ok(t.decode(ids)),
+        }
     }
 
     /// The text of one token, as shown in log-probability listings.
@@ -156,23 +151,64 @@ impl TextTokenizer {
         self.stop_ids.contains(&id)
     }
 
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        match &self.backend {
+            Backend::Hf(t) => t.id_to_token(id),
+            Backend::Spm(t) => t.id_to_token(id).map(str::to_string),
+        }
+    }
+
     pub fn bos_token(&self) -> Option<String> {
-        self.bos_id.and_then(|i| self.inner.id_to_token(i))
+        self.bos_id.and_then(|i| self.id_to_token(i))
     }
 
     pub fn eos_token(&self) -> Option<String> {
-        self.stop_ids.first().and_then(|&i| self.inner.id_to_token(i))
+        self.stop_ids.first().and_then(|&i| self.id_to_token(i))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.backend {
+            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Spm(t) => t.token_to_id(token),
+        }
     }
 
     /// Writes the tokenizer as a `tokenizer.json` (e.g. to pair a GGUF file's vocabulary with a
-    /// checkpoint folder).
+    /// checkpoint folder); SentencePiece vocabularies rebuilt from GGUF cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, false).map_err(|e| EngineError::Tokenizer { model: path.display().to_string(), reason: e.to_string() })
+        match &self.backend {
+            Backend::Hf(t) => t.save(path, false).map_err(|e| EngineError::Tokenizer { model: path.display().to_string(), reason: e.to_string() }),
+            Backend::Spm(_) => Err(EngineError::Tokenizer { model: path.display().to_string(), reason: "a SentencePiece vocabulary from GGUF cannot be saved as tokenizer.json".into() }),
+        }
     }
+}
+
+/// The byte-level BPE tokenizer of a `gpt2` GGUF vocabulary: merges, the pre-tokenizer its
+/// `tokenizer.ggml.pre` names, control tokens as special and user-defined ones as added.
+fn byte_level_bpe(gguf: &GgufFile, tokens: &[String], types: &[i32]) -> std::result::Result<Tokenizer, String> {
+    let merges: Vec<(String, String)> = gguf
+        .array("tokenizer.ggml.merges")
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|v| {
+            let m = v.to_string().map_err(|e| format!("tokenizer.ggml.merges: {e}"))?;
+            // A merge is "left right"; the left part never contains a space (spaces are
+            // byte-mapped to 'Ġ'), so split at the first one.
+            m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| format!("merge '{m}' has no space"))
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("building BPE: {e}"))?;
+    let mut inner = Tokenizer::new(bpe);
+    let pre = gguf.string("tokenizer.ggml.pre").unwrap_or("default");
+    inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let added = |special: bool, ty: i32| {
+        tokens.iter().zip(types).filter(move |(_, t)| **t == ty).map(move |(tok, _)| AddedToken::from(tok.clone(), special).normalized(false)).collect::<Vec<_>>()
+    };
+    inner.add_special_tokens(added(true, TOKEN_TYPE_CONTROL)).map_err(|e| e.to_string())?;
+    inner.add_tokens(added(false, TOKEN_TYPE_USER_DEFINED)).map_err(|e| e.to_string())?;
+    Ok(inner)
 }
 
 fn pre_tokenizer_for(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {

@@ -1,0 +1,472 @@
+//! Model architectures behind one trait. Every supported architecture is a decoder-only
+//! transformer that the shared `Decoder` (`decoder.rs`) runs over a flat batch with block
+//! tables; what differs between them (how a file states the hyper-parameters, what its tensors
+//! are called, which of the decoder's options it uses: biases, q/k norms, sandwich norms,
+//! sliding windows, GELU, logit soft-capping) is an `Architecture`, one module each, listed in
+//! `ARCHITECTURES`. A new architecture is one module plus one line there.
+
+pub mod decoder;
+pub mod gemma3;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+pub mod random;
+pub mod weights;
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::kv_pool::KvLayout;
+use candle_core::DType;
+pub use decoder::Decoder;
+use serde::Deserialize;
+use std::path::Path;
+
+/// Every architecture we run; the first whose `names` contain a file's architecture loads it.
+pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &qwen2::Qwen2, &qwen3::Qwen3, &gemma3::Gemma3];
+
+/// The architecture a file names, or a clear error listing the supported ones.
+pub fn architecture(name: &str, path: &Path) -> Result<&'static dyn Architecture> {
+    ARCHITECTURES.iter().copied().find(|a| a.names().contains(&name)).ok_or_else(|| EngineError::UnsupportedArchitecture {
+        path: path.to_path_buf(),
+        arch: name.to_string(),
+        supported: ARCHITECTURES.iter().flat_map(|a| a.names().iter().copied()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The configuration of a model's files, without loading any weight.
+pub fn config_of(files: &crate::registry::ModelFiles) -> Result<ModelConfig> {
+    use crate::registry::ModelFiles;
+    let from_json = |json: &serde_json::Value, path: &Path| -> Result<ModelConfig> {
+        let config = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), path)?.from_hf(json, path)?;
+        config.validate(path)?;
+        Ok(config)
+    };
+    match files {
+        ModelFiles::Gguf(path) => {
+            let file = GgufFile::open(path)?;
+            let config = architecture(file.string("general.architecture")?, path)?.from_gguf(&file)?;
+            config.validate(path)?;
+            Ok(config)
+        }
+        ModelFiles::Checkpoint(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read(&path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+            let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| EngineError::InvalidModel { path: path.clone(), reason: e.to_string() })?;
+            from_json(&json, &path)
+        }
+        ModelFiles::Random(spec) => from_json(&spec.config, &spec.origin()),
+    }
+}
+
+/// One architecture: its names, how its files state the hyper-parameters, its tensor names.
+pub trait Architecture: Sync {
+    /// `general.architecture` (GGUF) and `model_type` (Hugging Face) values it loads.
+    fn names(&self) -> &'static [&'static str];
+    /// The configuration from a GGUF file's metadata.
+    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig>;
+    /// The configuration from a Hugging Face `config.json`.
+    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig>;
+    /// The Hugging Face name of a layer tensor (GGUF names are the same for every
+    /// architecture: `LayerWeight::gguf`).
+    fn hf_layer_name(&self, w: LayerWeight) -> &'static str {
+        w.hf_llama()
+    }
+}
+
+/// Activation of the gated MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// Llama 3's per-frequency RoPE scaling (`rope_scaling` of type `llama3`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: usize,
+}
+
+impl Llama3RopeScaling {
+    /// The factor dividing each frequency `1 / theta^(2i/d)`.
+    pub fn factors(&self, theta: f32, head_dim: usize) -> Vec<f32> {
+        let (low_wl, high_wl) = (self.original_max_position_embeddings as f32 / self.low_freq_factor, self.original_max_position_embeddings as f32 / self.high_freq_factor);
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wl {
+                    1.0
+                } else if wavelen > low_wl {
+                    self.factor
+                } else {
+                    let smooth = (self.original_max_position_embeddings as f32 / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                    // freq' = (1 - smooth) freq / factor + smooth freq
+                    1.0 / ((1.0 - smooth) / self.factor + smooth)
+                }
+            })
+            .collect()
+    }
+}
+
+/// Everything the decoder needs to know about a model's shape and options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: String,
+    pub hidden_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f32,
+    /// GGUF llama weights are permuted for rotation of interleaved pairs (2i, 2i+1); Hugging
+    /// Face weights, and every other architecture, rotate halves (i, i + d/2).
+    pub rope_interleaved: bool,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Keys older than this many positions are not seen (Mistral, Gemma's local layers).
+    pub sliding_window: Option<usize>,
+    /// With a window: every `n`-th layer (1-based) is global, the others windowed (Gemma 3:
+    /// 6). `None`: every layer is windowed.
+    pub global_layer_every: Option<usize>,
+    /// RoPE base of windowed layers when it differs (Gemma 3: 10,000 against 1,000,000).
+    pub rope_local_theta: Option<f32>,
+    pub qkv_bias: bool,
+    /// RMS norms of each query and key head before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Norms after attention and after the MLP too (Gemma).
+    pub sandwich_norms: bool,
+    pub activation: Activation,
+    /// Embeddings are multiplied by this (Gemma: sqrt(hidden)).
+    pub embed_scale: Option<f32>,
+    /// Added to every norm weight at load (Gemma's Hugging Face weights store `w - 1`).
+    pub norm_weight_offset: f32,
+    /// Queries are scaled by this (1 / sqrt(head_dim) unless the model says otherwise).
+    pub attention_scale: f32,
+    /// Logits = c * tanh(logits / c).
+    pub final_logit_softcap: Option<f32>,
+}
+
+impl ModelConfig {
+    /// The window of layer `layer`, if it has one.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let global = self.global_layer_every.is_some_and(|n| (layer + 1) % n == 0);
+        self.sliding_window.filter(|_| !global)
+    }
+
+    /// RoPE base of layer `layer`.
+    pub fn layer_rope_theta(&self, layer: usize) -> f32 {
+        match (self.layer_window(layer), self.rope_local_theta) {
+            (Some(_), Some(local)) => local,
+            _ => self.rope_theta,
+        }
+    }
+
+    pub fn kv_layout(&self, dtype: DType) -> KvLayout {
+        KvLayout { n_layers: self.n_layers, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim, dtype }
+    }
+
+    /// Rejects shapes the decoder cannot run, naming the file.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| Err(EngineError::InvalidModel { path: path.to_path_buf(), reason });
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!("{} heads cannot share {} key/value heads", self.n_heads, self.n_kv_heads));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.n_layers == 0 || self.hidden_size == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
+            return bad(format!("invalid shape: head_dim {}, {} layers, hidden {}, vocabulary {}, feed-forward {}", self.head_dim, self.n_layers, self.hidden_size, self.vocab_size, self.intermediate_size));
+        }
+        if self.context_length == 0 || self.context_length > MAX_CONTEXT {
+            return bad(format!("context length {} is outside 1..={MAX_CONTEXT}", self.context_length));
+        }
+        if self.sliding_window == Some(0) || self.global_layer_every == Some(0) {
+            return bad("a sliding window and its layer pattern must be at least 1".into());
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0 && self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!("invalid rms_norm_eps {} or rope theta {}", self.rms_norm_eps, self.rope_theta));
+        }
+        Ok(())
+    }
+}
+
+/// Longest context a model may declare: RoPE tables are built for every position, so a
+/// corrupt value must not size them.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
+/// Tensors of one decoder layer, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerWeight {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    QBias,
+    KBias,
+    VBias,
+    QNorm,
+    KNorm,
+    Out,
+    /// Gemma's norm after attention.
+    PostAttnNorm,
+    /// The norm before the MLP.
+    FfnNorm,
+    /// Gemma's norm after the MLP.
+    PostFfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl LayerWeight {
+    /// llama.cpp's name (the same for every architecture).
+    pub fn gguf(self) -> &'static str {
+        use LayerWeight::*;
+        match self {
+            AttnNorm => "attn_norm.weight",
+            Q => "attn_q.weight",
+            K => "attn_k.weight",
+            V => "attn_v.weight",
+            QBias => "attn_q.bias",
+            KBias => "attn_k.bias",
+            VBias => "attn_v.bias",
+            QNorm => "attn_q_norm.weight",
+            KNorm => "attn_k_norm.weight",
+            Out => "attn_output.weight",
+            PostAttnNorm => "post_attention_norm.weight",
+            FfnNorm => "ffn_norm.weight",
+            PostFfnNorm => "post_ffw_norm.weight",
+            Gate => "ffn_gate.weight",
+            Up => "ffn_up.weight",
+            Down => "ffn_down.weight",
+        }
+    }
+
+    /// The Hugging Face llama family's name (Llama, Mistral, Qwen2, Qwen3).
+    pub fn hf_llama(self) -> &'static str {
+        use LayerWeight::*;
+        match self {
+            AttnNorm => "input_layernorm.weight",
+            Q => "self_attn.q_proj.weight",
+            K => "self_attn.k_proj.weight",
+            V => "self_attn.v_proj.weight",
+            QBias => "self_attn.q_proj.bias",
+            KBias => "self_attn.k_proj.bias",
+            VBias => "self_attn.v_proj.bias",
+            QNorm => "self_attn.q_norm.weight",
+            KNorm => "self_attn.k_norm.weight",
+            Out => "self_attn.o_proj.weight",
+            PostAttnNorm => "post_attention_norm.weight",
+            FfnNorm => "post_attention_layernorm.weight",
+            PostFfnNorm => "post_feedforward_layernorm.weight",
+            Gate => "mlp.gate_proj.weight",
+            Up => "mlp.up_proj.weight",
+            Down => "mlp.down_proj.weight",
+        }
+    }
+}
+
+/// A tensor of the model, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    Embed,
+    Norm,
+    LmHead,
+    /// Llama 3's RoPE frequency factors (GGUF only).
+    RopeFreqs,
+    Layer(usize, LayerWeight),
+}
+
+impl Weight {
+    pub fn gguf(self) -> String {
+        match self {
+            Self::Embed => "token_embd.weight".into(),
+            Self::Norm => "output_norm.weight".into(),
+            Self::LmHead => "output.weight".into(),
+            Self::RopeFreqs => "rope_freqs.weight".into(),
+            Self::Layer(i, w) => format!("blk.{i}.{}", w.gguf()),
+        }
+    }
+
+    pub fn hf(self, arch: &dyn Architecture) -> String {
+        match self {
+            Self::Embed => "model.embed_tokens.weight".into(),
+            Self::Norm => "model.norm.weight".into(),
+            Self::LmHead => "lm_head.weight".into(),
+            Self::RopeFreqs => "rope_freqs.weight".into(),
+            Self::Layer(i, w) => format!("model.layers.{i}.{}", arch.hf_layer_name(w)),
+        }
+    }
+
+    /// The shape the decoder expects (`[out, in]` for matrices).
+    pub fn shape(self, c: &ModelConfig) -> Vec<usize> {
+        use LayerWeight::*;
+        let (h, q, kv, f) = (c.hidden_size, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.intermediate_size);
+        match self {
+            Self::Embed | Self::LmHead => vec![c.vocab_size, h],
+            Self::Norm => vec![h],
+            Self::RopeFreqs => vec![c.head_dim / 2],
+            Self::Layer(_, w) => match w {
+                AttnNorm | PostAttnNorm | FfnNorm | PostFfnNorm => vec![h],
+                Q => vec![q, h],
+                K | V => vec![kv, h],
+                QBias => vec![q],
+                KBias | VBias => vec![kv],
+                QNorm | KNorm => vec![c.head_dim],
+                Out => vec![h, q],
+                Gate | Up => vec![f, h],
+                Down => vec![h, f],
+            },
+        }
+    }
+}
+
+/// Reads `{arch}.*` keys of a GGUF file the way llama.cpp names them; what every architecture
+/// shares.
+pub(crate) struct GgufKeys<'a> {
+    pub file: &'a GgufFile,
+    pub arch: &'a str,
+}
+
+impl GgufKeys<'_> {
+    pub fn u32(&self, key: &str) -> Result<usize> {
+        Ok(self.file.u32(&format!("{}.{key}", self.arch))? as usize)
+    }
+
+    pub fn f32(&self, key: &str) -> Result<f32> {
+        self.file.f32(&format!("{}.{key}", self.arch))
+    }
+
+    /// The configuration fields every architecture states the same way; the caller sets the
+    /// rest (`rope_interleaved`, options).
+    pub fn base_config(&self) -> Result<ModelConfig> {
+        let hidden_size = self.u32("embedding_length")?;
+        let n_heads = self.u32("attention.head_count")?;
+        let n_kv_heads = self.u32("attention.head_count_kv").unwrap_or(n_heads);
+        let head_dim = match self.u32("attention.key_length").or_else(|_| self.u32("rope.dimension_count")) {
+            Ok(d) => d,
+            Err(_) if n_heads > 0 => hidden_size / n_heads,
+            Err(e) => return Err(e),
+        };
+        let vocab_size = match self.u32("vocab_size") {
+            Ok(v) => v,
+            Err(_) => self.file.array("tokenizer.ggml.tokens")?.len(),
+        };
+        Ok(ModelConfig {
+            architecture: self.arch.to_string(),
+            hidden_size,
+            n_layers: self.u32("block_count")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            intermediate_size: self.u32("feed_forward_length")?,
+            vocab_size,
+            context_length: self.u32("context_length")?,
+            rms_norm_eps: self.f32("attention.layer_norm_rms_epsilon")? as f64,
+            rope_theta: self.f32("rope.freq_base").unwrap_or(10_000.0),
+            rope_interleaved: false,
+            rope_scaling: None,
+            sliding_window: None,
+            global_layer_every: None,
+            rope_local_theta: None,
+            qkv_bias: false,
+            qk_norm: false,
+            sandwich_norms: false,
+            activation: Activation::Silu,
+            embed_scale: None,
+            norm_weight_offset: 0.0,
+            attention_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
+            final_logit_softcap: None,
+        })
+    }
+}
+
+/// The fields of a Hugging Face `config.json` every architecture shares.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HfBase {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    pub max_position_embeddings: usize,
+    pub sliding_window: Option<usize>,
+}
+
+fn default_rope_theta() -> f32 {
+    10_000.0
+}
+
+impl HfBase {
+    pub fn parse(config: &serde_json::Value, path: &Path) -> Result<Self> {
+        serde_json::from_value(config.clone()).map_err(|e| EngineError::InvalidModel { path: path.to_path_buf(), reason: e.to_string() })
+    }
+
+    pub fn config(&self) -> ModelConfig {
+        let head_dim = self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1));
+        ModelConfig {
+            architecture: self.model_type.clone(),
+            hidden_size: self.hidden_size,
+            n_layers: self.num_hidden_layers,
+            n_heads: self.num_attention_heads,
+            n_kv_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            head_dim,
+            intermediate_size: self.intermediate_size,
+            vocab_size: self.vocab_size,
+            context_length: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            rope_interleaved: false,
+            rope_scaling: None,
+            sliding_window: None,
+            global_layer_every: None,
+            rope_local_theta: None,
+            qkv_bias: false,
+            qk_norm: false,
+            sandwich_norms: false,
+            activation: Activation::Silu,
+            embed_scale: None,
+            norm_weight_offset: 0.0,
+            attention_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
+            final_logit_softcap: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_architectures_list_the_supported_ones() {
+        let err = architecture("falcon", Path::new("m.gguf")).err().unwrap().to_string();
+        assert!(err.contains("'falcon'") && err.contains("llama") && err.contains("gemma3") && err.contains("qwen3"), "{err}");
+        assert_eq!(architecture("mistral", Path::new("x")).unwrap().names()[0], "llama");
+    }
+
+    #[test]
+    fn gemma_layer_pattern_and_llama3_factors() {
+        let mut c = HfBase { model_type: "t".into(), hidden_size: 8, num_hidden_layers: 12, num_attention_heads: 2, num_key_value_heads: None, head_dim: None, intermediate_size: 8, vocab_size: 8, rms_norm_eps: 1e-6, rope_theta: 1e6, max_position_embeddings: 64, sliding_window: None }.config();
+        c.sliding_window = Some(4);
+        c.global_layer_every = Some(6);
+        c.rope_local_theta = Some(1e4);
+        let windowed: Vec<bool> = (0..12).map(|l| c.layer_window(l).is_some()).collect();
+        assert_eq!(windowed, [true, true, true, true, true, false, true, true, true, true, true, false]);
+        assert_eq!((c.layer_rope_theta(0), c.layer_rope_theta(5)), (1e4, 1e6));
+        let s = Llama3RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        let f = s.factors(500_000.0, 128);
+        assert_eq!(f[0], 1.0, "high frequencies are kept");
+        assert_eq!(f[63], 8.0, "low frequencies are divided by the factor");
+        assert!(f.iter().all(|&x| (1.0..=8.0).contains(&x)));
+    }
+}

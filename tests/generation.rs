@@ -83,16 +83,7 @@ fn stop_strings_cut_the_text_before_them() {
 #[test]
 fn seeded_sampling_is_reproducible_and_logprobs_are_consistent() {
     let ids = chat("Give me a name for a cat.");
-    let params = SamplingParams {
-        temperature: 0.9,
-        top_p: 0.95,
-        top_k: 40,
-        seed: Some(42),
-        repetition_penalty: 1.1,
-        logprobs: true,
-        top_logprobs: 3,
-        ..SamplingParams::greedy(16)
-    };
+    let params = SamplingParams { temperature: 0.9, top_p: 0.95, top_k: 40, seed: Some(42), repetition_penalty: 1.1, logprobs: true, top_logprobs: 3, ..SamplingParams::greedy(16) };
     let a = generate(engine(), &ids, &params, &mut |_| true).unwrap().unwrap();
     let b = generate(engine(), &ids, &params, &mut |_| true).unwrap().unwrap();
     assert_eq!(a.token_ids, b.token_ids);

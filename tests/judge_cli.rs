@@ -22,11 +22,7 @@ const CHECKS: &str = r#"{"version": "v1", "checks": [
 fn ifeval_items(n: usize) -> String {
     let data = common::repo_root().join("../shared/data/ifeval");
     let keys: Vec<serde_json::Value> = std::fs::read_to_string(data.join("input_data.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let responses: Vec<serde_json::Value> = std::fs::read_to_string(data.join("input_response_data_gpt4_20231107_145030.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let responses: Vec<serde_json::Value> = std::fs::read_to_string(data.join("input_response_data_gpt4_20231107_145030.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     responses
         .iter()
         .take(n)

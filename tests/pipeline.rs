@@ -161,14 +161,24 @@ fn a_killed_run_resumes_with_nothing_lost_or_judged_twice() {
     prepare_ifeval(dir.path(), 3, 12);
     project(dir.path(), &db, "kill");
     ok(&db, &["set", "import", "--project", "kill", "--checks", dir.path().join("checks.json").to_str().unwrap()]);
-    let mut child = std::process::Command::new(common::assay_bin())
-        .args(["run", "--project", "kill", "--chunk-items", "1"])
-        .env("ASSAY_DB", &db)
-        .current_dir(common::repo_root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed and reaped when dropped, however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(
+        std::process::Command::new(common::assay_bin())
+            .args(["run", "--project", "kill", "--chunk-items", "1"])
+            .env("ASSAY_DB", &db)
+            .current_dir(common::repo_root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Kill it (SIGKILL) once some, but not all, judgments are stored.
     let store = Store::open(&db).unwrap();
     let started = std::time::Instant::now();
@@ -176,8 +186,8 @@ fn a_killed_run_resumes_with_nothing_lost_or_judged_twice() {
         assert!(started.elapsed().as_secs() < 300, "the run stored nothing within 5 minutes");
         let run = store.runs(store.project_by_name("kill").unwrap().id).unwrap().into_iter().find(|r| r.kind == RunKind::Judge);
         if let Some(run) = run.filter(|r| r.progress_done > 0) {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            child.0.kill().unwrap();
+            child.0.wait().unwrap();
             break store.run(run.id).unwrap();
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -208,7 +218,8 @@ fn bad_input_is_refused_with_a_clear_error() {
     let (success, _, err) = assay(&db, &["run", "--project", "bad"]);
     assert!(!success && err.contains("no evaluator set yet"), "{err}");
     // A corrupt label line names its line and stores nothing.
-    let key = std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap().lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["item"].as_str().unwrap().to_string()).unwrap();
+    let key =
+        std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap().lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["item"].as_str().unwrap().to_string()).unwrap();
     std::fs::write(dir.path().join("bad.jsonl"), format!("{{\"item\": \"{key}\", \"check\": \"c\", \"verdict\": \"PASS\"}}\n{{\"item\": \"{key}\", \"verdict\": \n")).unwrap();
     let (success, _, err) = assay(&db, &["label", "--project", "bad", "--file", dir.path().join("bad.jsonl").to_str().unwrap()]);
     assert!(!success && err.contains("line 2"), "{err}");

@@ -77,7 +77,8 @@ fn the_evaluation_loop_over_http() {
     // The expert: a question answered with a label, then labels, then refinement.
     let (status, questions) = server.get_json("/v1/projects/ifeval/questions");
     assert_eq!(status, 200, "{questions}");
-    let question = questions["questions"].as_array().unwrap().iter().find(|q| q["item_key"].is_string() && q["check"].is_string()).unwrap_or_else(|| panic!("a question about an item: {questions}")).clone();
+    let question =
+        questions["questions"].as_array().unwrap().iter().find(|q| q["item_key"].is_string() && q["check"].is_string()).unwrap_or_else(|| panic!("a question about an item: {questions}")).clone();
     let answer_path = format!("/v1/projects/ifeval/questions/{}/answer", question["id"]);
     let ruling = json!({"ruling": "A response that answers the request counts, whatever its length.", "label": "PASS"});
     let (status, answered) = server.post(&answer_path, &ruling);
@@ -192,7 +193,8 @@ fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
     assert_eq!(server.post("/v1/projects", &project).0, 201);
     assert_eq!(server.post("/v1/projects/opt/datasets", &json!({"name": "gpt4", "items": ifeval_items(2)})).0, 201);
     // Threshold 1: nothing passes, so every search spends its budget.
-    let strict = json!([{"id": "complete", "question": "Does the response carry out every instruction?", "threshold": 1.0}, {"id": "concise", "question": "Is the response concise?", "threshold": 1.0}]);
+    let strict =
+        json!([{"id": "complete", "question": "Does the response carry out every instruction?", "threshold": 1.0}, {"id": "concise", "question": "Is the response concise?", "threshold": 1.0}]);
     assert_eq!(server.post("/v1/projects/opt/sets", &json!({"checks": strict})).0, 201);
 
     assert_error(server.post("/v1/optimise", &json!({"project": "opt", "population": 1})), 400, "a population of one");

@@ -23,12 +23,7 @@ const STEPS: usize = 32;
 /// activations move logits by about 1 over 30 layers); the test prints both.
 const LOGIT_TOLERANCE: f32 = 2.5;
 
-const PROMPTS: [&str; 4] = [
-    "Write one sentence about the sea.",
-    "What is the capital of France?",
-    "List three symptoms of iron deficiency anemia.",
-    "Explain in two sentences why the sky is blue.",
-];
+const PROMPTS: [&str; 4] = ["Write one sentence about the sea.", "What is the capital of France?", "List three symptoms of iron deficiency anemia.", "Explain in two sentences why the sky is blue."];
 
 fn to_vec(logits: &Tensor) -> Vec<f32> {
     logits.squeeze(0).unwrap().to_vec1().unwrap()

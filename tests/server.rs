@@ -232,8 +232,13 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
         assert_eq!(r["score"]["passed"], passed);
         assert_eq!(r["score"]["total"], 2);
     }
-    // The same items again: every prefix comes from the prefix cache.
+    let reused_after_first = metric(&server, "assay_prompt_tokens_reused_total");
+    // The same items again: every prompt but its last token comes from the prefix tree.
     assert_eq!(server.post("/v1/judge", &json!({"checks": checks, "items": items})).1["results"], body["results"]);
+    let reused = metric(&server, "assay_prompt_tokens_reused_total") - reused_after_first;
+    let prompts = assay_engine::judge::judge_prompts(common::smollm2_model(), &parse_items(&items), &parse_checks(IFEVAL_CHECKS), false).unwrap();
+    let full: f64 = (0..items.len()).flat_map(|i| (0..2).map(move |c| (i, c))).map(|(i, c)| (prompts.full(i, c).len() - 1) as f64).sum();
+    assert!(reused >= full, "the second request reused {reused} tokens, its prompts hold {full}");
     assert_eq!(server.post("/v1/chat/completions", &chat("Hi", 3, 3)).0, 200);
 
     let (status, metrics) = server.get("/metrics");
@@ -241,19 +246,26 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     for series in [
         "assay_requests_total{route=\"/v1/judge\",status=\"200\"} 2",
         "assay_judge_checks_total{model=\"smollm2\"} 12",
-        // Per item, the instructions and the item's part: the first request finds the
-        // instructions for its 2nd and 3rd items, the second request finds all six.
-        "assay_prefix_cache_hits_total{model=\"smollm2\"} 8",
         "assay_request_duration_seconds_bucket{route=\"/v1/judge\",le=\"+Inf\"} 2",
         "assay_queue_depth{model=\"smollm2\"} 0",
-        "assay_batch_size{model=\"smollm2\"} 1",
+        "assay_preemptions_total{model=\"smollm2\"} 0",
+        "assay_sequences_waiting{model=\"smollm2\"} 0",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
-    for prefix in ["assay_prompt_tokens_total{model=\"smollm2\"} ", "assay_generated_tokens_total{model=\"smollm2\"} "] {
-        let line = metrics.lines().find(|l| l.starts_with(prefix)).unwrap();
-        assert!(line[prefix.len()..].parse::<u64>().unwrap() > 0, "{line}");
+    for name in [
+        "assay_prompt_tokens_total",
+        "assay_generated_tokens_total",
+        "assay_prefix_hit_rate",
+        "assay_kv_blocks_used",
+        "assay_kv_blocks_free",
+        "assay_kv_blocks_cached",
+        "assay_engine_steps_total",
+        "assay_batch_rows",
+    ] {
+        assert!(metric(&server, name) > 0.0, "{name} in\n{metrics}");
     }
+    assert!(metric(&server, "assay_prefix_hit_rate") < 1.0);
 
     // /v1/reward on the same (input, output) pairs: the reward vector is the CLI's P(PASS).
     let pairs: Vec<Value> = items.iter().map(|i| json!({"input": i["input"], "output": i["output"]})).collect();
@@ -270,6 +282,43 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
         assert_eq!(r["passed"], want[2 * n..2 * n + 2].iter().filter(|j| j["verdict"] == "PASS").count());
     }
     assert_eq!(server.post("/v1/reward", &json!({"checks": checks})).0, 400, "pairs are required");
+}
+
+/// A per-model series of `/metrics`, for SmolLM2.
+fn metric(server: &Server, name: &str) -> f64 {
+    let (_, metrics) = server.get("/metrics");
+    let prefix = format!("{name}{{model=\"smollm2\"}} ");
+    let line = metrics.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
+fn parse_items(items: &[Value]) -> Vec<assay_core::JudgeItem> {
+    items.iter().map(|i| serde_json::from_value(i.clone()).unwrap()).collect()
+}
+
+fn parse_checks(json: &str) -> Vec<assay_core::Check> {
+    assay_core::EvaluatorSet::from_json(json).unwrap().checks
+}
+
+#[test]
+fn two_chats_with_one_system_prompt_share_its_blocks_and_metrics_say_so() {
+    let server = Server::start(&[]);
+    let system = "You are a careful clinical assistant. Answer concisely, cite guidelines when relevant, and say when a doctor should be seen. ".repeat(2);
+    let ask = |user: &str| json!({"model": "smollm2", "max_tokens": 2, "temperature": 0, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
+    assert_eq!(server.post("/v1/chat/completions", &ask("What helps a cold?")).0, 200);
+    let (before, blocks_before) = (metric(&server, "assay_prompt_tokens_reused_total"), metric(&server, "assay_kv_blocks_cached"));
+    assert_eq!(server.post("/v1/chat/completions", &ask("Is ibuprofen safe with asthma?")).0, 200);
+    let reused = metric(&server, "assay_prompt_tokens_reused_total") - before;
+    let lm = common::smollm2_model();
+    let messages = |user: &str| [assay_engine::ChatMessage::new("system", &system), assay_engine::ChatMessage::new("user", user)];
+    let (a, b) = (lm.chat_prompt(&messages("What helps a cold?")).unwrap(), lm.chat_prompt(&messages("Is ibuprofen safe with asthma?")).unwrap());
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    assert!(shared > 64, "{shared} tokens in common");
+    assert_eq!(reused as usize, shared, "the second chat reused exactly the system prompt's tokens");
+    // Its own blocks joined the tree; the shared ones were not copied.
+    let grown = metric(&server, "assay_kv_blocks_cached") - blocks_before;
+    assert!(grown as usize <= b.len().div_ceil(32) - shared / 32, "{grown} new cached blocks");
+    assert!(metric(&server, "assay_prefix_hit_rate") > 0.0);
 }
 
 /// The official `openai` Python package against the server. `.ci/run` creates the virtual

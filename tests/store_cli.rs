@@ -147,7 +147,18 @@ fn project_data_set_versions_diff_and_exports_on_ifeval() {
     let run = store.create_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(v2.id), dataset: Some(datasets[1].id), params: serde_json::json!({}) }).unwrap();
     let judgments: Vec<Judgment> = store.pending_pairs(run.id).unwrap()[..5]
         .iter()
-        .map(|p| Judgment { item_id: p.item_key.clone(), check_id: p.check.clone(), verdict: Verdict::Fail, p_pass: 0.25, logprob_pass: -2.0, logprob_fail: -0.9, off_format_mass: 0.1, rationale: None, samples: vec![], flip_rate: None })
+        .map(|p| Judgment {
+            item_id: p.item_key.clone(),
+            check_id: p.check.clone(),
+            verdict: Verdict::Fail,
+            p_pass: 0.25,
+            logprob_pass: -2.0,
+            logprob_fail: -0.9,
+            off_format_mass: 0.1,
+            rationale: None,
+            samples: vec![],
+            flip_rate: None,
+        })
         .collect();
     store.insert_judgments(run.id, &judgments).unwrap();
     drop(store);

@@ -251,36 +251,52 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     // Every mode starts cold: what an earlier run computed is dropped first.
     type Mode<'a> = (&'a str, usize, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
     let modes: Vec<Mode> = vec![
-        ("naive", n_checks * (instr + item_tokens) + n_items * suffix_tokens, Box::new(|| {
-            // Each check a full prompt: nothing kept from the one before.
-            let mut out = vec![0f32; n];
-            for c in 0..n_checks {
-                engine.clear_prefix_cache()?;
-                for (i, p) in judge(&items, &checks[c..c + 1])?.into_iter().enumerate() {
-                    out[i * n_checks + c] = p;
-                }
-            }
-            Ok(out)
-        })),
-        ("prefix_reuse", unshared_tokens, Box::new(|| {
-            // Checks one after another, each finding its item's prefix computed.
-            engine.clear_prefix_cache()?;
-            let mut out = Vec::with_capacity(n);
-            for item in &items {
+        (
+            "naive",
+            n_checks * (instr + item_tokens) + n_items * suffix_tokens,
+            Box::new(|| {
+                // Each check a full prompt: nothing kept from the one before.
+                let mut out = vec![0f32; n];
                 for c in 0..n_checks {
-                    out.extend(judge(std::slice::from_ref(item), &checks[c..c + 1])?);
+                    engine.clear_prefix_cache()?;
+                    for (i, p) in judge(&items, &checks[c..c + 1])?.into_iter().enumerate() {
+                        out[i * n_checks + c] = p;
+                    }
                 }
-            }
-            Ok(out)
-        })),
-        ("packed", shared_tokens, Box::new(|| {
-            engine.clear_prefix_cache()?;
-            judge(&items, &checks)
-        })),
-        ("packed_unshared_inputs", unshared_tokens, Box::new(|| {
-            engine.clear_prefix_cache()?;
-            judge(&unshared, &checks)
-        })),
+                Ok(out)
+            }),
+        ),
+        (
+            "prefix_reuse",
+            unshared_tokens,
+            Box::new(|| {
+                // Checks one after another, each finding its item's prefix computed.
+                engine.clear_prefix_cache()?;
+                let mut out = Vec::with_capacity(n);
+                for item in &items {
+                    for c in 0..n_checks {
+                        out.extend(judge(std::slice::from_ref(item), &checks[c..c + 1])?);
+                    }
+                }
+                Ok(out)
+            }),
+        ),
+        (
+            "packed",
+            shared_tokens,
+            Box::new(|| {
+                engine.clear_prefix_cache()?;
+                judge(&items, &checks)
+            }),
+        ),
+        (
+            "packed_unshared_inputs",
+            unshared_tokens,
+            Box::new(|| {
+                engine.clear_prefix_cache()?;
+                judge(&unshared, &checks)
+            }),
+        ),
     ];
     if let Some(path) = &args.dump_workload {
         anyhow::ensure!(n_items == 1, "--dump-workload writes J1 (one item)");

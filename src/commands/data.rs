@@ -19,9 +19,7 @@ pub fn run(global: &GlobalOptions, args: &DataArgs) -> Result<()> {
             };
             let mut store = super::open_store(global)?;
             let project = super::project(&store, &import.project.project)?;
-            let dataset = store
-                .import_dataset(project.id, &name, &file.display().to_string(), &items)
-                .with_context(|| format!("importing {} into project '{}'", file.display(), project.name))?;
+            let dataset = store.import_dataset(project.id, &name, &file.display().to_string(), &items).with_context(|| format!("importing {} into project '{}'", file.display(), project.name))?;
             let with_output = items.iter().filter(|i| i.output.is_some()).count();
             println!("imported {} items ({with_output} with outputs) as dataset '{}' of project '{}'", dataset.item_count, dataset.name, project.name);
             Ok(())

@@ -8,15 +8,11 @@ use std::io::{BufRead, Write};
 const BATCH: usize = 32;
 
 pub fn run(global: &GlobalOptions, args: &EmbedArgs) -> Result<()> {
-    let texts: Vec<String> = if args.texts.is_empty() {
-        std::io::stdin().lock().lines().collect::<std::io::Result<_>>().context("reading texts from stdin")?
-    } else {
-        args.texts.clone()
-    };
+    let texts: Vec<String> = if args.texts.is_empty() { std::io::stdin().lock().lines().collect::<std::io::Result<_>>().context("reading texts from stdin")? } else { args.texts.clone() };
     if texts.is_empty() {
         anyhow::bail!("no texts to embed: pass them as arguments or one per line on stdin");
     }
-    let embedder = assay_engine::Engine::start(assay_engine::EngineModel::Embedding(super::load_embedder(global, &args.model)?), super::engine_config(global))?;
+    let embedder = assay_engine::Engine::start(assay_engine::EngineModel::Embedding(Box::new(super::load_embedder(global, &args.model)?)), super::engine_config(global))?;
     let mut out = std::io::stdout().lock();
     for batch in texts.chunks(BATCH) {
         for (text, v) in batch.iter().zip(embedder.embed_blocking(batch.to_vec())?.vectors) {

@@ -4,9 +4,9 @@
 //! to a temporary name and renamed, so a failed export leaves no half-written file.
 
 use crate::options::{ExportArgs, ExportCommand, GlobalOptions, TrainingRunArgs};
-use assay_pipeline::training_data::{dpo_pairs, scored_outputs, sft_records};
 use anyhow::{Context, Result};
 use assay_core::Check;
+use assay_pipeline::training_data::{dpo_pairs, scored_outputs, sft_records};
 use assay_store::RunId;
 use serde::Serialize;
 use std::io::Write;

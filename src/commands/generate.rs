@@ -52,12 +52,6 @@ pub fn run(global: &GlobalOptions, args: &GenerateArgs) -> Result<()> {
             eprintln!("{:>8.4}  {:?}  [{}]", lp.logprob, lp.token, alts.join(", "));
         }
     }
-    eprintln!(
-        "[{} prompt tokens, {} generated, finish: {:?}, {:.1} tok/s]",
-        out.prompt_tokens,
-        out.token_ids.len(),
-        out.finish_reason,
-        out.token_ids.len() as f64 / secs
-    );
+    eprintln!("[{} prompt tokens, {} generated, finish: {:?}, {:.1} tok/s]", out.prompt_tokens, out.token_ids.len(), out.finish_reason, out.token_ids.len() as f64 / secs);
     Ok(())
 }

@@ -19,7 +19,12 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     let (engine, _) = super::start_engine(global, &args.model, super::engine_config(global))?;
     let (n_items, n_checks) = (items.len(), set.checks.len());
     let total = n_items * n_checks;
-    eprintln!("judging {n_items} items x {n_checks} checks (set {}) with {}, {}", &set.content_hash()[..12], args.model, if options.generates_rationales() { format!("rationales first ({} per check)", options.samples) } else { "verdict only".into() });
+    eprintln!(
+        "judging {n_items} items x {n_checks} checks (set {}) with {}, {}",
+        &set.content_hash()[..12],
+        args.model,
+        if options.generates_rationales() { format!("rationales first ({} per check)", options.samples) } else { "verdict only".into() }
+    );
     let started = Instant::now();
     let mut progress = |done: usize| {
         let secs = started.elapsed().as_secs_f64();

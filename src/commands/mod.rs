@@ -26,9 +26,7 @@ use candle_core::Device;
 
 /// The resolver for `--models-dir`; a missing manifest only disables short names.
 pub fn resolver(global: &GlobalOptions) -> ModelResolver {
-    let manifest = Manifest::load(&global.models_dir, global.models_local_dir.clone())
-        .map_err(|e| tracing::info!("no model manifest: {e}"))
-        .ok();
+    let manifest = Manifest::load(&global.models_dir, global.models_local_dir.clone()).map_err(|e| tracing::info!("no model manifest: {e}")).ok();
     ModelResolver { manifest, hf_cache: hf_cache_dir() }
 }
 

@@ -25,11 +25,7 @@ pub fn run(global: &GlobalOptions) -> Result<()> {
     match hf_cache_dir() {
         Some(dir) => {
             let repos: Vec<String> = std::fs::read_dir(&dir)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("models--")).map(|n| n.replacen("--", "/", 1)))
-                        .collect()
-                })
+                .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("models--")).map(|n| n.replacen("--", "/", 1))).collect())
                 .unwrap_or_default();
             println!("Hugging Face cache: {} ({} model repos{})", dir.display(), repos.len(), if repos.is_empty() { String::new() } else { format!(": {}", repos.join(", ")) });
         }

@@ -33,7 +33,10 @@ pub fn run(global: &GlobalOptions, args: &OptimiseArgs) -> Result<()> {
     );
     let report = run_optimisation(&mut store, &backends, &project, run.id, &mut |event| match event {
         OptimiseEvent::Generation { item, position, items, progress } => {
-            eprint!("\r[{position}/{items}] {item}: generation {}, best {}/{total} (score {:.2}), {} evaluations   ", progress.generation, progress.best_passes, progress.best_score, progress.evaluations)
+            eprint!(
+                "\r[{position}/{items}] {item}: generation {}, best {}/{total} (score {:.2}), {} evaluations   ",
+                progress.generation, progress.best_passes, progress.best_score, progress.evaluations
+            )
         }
         OptimiseEvent::Gold { item, passes, score, evaluations, best_of_n, .. } => {
             eprintln!();
@@ -71,7 +74,16 @@ pub fn gold(global: &GlobalOptions, args: &GoldArgs) -> Result<()> {
     for g in &gold {
         let item = store.item(g.found.item)?;
         let status = if g.status == GoldStatus::Rejected { format!(" REJECTED: {}", g.critique.as_deref().unwrap_or_default()) } else { String::new() };
-        println!("gold {} item '{}' (run {}): {}/{} checks, {} evaluations{status}\n  {}", g.id, item.fields.key, g.run, g.found.passes, set.set.checks.len(), g.found.evaluations, g.found.output.replace('\n', "\n  "));
+        println!(
+            "gold {} item '{}' (run {}): {}/{} checks, {} evaluations{status}\n  {}",
+            g.id,
+            item.fields.key,
+            g.run,
+            g.found.passes,
+            set.set.checks.len(),
+            g.found.evaluations,
+            g.found.output.replace('\n', "\n  ")
+        );
     }
     eprintln!("{} gold outputs of v{} of project '{}'", gold.len(), set.number, project.name);
     Ok(())

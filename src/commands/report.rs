@@ -27,16 +27,7 @@ fn cell(x: Option<f64>) -> String {
 }
 
 fn render(r: &SetReport) -> String {
-    let mut out = format!(
-        "v{} of '{}': run {} ({}) of judge {} on dataset '{}', {} items\n",
-        r.set,
-        r.project,
-        r.run,
-        r.run_status.as_str(),
-        r.judge,
-        r.dataset,
-        r.items
-    );
+    let mut out = format!("v{} of '{}': run {} ({}) of judge {} on dataset '{}', {} items\n", r.set, r.project, r.run, r.run_status.as_str(), r.judge, r.dataset, r.items);
     out.push_str(&format!(
         "{:<32} {:>5} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
         "check", "n", "pass", "p_mean", "clear", "flip", "j-disag", "auroc", "cohes.", "labels", "acc", "kappa", "F-prec", "F-rec"

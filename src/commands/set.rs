@@ -16,13 +16,7 @@ pub fn run(global: &GlobalOptions, args: &SetArgs) -> Result<()> {
             let project = super::project(&store, &import.project.project)?;
             let version = store.create_set_version(project.id, &set, &reason).with_context(|| format!("importing {} into project '{}'", path.display(), project.name))?;
             let parent = version.parent.map_or("none".to_string(), |p| format!("v{p}"));
-            println!(
-                "created evaluator-set version v{} of project '{}': {} checks, hash {}, parent {parent}",
-                version.number,
-                project.name,
-                version.set.checks.len(),
-                &version.content_hash[..12]
-            );
+            println!("created evaluator-set version v{} of project '{}': {} checks, hash {}, parent {parent}", version.number, project.name, version.set.checks.len(), &version.content_hash[..12]);
             Ok(())
         }
         SetCommand::Diff(diff_args) => {
@@ -48,14 +42,7 @@ fn field_text(check: &Check, field: &str) -> String {
 
 /// The diff as lines: `+` added, `-` removed, `~` changed with each field's before and after.
 fn render(diff: &SetDiff) -> String {
-    let mut out = format!(
-        "v{} -> v{}: {} added, {} removed, {} changed\n",
-        diff.from,
-        diff.to,
-        diff.added.len(),
-        diff.removed.len(),
-        diff.changed.len()
-    );
+    let mut out = format!("v{} -> v{}: {} added, {} removed, {} changed\n", diff.from, diff.to, diff.added.len(), diff.removed.len(), diff.changed.len());
     for c in &diff.added {
         out += &format!("+ {}: {}\n", c.id, c.question);
     }

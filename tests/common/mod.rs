@@ -34,6 +34,11 @@ pub fn smollm2() -> &'static Arc<LanguageModel> {
     LM.get_or_init(|| Arc::new(LanguageModel::load("smollm2", &ModelFiles::Gguf(smollm2_path()), &Device::Cpu).expect("load smollm2")))
 }
 
+/// SmolLM2 as a plain model (tokenizer, template), for tests that only need its token ids.
+pub fn smollm2_model() -> &'static LanguageModel {
+    smollm2()
+}
+
 /// An engine of its own (its own KV pool of `kv_mb` MiB and prefix tree) over the shared
 /// SmolLM2, batched as the server runs it.
 pub fn smollm2_engine(kv_mb: usize) -> Engine {

@@ -31,18 +31,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            max_tokens: 256,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: None,
-            repetition_penalty: 1.0,
-            stop: Vec::new(),
-            top_logprobs: 0,
-            logprobs: false,
-            ignore_eos: false,
-        }
+        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, repetition_penalty: 1.0, stop: Vec::new(), top_logprobs: 0, logprobs: false, ignore_eos: false }
     }
 }
 

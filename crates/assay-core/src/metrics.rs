@@ -311,7 +311,17 @@ mod tests {
         let neg = [0.0, 0.4, 0.2, 0.9, 0.35, 0.6];
         let wins: f64 = pos
             .iter()
-            .flat_map(|p| neg.iter().map(move |n| if p > n { 1.0 } else if p == n { 0.5 } else { 0.0 }))
+            .flat_map(|p| {
+                neg.iter().map(move |n| {
+                    if p > n {
+                        1.0
+                    } else if p == n {
+                        0.5
+                    } else {
+                        0.0
+                    }
+                })
+            })
             .sum();
         assert!(close(auroc(&pos, &neg).unwrap(), wins / (pos.len() * neg.len()) as f64));
     }

@@ -51,19 +51,9 @@ impl ChatTemplate {
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template_owned("chat", source.to_string()).map_err(|e| EngineError::ChatTemplate {
-            model: model.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            env,
-            bos_token: bos_token.unwrap_or_default(),
-            eos_token: eos_token.unwrap_or_default(),
-            model: model.to_string(),
-        })
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> { Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg)) });
+        env.add_template_owned("chat", source.to_string()).map_err(|e| EngineError::ChatTemplate { model: model.to_string(), reason: e.to_string() })?;
+        Ok(Self { env, bos_token: bos_token.unwrap_or_default(), eos_token: eos_token.unwrap_or_default(), model: model.to_string() })
     }
 
     pub fn fallback(model: &str, format: FallbackFormat, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self> {

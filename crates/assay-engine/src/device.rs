@@ -17,11 +17,7 @@ impl std::str::FromStr for DeviceSpec {
         match s.trim().to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| EngineError::InvalidDevice(s.to_string())),
+            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| EngineError::InvalidDevice(s.to_string())),
         }
     }
 }
@@ -43,10 +39,7 @@ impl DeviceSpec {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(n) => {
                 if !cfg!(feature = "cuda") {
-                    return Err(EngineError::DeviceUnavailable {
-                        device: self.to_string(),
-                        reason: "this build has no CUDA support (rebuild with --features cuda)".into(),
-                    });
+                    return Err(EngineError::DeviceUnavailable { device: self.to_string(), reason: "this build has no CUDA support (rebuild with --features cuda)".into() });
                 }
                 Device::new_cuda(n).map_err(|e| EngineError::DeviceUnavailable { device: self.to_string(), reason: e.to_string() })
             }

@@ -42,9 +42,7 @@ impl Embedder {
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EngineError::Tokenizer { model: name.into(), reason: e.to_string() })?;
         let max_length = sentence_max_length(dir).unwrap_or(config.max_position_embeddings);
         tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
-        tokenizer
-            .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
-            .map_err(|e| EngineError::Tokenizer { model: name.into(), reason: e.to_string() })?;
+        tokenizer.with_truncation(Some(TruncationParams { max_length, ..Default::default() })).map_err(|e| EngineError::Tokenizer { model: name.into(), reason: e.to_string() })?;
         Ok(Self { name: name.to_string(), model, tokenizer, device: device.clone(), dim: config.hidden_size })
     }
 

@@ -93,8 +93,15 @@ impl Default for RequestOptions {
 #[derive(Debug)]
 pub enum GenEvent {
     /// New text, and the log-probabilities of the tokens sampled since the previous event.
-    Text { index: usize, text: String, logprobs: Vec<TokenLogprob> },
-    Finished { index: usize, generation: Generation },
+    Text {
+        index: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished {
+        index: usize,
+        generation: Generation,
+    },
     /// The whole request failed; nothing follows.
     Failed(EngineError),
 }
@@ -131,7 +138,7 @@ pub struct Embeddings {
 pub enum EngineModel {
     /// Shared, so that several engines (tests, benchmarks) can run one loaded model.
     Language(Arc<LanguageModel>),
-    Embedding(Embedder),
+    Embedding(Box<Embedder>),
 }
 
 struct Shared {
@@ -157,11 +164,26 @@ impl Drop for QueueSlot {
 }
 
 enum Command {
-    Generate { choices: Vec<(Vec<u32>, SamplingParams, usize)>, events: tmpsc::UnboundedSender<GenEvent>, deadline: Option<Instant>, slot: QueueSlot },
-    Judge { job: Box<JudgeJob>, events: tmpsc::UnboundedSender<JudgeEvent>, deadline: Option<Instant>, slot: QueueSlot },
-    Embed { texts: Vec<String>, reply: oneshot::Sender<Result<Embeddings>> },
+    Generate {
+        choices: Vec<(Vec<u32>, SamplingParams, usize)>,
+        events: tmpsc::UnboundedSender<GenEvent>,
+        deadline: Option<Instant>,
+        slot: QueueSlot,
+    },
+    Judge {
+        job: Box<JudgeJob>,
+        events: tmpsc::UnboundedSender<JudgeEvent>,
+        deadline: Option<Instant>,
+        slot: QueueSlot,
+    },
+    Embed {
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Embeddings>>,
+    },
     /// Drops every prefix no sequence uses (benchmarks that must start cold).
-    ClearPrefixes { done: oneshot::Sender<()> },
+    ClearPrefixes {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A handle to an engine thread; cheap to clone. The thread ends once every handle is dropped

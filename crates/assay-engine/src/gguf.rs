@@ -35,9 +35,7 @@ impl GgufFile {
             let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
             let end = content.tensor_data_offset.saturating_add(info.offset).saturating_add(bytes);
             if end > file_len {
-                return Err(corrupt(format!(
-                    "tensor {name} ends at byte {end} but the file has {file_len} bytes (truncated download?)"
-                )));
+                return Err(corrupt(format!("tensor {name} ends at byte {end} but the file has {file_len} bytes (truncated download?)")));
             }
         }
         Ok(Self { path: path.to_path_buf(), content, reader })
@@ -67,10 +65,7 @@ impl GgufFile {
     pub fn u32(&self, key: &str) -> Result<u32> {
         let v = self.metadata(key).ok_or_else(|| self.missing(key))?;
         // Writers disagree on integer widths; accept any that fits.
-        v.to_u32()
-            .or_else(|_| v.to_i32().map(|x| x as u32))
-            .or_else(|_| v.to_u64().map(|x| x as u32))
-            .map_err(|e| self.wrong_type(key, e))
+        v.to_u32().or_else(|_| v.to_i32().map(|x| x as u32)).or_else(|_| v.to_u64().map(|x| x as u32)).map_err(|e| self.wrong_type(key, e))
     }
 
     pub fn f32(&self, key: &str) -> Result<f32> {
@@ -94,11 +89,7 @@ impl GgufFile {
 
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
         let path = self.path.clone();
-        let info = self.content.tensor_infos.get(name).ok_or_else(|| EngineError::InvalidModel {
-            path: path.clone(),
-            reason: format!("missing tensor {name}"),
-        })?;
-        info.read(&mut self.reader, self.content.tensor_data_offset, device)
-            .map_err(|e| EngineError::CorruptGguf { path, reason: format!("tensor {name}: {e}") })
+        let info = self.content.tensor_infos.get(name).ok_or_else(|| EngineError::InvalidModel { path: path.clone(), reason: format!("missing tensor {name}") })?;
+        info.read(&mut self.reader, self.content.tensor_data_offset, device).map_err(|e| EngineError::CorruptGguf { path, reason: format!("tensor {name}: {e}") })
     }
 }

@@ -79,7 +79,6 @@ impl JudgePrompts {
     pub fn full(&self, item: usize, check: usize) -> Vec<u32> {
         [&self.instructions, &self.item(item), &self.suffixes[check]].into_iter().flatten().copied().collect()
     }
-
 }
 
 /// Builds the token ids of the judge prompts of `items` for `checks`; `rationale` opens the
@@ -179,14 +178,7 @@ impl LabelScores {
 
     fn sample(&self, rationale: String, threshold: f32) -> JudgeSample {
         let p = self.p_pass();
-        JudgeSample {
-            rationale,
-            verdict: Verdict::at(p, threshold),
-            p_pass: p,
-            logprob_pass: self.logprob_pass,
-            logprob_fail: self.logprob_fail,
-            off_format_mass: self.off_format_mass,
-        }
+        JudgeSample { rationale, verdict: Verdict::at(p, threshold), p_pass: p, logprob_pass: self.logprob_pass, logprob_fail: self.logprob_fail, off_format_mass: self.off_format_mass }
     }
 }
 
@@ -390,10 +382,7 @@ impl JudgeJob {
         self.item_ids
             .iter()
             .map(|item| {
-                self.checks
-                    .iter()
-                    .map(|c| Judgment::from_samples(item, c, samples.next().expect("one entry per pair").into_iter().map(|s| s.expect("complete")).collect(), rationale))
-                    .collect()
+                self.checks.iter().map(|c| Judgment::from_samples(item, c, samples.next().expect("one entry per pair").into_iter().map(|s| s.expect("complete")).collect(), rationale)).collect()
             })
             .collect()
     }

@@ -40,15 +40,12 @@ impl LanguageModel {
         let mut file = GgufFile::open(path)?;
         // Architecture and shape errors first: they say the most about a wrong file.
         let arch = architecture(file.string("general.architecture")?, path)?;
-        let config = arch.from_gguf(&file)?;
+        let config = arch.config_from_gguf(&file)?;
         config.validate(path)?;
         // A tokenizer.json beside the file wins: it covers vocabularies we do not rebuild.
         let beside = path.with_file_name("tokenizer.json");
-        let tokenizer = if beside.is_file() {
-            TextTokenizer::from_file(&beside, &["</s>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"], Some("<s>"))?
-        } else {
-            TextTokenizer::from_gguf(&file)?
-        };
+        let tokenizer =
+            if beside.is_file() { TextTokenizer::from_file(&beside, &["</s>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"], Some("<s>"))? } else { TextTokenizer::from_gguf(&file)? };
         let model = Decoder::load(config, &mut GgufWeights { file: &mut file, device: device.clone() }, device, policy)?;
         let template = match file.string("tokenizer.chat_template") {
             Ok(source) => ChatTemplate::new(name, source, tokenizer.bos_token(), tokenizer.eos_token())?,
@@ -58,16 +55,16 @@ impl LanguageModel {
     }
 
     fn from_checkpoint(name: &str, dir: &Path, device: &Device, policy: MatmulPolicy) -> Result<Self> {
-        let read = |p: &Path| std::fs::read(p).map_err(|source| EngineError::Io { path: p.to_path_buf(), source });
-        let cfg_path = dir.join("config.json");
-        let json: serde_json::Value = serde_json::from_slice(&read(&cfg_path)?).map_err(|e| EngineError::InvalidModel { path: cfg_path.clone(), reason: e.to_string() })?;
-        let arch = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), &cfg_path)?;
-        let config = arch.from_hf(&json, &cfg_path)?;
-        config.validate(&cfg_path)?;
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
             return Err(EngineError::Tokenizer { model: dir.display().to_string(), reason: format!("{} is missing", tok_path.display()) });
         }
+        let read = |p: &Path| std::fs::read(p).map_err(|source| EngineError::Io { path: p.to_path_buf(), source });
+        let cfg_path = dir.join("config.json");
+        let json: serde_json::Value = serde_json::from_slice(&read(&cfg_path)?).map_err(|e| EngineError::InvalidModel { path: cfg_path.clone(), reason: e.to_string() })?;
+        let arch = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), &cfg_path)?;
+        let config = arch.config_from_hf(&json, &cfg_path)?;
+        config.validate(&cfg_path)?;
         let tok_config: serde_json::Value = std::fs::read(dir.join("tokenizer_config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         // Special tokens are strings or {"content": ...} objects.
         let special = |key: &str| {
@@ -91,7 +88,7 @@ impl LanguageModel {
     fn random(name: &str, spec: &RandomSpec, device: &Device, policy: MatmulPolicy) -> Result<Self> {
         let origin = spec.origin();
         let arch = architecture(spec.config["model_type"].as_str().unwrap_or("(no model_type)"), &origin)?;
-        let config: ModelConfig = arch.from_hf(&spec.config, &origin)?;
+        let config: ModelConfig = arch.config_from_hf(&spec.config, &origin)?;
         config.validate(&origin)?;
         let tokenizer = TextTokenizer::from_tokenizer(synthetic_tokenizer(config.vocab_size)?, &["<|im_end|>", "<|endoftext|>"], None);
         let mut weights = RandomWeights { config: config.clone(), seed: spec.seed, device: device.clone(), origin };

@@ -18,10 +18,7 @@ pub struct ManifestEntry {
     pub family: String,
     pub format: String,
     pub licence: String,
-    pub package: String,
-    pub wheel_sha256: String,
-    pub member: String,
-    /// Relative to the manifest's `local/` folder.
+    /// Relative to the manifest's `local/` folder (`models/fetch` knows where it comes from).
     pub path: String,
     pub description: String,
 }
@@ -107,11 +104,7 @@ fn files_at(path: &Path) -> Option<ModelFiles> {
         if path.join("config.json").is_file() {
             return Some(ModelFiles::Checkpoint(path.to_path_buf()));
         }
-        let ggufs: Vec<PathBuf> = std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-            .collect();
+        let ggufs: Vec<PathBuf> = std::fs::read_dir(path).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "gguf")).collect();
         if let [one] = ggufs.as_slice() {
             return Some(ModelFiles::Gguf(one.clone()));
         }
@@ -145,10 +138,7 @@ impl ModelResolver {
                 if let Some(files) = files_at(&p) {
                     return Ok(files);
                 }
-                return Err(EngineError::UnknownModel {
-                    name: spec.to_string(),
-                    looked: format!("{} (named in {}, not fetched yet: run models/fetch)", p.display(), m.path.display()),
-                });
+                return Err(EngineError::UnknownModel { name: spec.to_string(), looked: format!("{} (named in {}, not fetched yet: run models/fetch)", p.display(), m.path.display()) });
             }
             let names: Vec<&str> = m.entries.iter().map(|e| e.name.as_str()).collect();
             looked.push(format!("manifest {} (names: {})", m.path.display(), names.join(", ")));
@@ -156,10 +146,7 @@ impl ModelResolver {
         if let (Some(cache_dir), true) = (&self.hf_cache, spec.split('/').count() == 2) {
             let repo = hf_hub::Cache::new(cache_dir.clone()).model(spec.to_string());
             // `get` follows refs/main to the snapshot folder that holds the file.
-            let snapshot = ["config.json", "tokenizer.json"]
-                .iter()
-                .find_map(|f| repo.get(f))
-                .and_then(|f| f.parent().map(Path::to_path_buf));
+            let snapshot = ["config.json", "tokenizer.json"].iter().find_map(|f| repo.get(f)).and_then(|f| f.parent().map(Path::to_path_buf));
             if let Some(files) = snapshot.as_deref().and_then(files_at) {
                 return Ok(files);
             }
@@ -192,7 +179,7 @@ mod tests {
     fn manifest_names_resolve_and_unfetched_ones_say_so() {
         let tmp = tempfile::tempdir().unwrap();
         let manifest = r#"{"models": [{"name": "tiny", "roles": ["judge"], "family": "llama", "format": "gguf",
-            "licence": "MIT", "package": "p==1", "wheel_sha256": "00", "member": "m", "path": "tiny/t.gguf", "description": "d"}]}"#;
+            "licence": "MIT", "path": "tiny/t.gguf", "description": "d"}]}"#;
         std::fs::write(tmp.path().join("manifest.json"), manifest).unwrap();
         let m = Manifest::load(tmp.path(), None).unwrap();
         let resolver = ModelResolver { manifest: Some(m.clone()), hf_cache: None };

@@ -39,12 +39,8 @@ impl Sampler {
         }
         let inv_t = 1.0 / self.params.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, &l)| l >= max - NEGLIGIBLE_LOGIT_GAP * self.params.temperature.max(1.0))
-            .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp()))
-            .collect();
+        let mut candidates: Vec<(u32, f32)> =
+            logits.iter().enumerate().filter(|(_, &l)| l >= max - NEGLIGIBLE_LOGIT_GAP * self.params.temperature.max(1.0)).map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())).collect();
         candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         if self.params.top_k > 0 {
             candidates.truncate(self.params.top_k);
@@ -84,11 +80,7 @@ impl Sampler {
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
-        .0 as u32
+    logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32
 }
 
 /// `ln(sum(exp(row)))`, computed stably: the normaliser of a log-softmax.
@@ -133,7 +125,10 @@ pub enum RowWant<'a> {
 pub enum RowResult {
     /// A sampled token and, when asked for, its log-probability with alternatives (texts
     /// empty: the caller knows the tokenizer).
-    Sampled { token: u32, logprob: Option<TokenLogprob> },
+    Sampled {
+        token: u32,
+        logprob: Option<TokenLogprob>,
+    },
     Scored(Vec<f32>),
 }
 

@@ -123,7 +123,13 @@ impl Sequence {
     pub fn logit_rows(&self, n: usize) -> Vec<usize> {
         let end = self.computed + n;
         match &self.kind {
-            SeqKind::Generate(_) => if end == self.tokens.len() { vec![n - 1] } else { vec![] },
+            SeqKind::Generate(_) => {
+                if end == self.tokens.len() {
+                    vec![n - 1]
+                } else {
+                    vec![]
+                }
+            }
             SeqKind::Score(s) => (self.computed.max(s.first_row)..end.min(s.first_row + s.rows.len())).map(|p| p - self.computed).collect(),
         }
     }

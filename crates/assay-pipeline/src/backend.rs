@@ -126,7 +126,7 @@ impl LocalBackend {
             let ModelFiles::Checkpoint(dir) = &files else {
                 return Err(PipelineError::Config(format!("{} is not a checkpoint folder; embedding models are", files.path().display())));
             };
-            EngineModel::Embedding(Embedder::load(spec, dir, &self.device)?)
+            EngineModel::Embedding(Box::new(Embedder::load(spec, dir, &self.device)?))
         } else {
             EngineModel::Language(Arc::new(LanguageModel::load(spec, &files, &self.device)?))
         };
@@ -243,10 +243,10 @@ impl Backend for HttpBackend {
             fields.extend(extra);
         }
         let answer = self.post("judge", &body)?;
-        let results = answer["results"].as_array().filter(|r| r.len() == items.len()).ok_or_else(|| PipelineError::Remote {
-            url: format!("{}/judge", self.base_url),
-            message: format!("expected {} results, got {}", items.len(), answer["results"]),
-        })?;
+        let results = answer["results"]
+            .as_array()
+            .filter(|r| r.len() == items.len())
+            .ok_or_else(|| PipelineError::Remote { url: format!("{}/judge", self.base_url), message: format!("expected {} results, got {}", items.len(), answer["results"]) })?;
         let judgments = results
             .iter()
             .map(|r| serde_json::from_value::<Vec<Judgment>>(r["judgments"].clone()))

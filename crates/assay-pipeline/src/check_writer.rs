@@ -78,12 +78,7 @@ pub fn parse_check(answer: &str) -> Option<(String, String, Vec<String>)> {
 /// A short id for a check from its words: `<prefix>-<up to four words>`.
 pub fn check_id(prefix: &str, text: &str) -> String {
     const FILLER: &[&str] = &["the", "a", "an", "is", "does", "do", "of", "to", "and", "or", "in", "it", "this", "that", "output", "free", "any", "be", "are", "has", "have"];
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
-        .filter(|w| !w.is_empty() && !FILLER.contains(&w.as_str()))
-        .take(4)
-        .collect();
+    let words: Vec<String> = text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).filter(|w| !w.is_empty() && !FILLER.contains(&w.as_str())).take(4).collect();
     if words.is_empty() {
         prefix.to_string()
     } else {

@@ -101,7 +101,12 @@ impl Default for ProjectConfig {
         let g = |name: &str, temperature, variant| GeneratorConfig { name: name.into(), model: None, temperature, variant, max_tokens: default_max_tokens() };
         Self {
             roles: Roles::default(),
-            generators: vec![g("careful", 0.2, PromptVariant::AsWritten), g("sampled", 0.9, PromptVariant::AsWritten), g("terse", 0.9, PromptVariant::Terse), g("input-only", 1.1, PromptVariant::InputOnly)],
+            generators: vec![
+                g("careful", 0.2, PromptVariant::AsWritten),
+                g("sampled", 0.9, PromptVariant::AsWritten),
+                g("terse", 0.9, PromptVariant::Terse),
+                g("input-only", 1.1, PromptVariant::InputOnly),
+            ],
             answer_tokens: 160,
         }
     }

@@ -4,12 +4,12 @@
 //! Every generation, annotation (parsed or not) and the cluster tree are stored as they are
 //! made; the outputs also become a dataset (`discovery-<run>`) that judge runs can score.
 
-use crate::record_outcome;
 use crate::annotate::{annotation_request, parse_annotation};
 use crate::backend::{Backends, ChatRequest, Completion};
 use crate::check_writer::{check_id, cluster_request, fallback_check, parse_check};
 use crate::config::{GeneratorConfig, ProjectConfig, PromptVariant};
 use crate::error::{PipelineError, Result};
+use crate::record_outcome;
 use crate::static_analysis::{self, check_text, constraint_check, prompt_constraints};
 use crate::taxonomy::{cluster, ErrorPoint};
 use crate::{stable_seed, Progress};
@@ -242,7 +242,11 @@ impl Discovery<'_, '_> {
         let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
         messages.push(ChatMessage::new("user", &user));
         let seed = stable_seed(self.options.seed, &["generate", &generator.name, &item.fields.key]);
-        ChatRequest { messages, answer_prefix: String::new(), params: SamplingParams { max_tokens: generator.max_tokens, temperature: generator.temperature, top_p: 0.95, seed: Some(seed), ..Default::default() } }
+        ChatRequest {
+            messages,
+            answer_prefix: String::new(),
+            params: SamplingParams { max_tokens: generator.max_tokens, temperature: generator.temperature, top_p: 0.95, seed: Some(seed), ..Default::default() },
+        }
     }
 
     /// Annotates every output (one retry for unreadable answers) and embeds the errors found.
@@ -322,7 +326,8 @@ impl Discovery<'_, '_> {
         if !checks.is_empty() {
             let judge = self.backends.role(&self.config.roles.judge)?;
             let items: Vec<_> = checks.iter().map(|c| static_analysis::as_judge_item(&prompt, c)).collect();
-            let verdicts = judge.judge(&items, &[static_analysis::consistency_check()], &JudgeOptions::default(), &mut |done| (self.progress)("checking checks against the prompt", done, items.len()))?;
+            let verdicts =
+                judge.judge(&items, &[static_analysis::consistency_check()], &JudgeOptions::default(), &mut |done| (self.progress)("checking checks against the prompt", done, items.len()))?;
             for (check, judged) in checks.iter().zip(verdicts) {
                 let p = judged[0].p_pass;
                 if p < 0.5 {

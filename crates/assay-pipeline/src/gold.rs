@@ -123,7 +123,15 @@ pub fn run_optimisation(store: &mut Store, backends: &Backends, project: &Projec
 }
 
 /// Optimises the items of `run` (on `dataset`) that have no gold output; returns how many.
-fn optimise_pending(store: &mut Store, backends: &Backends, project: &Project, (run, dataset): (RunId, assay_store::DatasetId), set: &SetVersion, options: &OptimiseRunOptions, events: &mut dyn FnMut(&OptimiseEvent)) -> Result<usize> {
+fn optimise_pending(
+    store: &mut Store,
+    backends: &Backends,
+    project: &Project,
+    (run, dataset): (RunId, assay_store::DatasetId),
+    set: &SetVersion,
+    options: &OptimiseRunOptions,
+    events: &mut dyn FnMut(&OptimiseEvent),
+) -> Result<usize> {
     let (generator, judge) = roles(backends, project)?;
     let mut items = store.items(dataset)?;
     items.truncate(options.items.unwrap_or(usize::MAX));
@@ -279,7 +287,20 @@ mod tests {
         // As if killed after the first item: its gold output stored, the run left running.
         store.set_run_status(run.id, RunStatus::Running, None).unwrap();
         let first = store.items(dataset.id).unwrap()[0].id;
-        store.insert_gold_output(run.id, &NewGoldOutput { item: first, output: "7".into(), p_pass: vec![0.9; 3], passes: 3, evaluations: 1, lineage: json!({"candidates": [], "best": 0, "evaluations": 1, "generations": 0}), best_of_n: None }).unwrap();
+        store
+            .insert_gold_output(
+                run.id,
+                &NewGoldOutput {
+                    item: first,
+                    output: "7".into(),
+                    p_pass: vec![0.9; 3],
+                    passes: 3,
+                    evaluations: 1,
+                    lineage: json!({"candidates": [], "best": 0, "evaluations": 1, "generations": 0}),
+                    best_of_n: None,
+                },
+            )
+            .unwrap();
 
         let (again, resumed) = start_optimise_run(&mut store, &backends, &project, &set, &dataset, &options(3)).unwrap();
         assert_eq!((again.id, resumed), (run.id, true));

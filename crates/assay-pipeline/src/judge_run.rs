@@ -87,7 +87,15 @@ fn reuse_identical_judgments(store: &mut Store, project: &Project, run: &Run, se
 }
 
 /// Judges the pending pairs of `run` (whose set and dataset are `set` and `dataset`).
-fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersion, (run, dataset): (RunId, DatasetId), options: &JudgeOptions, chunk_items: usize, progress: Progress) -> Result<usize> {
+fn judge_pending(
+    store: &mut Store,
+    judge: &crate::backend::Role,
+    set: &SetVersion,
+    (run, dataset): (RunId, DatasetId),
+    options: &JudgeOptions,
+    chunk_items: usize,
+    progress: Progress,
+) -> Result<usize> {
     let pending = store.pending_pairs(run)?;
     let total = store.run(run)?.progress_total as usize;
     let already = total - pending.len();
@@ -95,7 +103,8 @@ fn judge_pending(store: &mut Store, judge: &crate::backend::Role, set: &SetVersi
     let checks: HashMap<&str, &Check> = set.set.checks.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut judged = 0;
     for chunk in chunks(&pending, chunk_items) {
-        let chunk_items: Vec<JudgeItem> = chunk.items.iter().map(|key| items.get(*key).cloned().ok_or_else(|| PipelineError::Invalid(format!("item '{key}' has no output to judge")))).collect::<Result<_>>()?;
+        let chunk_items: Vec<JudgeItem> =
+            chunk.items.iter().map(|key| items.get(*key).cloned().ok_or_else(|| PipelineError::Invalid(format!("item '{key}' has no output to judge")))).collect::<Result<_>>()?;
         let chunk_checks: Vec<Check> = chunk.checks.iter().map(|c| (*checks[c]).clone()).collect();
         let before = already + judged;
         let per_item = judge.judge(&chunk_items, &chunk_checks, options, &mut |done| progress("judging", before + done, total))?;

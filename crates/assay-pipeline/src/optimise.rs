@@ -166,7 +166,11 @@ impl Task<'_> {
                 })
             })
             .collect();
-        let items: Vec<JudgeItem> = distinct.iter().enumerate().map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.to_string(), context: self.context.map(str::to_string) }).collect();
+        let items: Vec<JudgeItem> = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, t)| JudgeItem { id: format!("candidate-{i}"), input: self.input.to_string(), output: t.to_string(), context: self.context.map(str::to_string) })
+            .collect();
         let options = if rationales { JudgeOptions { mode: JudgeMode::Rationale, rationale_tokens: RATIONALE_TOKENS, ..JudgeOptions::default() } } else { JudgeOptions::default() };
         let scored: Vec<Scored> = self
             .judge
@@ -275,7 +279,10 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
                         break b;
                     }
                 };
-                let body = format!("Answer A:\n{}\n\nAnswer B:\n{}\n\nMerge them into one answer that keeps the strengths of both. Reply with the merged answer only.", candidates[a].text, candidates[b].text);
+                let body = format!(
+                    "Answer A:\n{}\n\nAnswer B:\n{}\n\nMerge them into one answer that keeps the strengths of both. Reply with the merged answer only.",
+                    candidates[a].text, candidates[b].text
+                );
                 requests.push(task.request(task.user(&body), seed, options.max_tokens));
                 origins.push(Origin::Crossover { parents: [a, b] });
             }
@@ -344,7 +351,14 @@ pub(crate) mod tests {
                 .map(|r| {
                     let user = &r.messages[1].content;
                     let numbers: Vec<i64> = user.lines().filter_map(|l| l.trim().parse().ok()).collect();
-                    Ok(if user.contains("Merge") { numbers.iter().max().unwrap() + 1 } else if user.contains("Rewrite") { numbers[0] + 1 } else { (r.params.seed.unwrap() % 3) as i64 }.to_string())
+                    Ok(if user.contains("Merge") {
+                        numbers.iter().max().unwrap() + 1
+                    } else if user.contains("Rewrite") {
+                        numbers[0] + 1
+                    } else {
+                        (r.params.seed.unwrap() % 3) as i64
+                    }
+                    .to_string())
                 })
                 .collect())
         }
@@ -358,7 +372,18 @@ pub(crate) mod tests {
                         .enumerate()
                         .map(|(k, c)| {
                             let p = if number(&item.output) > k as i64 { 0.9 } else { 0.1 };
-                            Judgment { item_id: item.id.clone(), check_id: c.id.clone(), verdict: Verdict::at(p, 0.5), p_pass: p, logprob_pass: 0.0, logprob_fail: 0.0, off_format_mass: 0.0, rationale: None, samples: vec![], flip_rate: None }
+                            Judgment {
+                                item_id: item.id.clone(),
+                                check_id: c.id.clone(),
+                                verdict: Verdict::at(p, 0.5),
+                                p_pass: p,
+                                logprob_pass: 0.0,
+                                logprob_fail: 0.0,
+                                off_format_mass: 0.0,
+                                rationale: None,
+                                samples: vec![],
+                                flip_rate: None,
+                            }
                         })
                         .collect()
                 })
@@ -428,7 +453,15 @@ pub(crate) mod tests {
     #[test]
     fn a_rewrite_names_the_failed_checks_and_the_judges_rationales() {
         let checks = checks(3);
-        let parent = Candidate { id: 0, generation: 0, origin: Origin::Seed, text: "1".into(), p_pass: vec![0.9, 0.2, 0.1], passes: 1, rationales: vec![String::new(), "it is too small".into(), String::new()] };
+        let parent = Candidate {
+            id: 0,
+            generation: 0,
+            origin: Origin::Seed,
+            text: "1".into(),
+            p_pass: vec![0.9, 0.2, 0.1],
+            passes: 1,
+            rationales: vec![String::new(), "it is too small".into(), String::new()],
+        };
         let body = rewrite_body(&checks, &parent);
         assert!(!body.contains("Is it above 0?"), "a passed check is not named: {body}");
         assert!(body.contains("- Is it above 1? (the judge: it is too small)") && body.contains("- Is it above 2?\n"), "{body}");

@@ -78,13 +78,8 @@ pub fn separation_svg(path: &Path, title: &str, good: &[f64], bad: &[f64]) -> Re
         for ((counts, n), color, label) in series {
             // Half opacity so that where the two overlap both stay visible.
             let fill = color.mix(0.5).filled();
-            let bars = counts.into_iter().enumerate().filter(|&(_, c)| c > 0).map(|(i, c)| {
-                Rectangle::new([(i as f64 / BINS as f64, 0), ((i + 1) as f64 / BINS as f64, c)], fill)
-            });
-            chart
-                .draw_series(bars)?
-                .label(format!("{label} (n={n})"))
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill));
+            let bars = counts.into_iter().enumerate().filter(|&(_, c)| c > 0).map(|(i, c)| Rectangle::new([(i as f64 / BINS as f64, 0), ((i + 1) as f64 / BINS as f64, c)], fill));
+            chart.draw_series(bars)?.label(format!("{label} (n={n})")).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill));
         }
         chart.configure_series_labels().position(SeriesLabelPosition::UpperMiddle).background_style(WHITE).border_style(BLACK).draw()
     })
@@ -112,17 +107,10 @@ pub fn bars_svg(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)],
             widest = widest.max(root.estimate_text_size(name, &style)?.0);
         }
         let slot = (SIZE.0 - 2 * MARGIN - Y_LABEL_AREA) / bars.len() as u32;
-        let (label_area, label_style) = if widest + 6 > slot {
-            (widest + 12, style.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center)))
-        } else {
-            (30, style.pos(Pos::new(HPos::Center, VPos::Top)))
-        };
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 24))
-            .margin(MARGIN)
-            .x_label_area_size(label_area)
-            .y_label_area_size(Y_LABEL_AREA)
-            .build_cartesian_2d(0.0..bars.len() as f64, lo..hi)?;
+        let (label_area, label_style) =
+            if widest + 6 > slot { (widest + 12, style.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center))) } else { (30, style.pos(Pos::new(HPos::Center, VPos::Top))) };
+        let mut chart =
+            ChartBuilder::on(root).caption(title, (FONT, 24)).margin(MARGIN).x_label_area_size(label_area).y_label_area_size(Y_LABEL_AREA).build_cartesian_2d(0.0..bars.len() as f64, lo..hi)?;
         chart.configure_mesh().disable_x_mesh().x_labels(0).y_desc(y_label).draw()?;
         let base = 0f64.clamp(lo, hi);
         chart.draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
@@ -203,8 +191,7 @@ mod tests {
     fn bars_draw_one_rect_per_value_and_their_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bars.svg");
-        let bars: Vec<(String, f64)> =
-            [("cites_source", 0.8), ("no_dosage", -0.1), ("skipped", f64::NAN), ("too_high", 3.0)].map(|(n, v)| (n.to_owned(), v)).into();
+        let bars: Vec<(String, f64)> = [("cites_source", 0.8), ("no_dosage", -0.1), ("skipped", f64::NAN), ("too_high", 3.0)].map(|(n, v)| (n.to_owned(), v)).into();
         bars_svg(&path, "Kappa per check", "kappa", &bars, (-0.2, 1.0)).unwrap();
         let svg = read(&path);
         assert!(svg.contains("Kappa per check") && svg.contains("kappa"));

@@ -4,8 +4,8 @@
 //! a pair that already has a question is not asked again.
 
 use crate::error::Result;
-use assay_core::{Judgment, Verdict};
 use crate::report::other_judges;
+use assay_core::{Judgment, Verdict};
 use assay_store::{NewQuestion, Project, RunId, Store};
 use std::collections::{HashMap, HashSet};
 
@@ -27,7 +27,13 @@ pub fn raise_ambiguities(store: &mut Store, project: &Project, run: RunId) -> Re
     let judgments = store.judgments(run)?;
     let others = other_judges(store, project, &this)?;
     let asked: HashSet<(Option<assay_store::ItemId>, Option<String>)> = store.questions(project.id, None)?.into_iter().map(|q| (q.asked.item, q.asked.check)).collect();
-    let question = |item, j: &Judgment, why| NewQuestion { item: Some(item), check: Some(j.check_id.clone()), why, options: vec!["PASS".into(), "FAIL".into(), "the check is unclear here".into()], proposed_check: None };
+    let question = |item, j: &Judgment, why| NewQuestion {
+        item: Some(item),
+        check: Some(j.check_id.clone()),
+        why,
+        options: vec!["PASS".into(), "FAIL".into(), "the check is unclear here".into()],
+        proposed_check: None,
+    };
     let unasked: Vec<(assay_store::ItemId, &Judgment, f32)> = judgments
         .iter()
         .filter_map(|j| {

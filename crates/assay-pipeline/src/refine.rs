@@ -115,7 +115,8 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         }
         let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == set.set.checks[i].id).flat_map(fail_rationales).map(str::to_string).collect();
         let vectors = embedder.embed(&rationales)?;
-        let points: Vec<ErrorPoint> = rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
+        let points: Vec<ErrorPoint> =
+            rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
         let groups: Vec<Vec<String>> = cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect();
         if groups.len() >= 2 {
             split_into[i] = Some(groups);
@@ -162,7 +163,8 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         match group {
             Some(g) => {
                 let examples: Vec<String> = split_into[i].as_ref().map(|gs| gs[g].iter().take(3).cloned().collect()).unwrap_or_default();
-                let (question, criteria, fail_examples) = parsed.unwrap_or_else(|| (format!("{} (in particular: {})", old.question, examples.first().cloned().unwrap_or_default()), old.pass_criteria.clone(), examples.clone()));
+                let (question, criteria, fail_examples) =
+                    parsed.unwrap_or_else(|| (format!("{} (in particular: {})", old.question, examples.first().cloned().unwrap_or_default()), old.pass_criteria.clone(), examples.clone()));
                 splits[i].push(Check { id: format!("{}-{}", old.id, (b'a' + g as u8) as char), name: old.name.clone(), question, pass_criteria: criteria, fail_examples, threshold: old.threshold });
             }
             None => {

@@ -123,12 +123,9 @@ pub fn report_run(store: &Store, project: &Project, set: &SetVersion, run: Optio
         return Ok(run);
     }
     let runs: Vec<Run> = store.runs(project.id)?.into_iter().filter(|r| r.kind == RunKind::Judge && r.set_version == Some(set.id)).collect();
-    runs.iter()
-        .rev()
-        .find(|r| r.status == RunStatus::Done)
-        .or(runs.last())
-        .cloned()
-        .ok_or_else(|| PipelineError::Invalid(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number)))
+    runs.iter().rev().find(|r| r.status == RunStatus::Done).or(runs.last()).cloned().ok_or_else(|| {
+        PipelineError::Invalid(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number))
+    })
 }
 
 pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVersion, run: &Run, plots_dir: Option<&Path>) -> Result<SetReport> {
@@ -249,7 +246,13 @@ pub(crate) type OtherJudges = HashMap<(String, String), Vec<(String, Verdict)>>;
 pub(crate) fn other_judges(store: &Store, project: &Project, run: &Run) -> Result<OtherJudges> {
     let mut others = OtherJudges::new();
     for other in store.runs(project.id)? {
-        if other.id != run.id && other.kind == RunKind::Judge && other.status == RunStatus::Done && other.set_version == run.set_version && other.dataset == run.dataset && other.params["judge"] != run.params["judge"] {
+        if other.id != run.id
+            && other.kind == RunKind::Judge
+            && other.status == RunStatus::Done
+            && other.set_version == run.set_version
+            && other.dataset == run.dataset
+            && other.params["judge"] != run.params["judge"]
+        {
             let judge = other.params["judge"].as_str().unwrap_or("another judge").to_string();
             for j in store.judgments(other.id)? {
                 others.entry((j.item_id, j.check_id)).or_default().push((judge.clone(), j.verdict));

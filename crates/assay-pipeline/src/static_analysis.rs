@@ -12,8 +12,34 @@ pub const OVERLAP_SIMILARITY: f32 = 0.85;
 
 /// Words that make a prompt sentence a constraint on the output.
 const CUES: &[&str] = &[
-    "must", "should", "never", "always", "do not", "don't", "avoid", "only", "at least", "at most", "no more than", "include", "use", "respond", "answer", "write", "keep", "make sure", "cite",
-    "mention", "list", "explain", "format", "limit", "without", "end with", "start with", "begin with",
+    "must",
+    "should",
+    "never",
+    "always",
+    "do not",
+    "don't",
+    "avoid",
+    "only",
+    "at least",
+    "at most",
+    "no more than",
+    "include",
+    "use",
+    "respond",
+    "answer",
+    "write",
+    "keep",
+    "make sure",
+    "cite",
+    "mention",
+    "list",
+    "explain",
+    "format",
+    "limit",
+    "without",
+    "end with",
+    "start with",
+    "begin with",
 ];
 
 /// The sentences (or bullet lines) of `prompt` that constrain the output.
@@ -46,9 +72,7 @@ use crate::taxonomy::cosine;
 
 /// Indices of the constraints whose best match among the checks is below `COVERED_SIMILARITY`.
 pub fn uncovered(constraint_vectors: &[Vec<f32>], check_vectors: &[Vec<f32>]) -> Vec<usize> {
-    (0..constraint_vectors.len())
-        .filter(|&i| check_vectors.iter().map(|c| cosine(&constraint_vectors[i], c)).fold(f32::MIN, f32::max) < COVERED_SIMILARITY)
-        .collect()
+    (0..constraint_vectors.len()).filter(|&i| check_vectors.iter().map(|c| cosine(&constraint_vectors[i], c)).fold(f32::MIN, f32::max) < COVERED_SIMILARITY).collect()
 }
 
 /// Pairs of checks at or above `OVERLAP_SIMILARITY`, with their similarity.
@@ -96,7 +120,9 @@ pub fn consistency_check() -> Check {
     Check {
         id: "consistent-with-task".into(),
         name: String::new(),
-        question: "The output is a rule for grading answers to the task above. Is the rule consistent with the task's instructions (it never requires what they forbid, nor forbids what they require)?".into(),
+        question:
+            "The output is a rule for grading answers to the task above. Is the rule consistent with the task's instructions (it never requires what they forbid, nor forbids what they require)?"
+                .into(),
         pass_criteria: String::new(),
         fail_examples: Vec::new(),
         threshold: None,

@@ -235,7 +235,7 @@ fn start_engines(models: LoadedModels, config: EngineConfig, request_timeout: Du
     // Each thread runs until its last handle is dropped at exit; none is joined.
     let start = |model| Engine::start(model, config).map_err(ServeError::Engine);
     let engines = models.language.into_iter().map(|lm| start(EngineModel::Language(Arc::new(lm)))).collect::<Result<Vec<_>, _>>()?;
-    let embedder = models.embedder.map(|e| start(EngineModel::Embedding(e))).transpose()?;
+    let embedder = models.embedder.map(|e| start(EngineModel::Embedding(Box::new(e)))).transpose()?;
     Ok(Models { engines, judge: models.judge, embedder, request_timeout })
 }
 

@@ -1,9 +1,9 @@
 //! Prometheus counters, gauges and histograms, written out by hand in the text exposition
 //! format (a handful of series does not need a metrics framework).
 
+use assay_engine::EngineStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use assay_engine::EngineStats;
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the latency histogram buckets.

@@ -61,7 +61,6 @@ impl ServerBackend {
             }
         })
     }
-
 }
 
 /// A model the server has not loaded: the project's configuration names the wrong one.

@@ -80,11 +80,7 @@ fn generation_from_row(r: &Row) -> rusqlite::Result<StoredGeneration> {
 fn error_from_row(r: &Row) -> rusqlite::Result<StoredError> {
     let start: Option<usize> = r.get(3)?;
     let end: Option<usize> = r.get(4)?;
-    Ok(StoredError {
-        id: r.get(0)?,
-        annotation: r.get(1)?,
-        error: AnnotatedError { description: r.get(2)?, span: start.zip(end).map(|(start, end)| Span { start, end }), severity: r.get(5)? },
-    })
+    Ok(StoredError { id: r.get(0)?, annotation: r.get(1)?, error: AnnotatedError { description: r.get(2)?, span: start.zip(end).map(|(start, end)| Span { start, end }), severity: r.get(5)? } })
 }
 
 const ERROR_COLUMNS: &str = "e.id, e.annotation_id, e.description, e.span_start, e.span_end, e.severity";
@@ -106,9 +102,7 @@ impl Store {
     }
 
     pub fn generation(&self, id: GenerationId) -> Result<StoredGeneration> {
-        self.conn
-            .query_row("SELECT id, item_id, generator, text, created_at FROM generations WHERE id = ?1", [id], generation_from_row)
-            .or_not_found(|| format!("generation {id}"))
+        self.conn.query_row("SELECT id, item_id, generator, text, created_at FROM generations WHERE id = ?1", [id], generation_from_row).or_not_found(|| format!("generation {id}"))
     }
 
     /// Every generation for the dataset's items, by item then creation.
@@ -145,9 +139,7 @@ impl Store {
     pub fn annotation(&self, id: AnnotationId) -> Result<Annotation> {
         let (generation, annotator, raw, parsed, created_at) = self
             .conn
-            .query_row("SELECT generation_id, annotator, raw, parsed, created_at FROM annotations WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, json_column(r, 1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+            .query_row("SELECT generation_id, annotator, raw, parsed, created_at FROM annotations WHERE id = ?1", [id], |r| Ok((r.get(0)?, json_column(r, 1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .or_not_found(|| format!("annotation {id}"))?;
         let mut stmt = self.conn.prepare(&format!("SELECT {ERROR_COLUMNS} FROM annotation_errors e WHERE e.annotation_id = ?1 ORDER BY e.id"))?;
         let errors = stmt.query_map([id], error_from_row)?.collect::<rusqlite::Result<_>>()?;

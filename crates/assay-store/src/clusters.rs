@@ -88,11 +88,10 @@ mod tests {
         ];
         let ids = store.save_cluster_tree(run, &tree).unwrap();
         let saved = store.cluster_tree(run).unwrap();
-        assert_eq!(saved.iter().map(|c| (c.parent, c.label.as_str(), c.members.clone())).collect::<Vec<_>>(), vec![
-            (None, "all", e.clone()),
-            (Some(ids[0]), "length", vec![e[0], e[1]]),
-            (Some(ids[0]), "facts", vec![e[2]]),
-        ]);
+        assert_eq!(
+            saved.iter().map(|c| (c.parent, c.label.as_str(), c.members.clone())).collect::<Vec<_>>(),
+            vec![(None, "all", e.clone()), (Some(ids[0]), "length", vec![e[0], e[1]]), (Some(ids[0]), "facts", vec![e[2]]),]
+        );
         let forward = [NewCluster { parent: Some(1), label: "x".into(), members: vec![] }, NewCluster { parent: None, label: "y".into(), members: vec![] }];
         assert!(matches!(store.save_cluster_tree(run, &forward), Err(StoreError::Invalid(_))));
         let unknown = [NewCluster { parent: None, label: "z".into(), members: vec![e[0], ErrorId(999)] }];

@@ -65,14 +65,7 @@ pub(crate) fn item_from_row(r: &Row) -> rusqlite::Result<Item> {
     Ok(Item {
         id: r.get(0)?,
         dataset: r.get(1)?,
-        fields: NewItem {
-            key: r.get(2)?,
-            input: r.get(3)?,
-            output: r.get(4)?,
-            context: r.get(5)?,
-            reference: optional_json_column(r, 6)?,
-            metadata: optional_json_column(r, 7)?,
-        },
+        fields: NewItem { key: r.get(2)?, input: r.get(3)?, output: r.get(4)?, context: r.get(5)?, reference: optional_json_column(r, 6)?, metadata: optional_json_column(r, 7)? },
     })
 }
 
@@ -88,8 +81,13 @@ impl Store {
         }
         self.project(project)?;
         let tx = self.conn.transaction()?;
-        tx.execute("INSERT INTO datasets (project_id, name, source) VALUES (?1, ?2, ?3)", params![project, name, source])
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("the project already has a dataset '{name}'")) } else { e.into() })?;
+        tx.execute("INSERT INTO datasets (project_id, name, source) VALUES (?1, ?2, ?3)", params![project, name, source]).map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("the project already has a dataset '{name}'"))
+            } else {
+                e.into()
+            }
+        })?;
         let dataset = DatasetId(tx.last_insert_rowid());
         {
             let mut insert = tx.prepare("INSERT INTO items (dataset_id, key, input, output, context, reference, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
@@ -98,9 +96,13 @@ impl Store {
                     return Err(StoreError::Invalid(format!("item {} (key {:?}) has a blank key or input", i + 1, item.key)));
                 }
                 let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
-                insert
-                    .execute(params![dataset, item.key, item.input, item.output, item.context, json(&item.reference), json(&item.metadata)])
-                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("item {}: duplicate item id '{}'", i + 1, item.key)) } else { e.into() })?;
+                insert.execute(params![dataset, item.key, item.input, item.output, item.context, json(&item.reference), json(&item.metadata)]).map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict(format!("item {}: duplicate item id '{}'", i + 1, item.key))
+                    } else {
+                        e.into()
+                    }
+                })?;
             }
         }
         tx.commit()?;

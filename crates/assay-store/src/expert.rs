@@ -2,8 +2,8 @@
 //! questions the system raises about ambiguous cases, and the rulings that answer them.
 //! Labels name checks by id (not by version), so they hold across evaluator-set versions.
 
-use crate::error::{foreign_key_error, OptionalRow};
 use crate::columns::{json_column, optional_json_column, verdict_column, verdict_text};
+use crate::error::{foreign_key_error, OptionalRow};
 use crate::text_enum::text_enum;
 use crate::{DatasetId, ItemId, ProjectId, QuestionId, Result, Store, StoreError};
 use assay_core::{Check, Verdict};
@@ -84,7 +84,10 @@ fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
             check: r.get(3)?,
             why: r.get(4)?,
             options: json_column(r, 5)?,
-            proposed_check: optional_json_column(r, 10)?.map(serde_json::from_value).transpose().map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
+            proposed_check: optional_json_column(r, 10)?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
         },
         status: r.get(6)?,
         created_at: r.get(7)?,
@@ -111,9 +114,7 @@ impl Store {
         {
             let mut upsert = tx.prepare(UPSERT_CHECK_LABEL)?;
             for l in labels {
-                upsert
-                    .execute(params![l.item, l.check, verdict_text(l.verdict), l.note])
-                    .map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
+                upsert.execute(params![l.item, l.check, verdict_text(l.verdict), l.note]).map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
             }
         }
         tx.commit()?;
@@ -145,16 +146,12 @@ impl Store {
             "SELECT l.item_id, l.check_key, l.verdict, l.note FROM check_labels l JOIN items i ON i.id = l.item_id
              WHERE i.dataset_id = ?1 ORDER BY l.item_id, l.check_key",
         )?;
-        let rows = stmt
-            .query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)? }))?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = stmt.query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)? }))?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
     pub fn score_labels(&self, dataset: DatasetId) -> Result<Vec<ScoreLabel>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT l.item_id, l.score, l.note FROM score_labels l JOIN items i ON i.id = l.item_id WHERE i.dataset_id = ?1 ORDER BY l.item_id",
-        )?;
+        let mut stmt = self.conn.prepare("SELECT l.item_id, l.score, l.note FROM score_labels l JOIN items i ON i.id = l.item_id WHERE i.dataset_id = ?1 ORDER BY l.item_id")?;
         let rows = stmt.query_map([dataset], |r| Ok(ScoreLabel { item: r.get(0)?, score: r.get(1)?, note: r.get(2)? }))?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -119,9 +119,8 @@ impl Store {
 
     /// The newest gold output of each item under a set version, in item order.
     pub fn gold_outputs(&self, version: SetVersionId) -> Result<Vec<GoldOutput>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {GOLD_COLUMNS} FROM gold_outputs WHERE id IN (SELECT max(id) FROM gold_outputs WHERE set_version_id = ?1 GROUP BY item_id) ORDER BY item_id"
-        ))?;
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {GOLD_COLUMNS} FROM gold_outputs WHERE id IN (SELECT max(id) FROM gold_outputs WHERE set_version_id = ?1 GROUP BY item_id) ORDER BY item_id"))?;
         let rows = stmt.query_map([version], gold_from_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

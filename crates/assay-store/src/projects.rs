@@ -34,15 +34,7 @@ pub struct Project {
 const COLUMNS: &str = "id, name, task, generation_prompt, expert_notes, config, created_at";
 
 fn from_row(r: &Row) -> rusqlite::Result<Project> {
-    Ok(Project {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        task: r.get(2)?,
-        generation_prompt: r.get(3)?,
-        expert_notes: r.get(4)?,
-        config: json_column(r, 5)?,
-        created_at: r.get(6)?,
-    })
+    Ok(Project { id: r.get(0)?, name: r.get(1)?, task: r.get(2)?, generation_prompt: r.get(3)?, expert_notes: r.get(4)?, config: json_column(r, 5)?, created_at: r.get(6)? })
 }
 
 /// A config is an object (roles to choices); absent means empty.
@@ -65,10 +57,7 @@ impl Store {
         }
         let config = config_text(&p.config)?;
         self.conn
-            .execute(
-                "INSERT INTO projects (name, task, generation_prompt, expert_notes, config) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.name, p.task, p.generation_prompt, p.expert_notes, config],
-            )
+            .execute("INSERT INTO projects (name, task, generation_prompt, expert_notes, config) VALUES (?1, ?2, ?3, ?4, ?5)", params![p.name, p.task, p.generation_prompt, p.expert_notes, config])
             .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("project '{}' already exists", p.name)) } else { e.into() })?;
         self.project(ProjectId(self.conn.last_insert_rowid()))
     }

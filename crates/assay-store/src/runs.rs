@@ -137,9 +137,8 @@ impl Store {
     /// dataset and params as `run`, to resume; else `run` created. Returns it and whether it
     /// is one to resume.
     pub fn resumable_run(&mut self, project: ProjectId, run: &NewRun) -> Result<(Run, bool)> {
-        let unfinished = self.runs(project)?.into_iter().rev().find(|r| {
-            r.kind == run.kind && r.set_version == run.set_version && r.dataset == run.dataset && r.params == run.params && r.status != RunStatus::Done
-        });
+        let unfinished =
+            self.runs(project)?.into_iter().rev().find(|r| r.kind == run.kind && r.set_version == run.set_version && r.dataset == run.dataset && r.params == run.params && r.status != RunStatus::Done);
         Ok(match unfinished {
             Some(found) => (found, true),
             None => (self.create_run(project, run)?, false),

@@ -82,14 +82,7 @@ impl SetDiff {
 const VERSION_COLUMNS: &str = "v.id, v.project_id, v.number, (SELECT number FROM set_versions WHERE id = v.parent_id), v.content_hash, v.reason, v.created_at";
 
 fn check_from_row(r: &Row) -> rusqlite::Result<Check> {
-    Ok(Check {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        question: r.get(2)?,
-        pass_criteria: r.get(3)?,
-        fail_examples: json_column(r, 4)?,
-        threshold: r.get::<_, Option<f64>>(5)?.map(|t| t as f32),
-    })
+    Ok(Check { id: r.get(0)?, name: r.get(1)?, question: r.get(2)?, pass_criteria: r.get(3)?, fail_examples: json_column(r, 4)?, threshold: r.get::<_, Option<f64>>(5)?.map(|t| t as f32) })
 }
 
 impl Store {
@@ -104,21 +97,15 @@ impl Store {
         let hash = set.content_hash();
         // IMMEDIATE: the number is read and taken under one write lock.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let latest: Option<(SetVersionId, u32, String)> = tx
-            .query_row("SELECT id, number, content_hash FROM set_versions WHERE project_id = ?1 ORDER BY number DESC LIMIT 1", [project], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
+        let latest: Option<(SetVersionId, u32, String)> =
+            tx.query_row("SELECT id, number, content_hash FROM set_versions WHERE project_id = ?1 ORDER BY number DESC LIMIT 1", [project], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
         if let Some((_, number, latest_hash)) = &latest {
             if *latest_hash == hash {
                 return Err(StoreError::Conflict(format!("the checks are identical to version {number}; no new version made")));
             }
         }
         let number = latest.as_ref().map_or(1, |l| l.1 + 1);
-        tx.execute(
-            "INSERT INTO set_versions (project_id, number, parent_id, content_hash, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![project, number, latest.map(|l| l.0), hash, reason],
-        )?;
+        tx.execute("INSERT INTO set_versions (project_id, number, parent_id, content_hash, reason) VALUES (?1, ?2, ?3, ?4, ?5)", params![project, number, latest.map(|l| l.0), hash, reason])?;
         let id = SetVersionId(tx.last_insert_rowid());
         {
             let mut insert = tx.prepare(
@@ -166,8 +153,7 @@ impl Store {
     }
 
     pub fn latest_set_version(&self, project: ProjectId) -> Result<Option<SetVersion>> {
-        let id: Option<SetVersionId> =
-            self.conn.query_row("SELECT id FROM set_versions WHERE project_id = ?1 ORDER BY number DESC LIMIT 1", [project], |r| r.get(0)).optional()?;
+        let id: Option<SetVersionId> = self.conn.query_row("SELECT id FROM set_versions WHERE project_id = ?1 ORDER BY number DESC LIMIT 1", [project], |r| r.get(0)).optional()?;
         id.map(|id| self.set_version_by_id(id)).transpose()
     }
 
@@ -185,8 +171,7 @@ impl Store {
 
     /// All of the project's versions, oldest first.
     pub fn set_versions(&self, project: ProjectId) -> Result<Vec<SetVersion>> {
-        let ids: Vec<SetVersionId> =
-            self.conn.prepare("SELECT id FROM set_versions WHERE project_id = ?1 ORDER BY number")?.query_map([project], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let ids: Vec<SetVersionId> = self.conn.prepare("SELECT id FROM set_versions WHERE project_id = ?1 ORDER BY number")?.query_map([project], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         ids.into_iter().map(|id| self.set_version_by_id(id)).collect()
     }
 
@@ -228,12 +213,7 @@ mod tests {
         let (_dir, mut store) = temp_store();
         let p = project(&mut store, "p");
         let v1 = store.create_set_version(p.id, &EvaluatorSet::new(None, vec![check("a", "Is it short?")]).unwrap(), "first").unwrap();
-        for sql in [
-            "UPDATE set_versions SET reason = 'edited'",
-            "DELETE FROM set_versions",
-            "UPDATE checks SET question = 'Is it long?'",
-            "DELETE FROM checks",
-        ] {
+        for sql in ["UPDATE set_versions SET reason = 'edited'", "DELETE FROM set_versions", "UPDATE checks SET question = 'Is it long?'", "DELETE FROM checks"] {
             let err = store.conn.execute(sql, []).unwrap_err().to_string();
             assert!(err.contains("immutable"), "{sql}: {err}");
         }

@@ -40,7 +40,7 @@ pub struct CpuAttention {
 impl CpuAttention {
     /// The fused kernel for these shapes, when this CPU and head size allow it.
     pub fn new(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Option<Self> {
-        let shapes_ok = matches!(head_dim, 64 | 128 | 256) && n_kv_heads > 0 && n_heads % n_kv_heads == 0;
+        let shapes_ok = matches!(head_dim, 64 | 128 | 256) && n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads);
         (shapes_ok && avx512_available()).then_some(Self { n_heads, n_kv_heads, head_dim })
     }
 
@@ -131,7 +131,9 @@ unsafe fn attend_tile<const NV: usize>(tile: &Tile, blocks: &Blocks<'_>) {
 }
 
 /// Online-softmax attention of `R` query rows over their visible keys; `NV` is `head_dim / 16`.
+/// Rows and lanes index several register arrays at once, hence the index loops.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn attend_rows<const NV: usize, const R: usize>(tile: &Tile, blocks: &Blocks<'_>) {
     use std::arch::x86_64::*;

@@ -112,10 +112,7 @@ mod tests {
         // Spans 0-2 share block 7; 0 and 1 also share 8 and 9; span 3 shares nothing.
         let t: [&[BlockId]; 4] = [&[7, 8, 9, 1], &[7, 8, 9, 2], &[7, 3], &[4, 5]];
         let segs = shared_segments(&t, &[4, 3, 2, 2]);
-        assert_eq!(
-            segs,
-            vec![SharedSegment { first_block: 0, blocks: 1, members: vec![0, 1, 2] }, SharedSegment { first_block: 1, blocks: 2, members: vec![0, 1] }]
-        );
+        assert_eq!(segs, vec![SharedSegment { first_block: 0, blocks: 1, members: vec![0, 1, 2] }, SharedSegment { first_block: 1, blocks: 2, members: vec![0, 1] }]);
         // A block still being written (not shareable) is no one's shared segment.
         assert_eq!(shared_segments(&t[..2], &[1, 1]), vec![SharedSegment { first_block: 0, blocks: 1, members: vec![0, 1] }]);
     }

@@ -30,10 +30,8 @@ pub fn attend(q: &Tensor, spans: &[QuerySpan<'_>], segments: &[SharedSegment], p
     let group = nh / nkv;
     let device = q.device().clone();
     // Per span: its queries as [kv, group * rows, hd], and the block its own keys start at.
-    let queries: Vec<Tensor> = spans
-        .iter()
-        .map(|s| q.narrow(0, s.offset, s.rows)?.reshape((s.rows, nkv, group, hd))?.permute((1, 2, 0, 3))?.reshape((nkv, group * s.rows, hd))?.contiguous())
-        .collect::<Result<_>>()?;
+    let queries: Vec<Tensor> =
+        spans.iter().map(|s| q.narrow(0, s.offset, s.rows)?.reshape((s.rows, nkv, group, hd))?.permute((1, 2, 0, 3))?.reshape((nkv, group * s.rows, hd))?.contiguous()).collect::<Result<_>>()?;
     let segments: &[SharedSegment] = if window.is_some() { &[] } else { segments };
     let mut own_from = vec![0usize; spans.len()];
     let mut parts: Vec<Vec<Partial>> = (0..spans.len()).map(|_| Vec::new()).collect();
@@ -79,7 +77,6 @@ fn span_mask(start: usize, rows: usize, from: usize, keys: usize, window: Option
     let mask: Vec<f32> = (0..rows).flat_map(|i| (from..keys).map(move |j| if visible(i, j) { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Some(Tensor::from_vec(mask, (rows, keys - from), device)?))
 }
-
 
 /// Softmax attention of pre-scaled queries `q` over keys `k` and values `v`
 /// (`[kv_heads, keys, head_dim]`), with an optional additive mask `[t, keys]` for `q` laid out

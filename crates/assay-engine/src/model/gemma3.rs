@@ -20,7 +20,7 @@ impl Architecture for Gemma3 {
         &["gemma3", "gemma3_text"]
     }
 
-    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
+    fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
         let keys = GgufKeys { file, arch: "gemma3" };
         let mut c = keys.base_config()?;
         c.rope_theta = keys.f32("rope.freq_base").unwrap_or(1_000_000.0);
@@ -31,7 +31,7 @@ impl Architecture for Gemma3 {
         Ok(options(c, hidden.sqrt()))
     }
 
-    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
+    fn config_from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
         let base = HfBase::parse(config, path)?;
         let mut c = base.config();
         let invalid = |reason: String| EngineError::InvalidModel { path: path.to_path_buf(), reason };

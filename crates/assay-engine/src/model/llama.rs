@@ -14,7 +14,7 @@ impl Architecture for Llama {
         &["llama", "mistral"]
     }
 
-    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
+    fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
         let arch = file.string("general.architecture")?;
         let keys = GgufKeys { file, arch };
         let mut c = keys.base_config()?;
@@ -23,7 +23,7 @@ impl Architecture for Llama {
         Ok(c)
     }
 
-    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
+    fn config_from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
         let base = HfBase::parse(config, path)?;
         let mut c = base.config();
         c.sliding_window = base.sliding_window.filter(|&w| w < c.context_length);

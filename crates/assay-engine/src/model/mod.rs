@@ -37,14 +37,14 @@ pub fn architecture(name: &str, path: &Path) -> Result<&'static dyn Architecture
 pub fn config_of(files: &crate::registry::ModelFiles) -> Result<ModelConfig> {
     use crate::registry::ModelFiles;
     let from_json = |json: &serde_json::Value, path: &Path| -> Result<ModelConfig> {
-        let config = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), path)?.from_hf(json, path)?;
+        let config = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), path)?.config_from_hf(json, path)?;
         config.validate(path)?;
         Ok(config)
     };
     match files {
         ModelFiles::Gguf(path) => {
             let file = GgufFile::open(path)?;
-            let config = architecture(file.string("general.architecture")?, path)?.from_gguf(&file)?;
+            let config = architecture(file.string("general.architecture")?, path)?.config_from_gguf(&file)?;
             config.validate(path)?;
             Ok(config)
         }
@@ -63,9 +63,9 @@ pub trait Architecture: Sync {
     /// `general.architecture` (GGUF) and `model_type` (Hugging Face) values it loads.
     fn names(&self) -> &'static [&'static str];
     /// The configuration from a GGUF file's metadata.
-    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig>;
+    fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig>;
     /// The configuration from a Hugging Face `config.json`.
-    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig>;
+    fn config_from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig>;
     /// The Hugging Face name of a layer tensor (GGUF names are the same for every
     /// architecture: `LayerWeight::gguf`).
     fn hf_layer_name(&self, w: LayerWeight) -> &'static str {
@@ -156,7 +156,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The window of layer `layer`, if it has one.
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
-        let global = self.global_layer_every.is_some_and(|n| (layer + 1) % n == 0);
+        let global = self.global_layer_every.is_some_and(|n| (layer + 1).is_multiple_of(n));
         self.sliding_window.filter(|_| !global)
     }
 
@@ -175,11 +175,14 @@ impl ModelConfig {
     /// Rejects shapes the decoder cannot run, naming the file.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| Err(EngineError::InvalidModel { path: path.to_path_buf(), reason });
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!("{} heads cannot share {} key/value heads", self.n_heads, self.n_kv_heads));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.n_layers == 0 || self.hidden_size == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
-            return bad(format!("invalid shape: head_dim {}, {} layers, hidden {}, vocabulary {}, feed-forward {}", self.head_dim, self.n_layers, self.hidden_size, self.vocab_size, self.intermediate_size));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.n_layers == 0 || self.hidden_size == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
+            return bad(format!(
+                "invalid shape: head_dim {}, {} layers, hidden {}, vocabulary {}, feed-forward {}",
+                self.head_dim, self.n_layers, self.hidden_size, self.vocab_size, self.intermediate_size
+            ));
         }
         if self.context_length == 0 || self.context_length > MAX_CONTEXT {
             return bad(format!("context length {} is outside 1..={MAX_CONTEXT}", self.context_length));
@@ -456,7 +459,21 @@ mod tests {
 
     #[test]
     fn gemma_layer_pattern_and_llama3_factors() {
-        let mut c = HfBase { model_type: "t".into(), hidden_size: 8, num_hidden_layers: 12, num_attention_heads: 2, num_key_value_heads: None, head_dim: None, intermediate_size: 8, vocab_size: 8, rms_norm_eps: 1e-6, rope_theta: 1e6, max_position_embeddings: 64, sliding_window: None }.config();
+        let mut c = HfBase {
+            model_type: "t".into(),
+            hidden_size: 8,
+            num_hidden_layers: 12,
+            num_attention_heads: 2,
+            num_key_value_heads: None,
+            head_dim: None,
+            intermediate_size: 8,
+            vocab_size: 8,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            max_position_embeddings: 64,
+            sliding_window: None,
+        }
+        .config();
         c.sliding_window = Some(4);
         c.global_layer_every = Some(6);
         c.rope_local_theta = Some(1e4);

@@ -12,13 +12,13 @@ impl Architecture for Qwen2 {
         &["qwen2"]
     }
 
-    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
+    fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
         let mut c = GgufKeys { file, arch: "qwen2" }.base_config()?;
         c.qkv_bias = true;
         Ok(c)
     }
 
-    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
+    fn config_from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
         let mut c = HfBase::parse(config, path)?.config();
         c.qkv_bias = true;
         refuse_sliding_window(config, path)?;

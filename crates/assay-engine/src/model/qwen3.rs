@@ -13,13 +13,13 @@ impl Architecture for Qwen3 {
         &["qwen3"]
     }
 
-    fn from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
+    fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
         let mut c = GgufKeys { file, arch: "qwen3" }.base_config()?;
         c.qk_norm = true;
         Ok(c)
     }
 
-    fn from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
+    fn config_from_hf(&self, config: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
         let mut c = HfBase::parse(config, path)?.config();
         c.qk_norm = true;
         c.qkv_bias = config["attention_bias"].as_bool().unwrap_or(false);

@@ -35,8 +35,14 @@ pub fn presets() -> Vec<(&'static str, Value)> {
     };
     vec![
         ("llama-8b", llama(4096, 32, 32, 8, 14336, 128256, 8192, 500000.0)),
-        ("llama-1b", with(llama(2048, 16, 32, 8, 8192, 128256, 131072, 500000.0), json!({"head_dim": 64,
-            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}))),
+        (
+            "llama-1b",
+            with(
+                llama(2048, 16, 32, 8, 8192, 128256, 131072, 500000.0),
+                json!({"head_dim": 64,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}),
+            ),
+        ),
         ("mistral-7b", with(llama(4096, 32, 32, 8, 14336, 32000, 32768, 10000.0), json!({"model_type": "mistral", "sliding_window": 4096}))),
         ("smollm2-135m", llama(576, 30, 9, 3, 1536, 49152, 8192, 100000.0)),
         ("qwen2.5-1.5b", with(llama(1536, 28, 12, 2, 8960, 151936, 32768, 1e6), json!({"model_type": "qwen2", "rms_norm_eps": 1e-6}))),

@@ -46,10 +46,7 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads a `tokenizer.json`; `stop_tokens` names the tokens that end generation.
     pub fn from_file(path: &Path, stop_tokens: &[&str], bos_token: Option<&str>) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| EngineError::Tokenizer {
-            model: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let inner = Tokenizer::from_file(path).map_err(|e| EngineError::Tokenizer { model: path.display().to_string(), reason: e.to_string() })?;
         Ok(Self::from_tokenizer(inner, stop_tokens, bos_token))
     }
 
@@ -71,17 +68,10 @@ impl TextTokenizer {
                  put the model's tokenizer.json next to the GGUF file"
             )));
         }
-        let tokens: Vec<String> = gguf
-            .array("tokenizer.ggml.tokens")?
-            .iter()
-            .map(|v| v.to_string().cloned())
-            .collect::<candle_core::Result<_>>()
-            .map_err(|e| fail(format!("tokenizer.ggml.tokens: {e}")))?;
+        let tokens: Vec<String> =
+            gguf.array("tokenizer.ggml.tokens")?.iter().map(|v| v.to_string().cloned()).collect::<candle_core::Result<_>>().map_err(|e| fail(format!("tokenizer.ggml.tokens: {e}")))?;
         let types: Vec<i32> = match gguf.metadata("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .and_then(|vs| vs.iter().map(|t| t.to_i32()).collect())
-                .map_err(|e| fail(format!("tokenizer.ggml.token_type: {e}")))?,
+            Some(v) => v.to_vec().and_then(|vs| vs.iter().map(|t| t.to_i32()).collect()).map_err(|e| fail(format!("tokenizer.ggml.token_type: {e}")))?,
             None => vec![1; tokens.len()],
         };
         let backend = if kind == "llama" {
@@ -203,9 +193,7 @@ fn byte_level_bpe(gguf: &GgufFile, tokens: &[String], types: &[i32]) -> std::res
     let pre = gguf.string("tokenizer.ggml.pre").unwrap_or("default");
     inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
-    let added = |special: bool, ty: i32| {
-        tokens.iter().zip(types).filter(move |(_, t)| **t == ty).map(move |(tok, _)| AddedToken::from(tok.clone(), special).normalized(false)).collect::<Vec<_>>()
-    };
+    let added = |special: bool, ty: i32| tokens.iter().zip(types).filter(move |(_, t)| **t == ty).map(move |(tok, _)| AddedToken::from(tok.clone(), special).normalized(false)).collect::<Vec<_>>();
     inner.add_special_tokens(added(true, TOKEN_TYPE_CONTROL)).map_err(|e| e.to_string())?;
     inner.add_tokens(added(false, TOKEN_TYPE_USER_DEFINED)).map_err(|e| e.to_string())?;
     Ok(inner)
@@ -214,19 +202,12 @@ fn byte_level_bpe(gguf: &GgufFile, tokens: &[String], types: &[i32]) -> std::res
 fn pre_tokenizer_for(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {
     let byte_level = |use_regex| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
     let split = |pattern: &str| -> std::result::Result<PreTokenizerWrapper, String> {
-        Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map(PreTokenizerWrapper::Split)
-            .map_err(|e| e.to_string())
+        Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false).map(PreTokenizerWrapper::Split).map_err(|e| e.to_string())
     };
     Ok(match pre {
         "default" | "gpt2" | "gpt-2" => byte_level(true),
-        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            byte_level(true),
-        ])),
-        "llama3" | "llama-v3" | "llama-bpe" => {
-            PreTokenizerWrapper::Sequence(Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]))
-        }
+        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])),
+        "llama3" | "llama-v3" | "llama-bpe" => PreTokenizerWrapper::Sequence(Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)])),
         "qwen2" => PreTokenizerWrapper::Sequence(Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)])),
         other => {
             return Err(format!(

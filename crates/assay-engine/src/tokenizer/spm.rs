@@ -42,10 +42,7 @@ impl SpmTokenizer {
             *slot = ids.get(&format!("<0x{b:02X}>")).copied();
         }
         let special_ids: Vec<u32> = (0..tokens.len() as u32).filter(|&i| matches!(types[i as usize], TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED) && !tokens[i as usize].is_empty()).collect();
-        let specials = aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(special_ids.iter().map(|&i| &tokens[i as usize]))
-            .map_err(|e| e.to_string())?;
+        let specials = aho_corasick::AhoCorasick::builder().match_kind(aho_corasick::MatchKind::LeftmostLongest).build(special_ids.iter().map(|&i| &tokens[i as usize])).map_err(|e| e.to_string())?;
         Ok(Self { tokens, scores, types, ids, bytes, specials, special_ids, add_space_prefix })
     }
 

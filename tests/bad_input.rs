@@ -93,3 +93,22 @@ fn cli_generates_and_lists_models() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["embedding"].as_array().unwrap().len(), 384);
 }
+
+#[test]
+fn a_missing_or_mis_shaped_tensor_names_the_folder_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 128, "vocab_size": 300, "max_position_embeddings": 128, "rms_norm_eps": 1e-5});
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    assay_engine::model::random::synthetic_tokenizer(300).unwrap().save(dir.path().join("tokenizer.json"), false).unwrap();
+    let save = |embed_rows: usize| {
+        let mut tensors = std::collections::HashMap::new();
+        tensors.insert("model.embed_tokens.weight".to_string(), Tensor::zeros((embed_rows, 64), candle_core::DType::F32, &Device::Cpu).unwrap());
+        candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+        LanguageModel::load("ckpt", &ModelFiles::Checkpoint(dir.path().to_path_buf()), &Device::Cpu).err().expect("an incomplete model must not load").to_string()
+    };
+    let err = save(299);
+    assert!(err.contains(&dir.path().display().to_string()) && err.contains("model.embed_tokens.weight has shape [299, 64], expected [300, 64]"), "{err}");
+    let err = save(300);
+    assert!(err.contains("missing tensor model.layers.0.self_attn.q_proj.weight"), "{err}");
+}

@@ -303,7 +303,7 @@ fn parse_checks(json: &str) -> Vec<assay_core::Check> {
 #[test]
 fn two_chats_with_one_system_prompt_share_its_blocks_and_metrics_say_so() {
     let server = Server::start(&[]);
-    let system = "You are a careful clinical assistant. Answer concisely, cite guidelines when relevant, and say when a doctor should be seen. ".repeat(2);
+    let system = "You are a careful clinical assistant. Answer concisely, cite guidelines when relevant, and say when a doctor should be seen. ".repeat(4);
     let ask = |user: &str| json!({"model": "smollm2", "max_tokens": 2, "temperature": 0, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
     assert_eq!(server.post("/v1/chat/completions", &ask("What helps a cold?")).0, 200);
     let (before, blocks_before) = (metric(&server, "assay_prompt_tokens_reused_total"), metric(&server, "assay_kv_blocks_cached"));

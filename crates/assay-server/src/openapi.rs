@@ -172,7 +172,7 @@ pub(crate) async fn document() -> Json<Value> {
                 "mode": {"enum": ["verdict", "rationale"]}, "samples": {"type": "integer"}, "temperature": {"type": "number"}, "rationale_tokens": {"type": "integer"}, "seed": {"type": "integer"}}})),
                 "responses": ok("{model, evaluator_set: {version, content_hash}, checks: [check id], results: [{id, rewards: [p_pass], total, normalised, passed}]}", "application/json")}},
             "/health": {"get": {"summary": "200 {status: ok} when ready; 503 {status: loading | draining}; never needs a key", "responses": ok("status", "application/json")}},
-            "/metrics": {"get": {"summary": "Prometheus text: requests by route and status, latency histograms, queue depth, batch size, prompt and generated tokens, judge checks, prefix-cache hits", "responses": ok("metrics", "text/plain")}},
+            "/metrics": {"get": {"summary": "Prometheus text: requests by route and status, latency histograms; per model queue depth, KV pool blocks used / free / cached, prompt tokens and those reused from the prefix tree (hit rate), preemptions, waiting sequences, steps, rows per step, generated tokens, judged checks", "responses": ok("metrics", "text/plain")}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3.1", "application/json")}}
         },
         "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"}}}}}}}

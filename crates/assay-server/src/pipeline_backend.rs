@@ -1,5 +1,5 @@
 //! The pipeline's `Backend` on this server's own loaded models: projects-API work chats,
-//! judges and embeds through the same engine threads (and prefix caches) as HTTP clients
+//! judges and embeds through the same engines (and prefix trees) as HTTP clients
 //! rather than loading the models a second time. Roles name models as the server loaded them
 //! (`--model`, `--judge-model`, `--embed-model`); a role with a `base_url` goes to that server
 //! instead, as in the CLI.

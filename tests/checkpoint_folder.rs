@@ -21,7 +21,7 @@ fn exported_checkpoint_matches_the_gguf_model() {
     let dev = Device::Cpu;
     let gguf_path = common::smollm2_path();
     let mut file = GgufFile::open(&gguf_path).unwrap();
-    let cfg = assay_engine::model::config_of(&ModelFiles::Gguf(gguf_path.clone())).unwrap();
+    let cfg = assay_engine::language_model::model_config(&ModelFiles::Gguf(gguf_path.clone())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = HashMap::new();
     let mut get = |name: &str| file.tensor(name, &dev).unwrap().dequantize(&dev).unwrap();

@@ -98,7 +98,7 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
 }
 
 fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
-    let cfg = assay_engine::model::config_of(&super::resolver(global).resolve(&args.model)?)?;
+    let cfg = assay_engine::language_model::model_config(&super::resolver(global).resolve(&args.model)?)?;
     let dev = Device::Cpu;
     let h = cfg.hidden_size;
     let shapes = [

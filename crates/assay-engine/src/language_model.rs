@@ -147,3 +147,27 @@ fn fallback_template(name: &str, tok: &TextTokenizer) -> Result<ChatTemplate> {
     };
     ChatTemplate::fallback(name, format, tok.bos_token(), tok.eos_token())
 }
+
+/// The configuration of a model's files, without loading any weight.
+pub fn model_config(files: &ModelFiles) -> Result<ModelConfig> {
+    let from_json = |json: &serde_json::Value, path: &Path| -> Result<ModelConfig> {
+        let config = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), path)?.config_from_hf(json, path)?;
+        config.validate(path)?;
+        Ok(config)
+    };
+    match files {
+        ModelFiles::Gguf(path) => {
+            let file = GgufFile::open(path)?;
+            let config = architecture(file.string("general.architecture")?, path)?.config_from_gguf(&file)?;
+            config.validate(path)?;
+            Ok(config)
+        }
+        ModelFiles::Checkpoint(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read(&path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+            let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| EngineError::InvalidModel { path: path.clone(), reason: e.to_string() })?;
+            from_json(&json, &path)
+        }
+        ModelFiles::Random(spec) => from_json(&spec.config, &spec.origin()),
+    }
+}

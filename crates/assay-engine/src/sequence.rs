@@ -157,7 +157,7 @@ impl Sequence {
 
     /// Takes a sampled token (and its log-probability when asked for); returns the events it
     /// causes and whether the sequence is done.
-    pub fn accept(&mut self, tokenizer: &TextTokenizer, id: u32, logprob: Option<TokenLogprob>) -> crate::Result<(Vec<SeqOutput>, bool)> {
+    pub fn accept(&mut self, tokenizer: &TextTokenizer, id: u32, logprob: Option<TokenLogprob>) -> crate::error::Result<(Vec<SeqOutput>, bool)> {
         let owner = self.owner;
         let generated_before = self.tokens.len() - self.prompt_len;
         let SeqKind::Generate(g) = &mut self.kind else { return Ok((Vec::new(), false)) };

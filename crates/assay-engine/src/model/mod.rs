@@ -33,31 +33,6 @@ pub fn architecture(name: &str, path: &Path) -> Result<&'static dyn Architecture
     })
 }
 
-/// The configuration of a model's files, without loading any weight.
-pub fn config_of(files: &crate::registry::ModelFiles) -> Result<ModelConfig> {
-    use crate::registry::ModelFiles;
-    let from_json = |json: &serde_json::Value, path: &Path| -> Result<ModelConfig> {
-        let config = architecture(json["model_type"].as_str().unwrap_or("(no model_type)"), path)?.config_from_hf(json, path)?;
-        config.validate(path)?;
-        Ok(config)
-    };
-    match files {
-        ModelFiles::Gguf(path) => {
-            let file = GgufFile::open(path)?;
-            let config = architecture(file.string("general.architecture")?, path)?.config_from_gguf(&file)?;
-            config.validate(path)?;
-            Ok(config)
-        }
-        ModelFiles::Checkpoint(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read(&path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
-            let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| EngineError::InvalidModel { path: path.clone(), reason: e.to_string() })?;
-            from_json(&json, &path)
-        }
-        ModelFiles::Random(spec) => from_json(&spec.config, &spec.origin()),
-    }
-}
-
 /// One architecture: its names, how its files state the hyper-parameters, its tensor names.
 pub trait Architecture: Sync {
     /// `general.architecture` (GGUF) and `model_type` (Hugging Face) values it loads.
@@ -74,8 +49,9 @@ pub trait Architecture: Sync {
 }
 
 /// Activation of the gated MLP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
+    #[default]
     Silu,
     /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
     GeluTanh,
@@ -112,8 +88,9 @@ impl Llama3RopeScaling {
     }
 }
 
-/// Everything the decoder needs to know about a model's shape and options.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the decoder needs to know about a model's shape and options. The default is
+/// empty (no shape) with every option off: architectures fill in what their files state.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelConfig {
     pub architecture: String,
     pub hidden_size: usize,
@@ -371,19 +348,8 @@ impl GgufKeys<'_> {
             context_length: self.u32("context_length")?,
             rms_norm_eps: self.f32("attention.layer_norm_rms_epsilon")? as f64,
             rope_theta: self.f32("rope.freq_base").unwrap_or(10_000.0),
-            rope_interleaved: false,
-            rope_scaling: None,
-            sliding_window: None,
-            global_layer_every: None,
-            rope_local_theta: None,
-            qkv_bias: false,
-            qk_norm: false,
-            sandwich_norms: false,
-            activation: Activation::Silu,
-            embed_scale: None,
-            norm_weight_offset: 0.0,
             attention_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
-            final_logit_softcap: None,
+            ..ModelConfig::default()
         })
     }
 }
@@ -429,19 +395,8 @@ impl HfBase {
             context_length: self.max_position_embeddings,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta: self.rope_theta,
-            rope_interleaved: false,
-            rope_scaling: None,
-            sliding_window: None,
-            global_layer_every: None,
-            rope_local_theta: None,
-            qkv_bias: false,
-            qk_norm: false,
-            sandwich_norms: false,
-            activation: Activation::Silu,
-            embed_scale: None,
-            norm_weight_offset: 0.0,
             attention_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
-            final_logit_softcap: None,
+            ..ModelConfig::default()
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line options. Each flag has help text and an environment variable.
 
 use assay_pipeline::optimise::OptimiseOptions;
+use assay_server::Limits;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -36,6 +37,11 @@ pub struct GlobalOptions {
     /// fit it is refused; a full cache makes requests wait.
     #[arg(long, global = true, env = "ASSAY_KV_CACHE_MB", default_value_t = assay_engine::engine::DEFAULT_KV_CACHE_MB)]
     pub kv_cache_mb: usize,
+    /// A server that project configurations set over HTTP may call, as URL_PREFIX or
+    /// URL_PREFIX=VAR (VAR: the one environment variable whose value may be sent to it as the API
+    /// key); repeatable. Without it such configurations run local models only, by name.
+    #[arg(long, global = true, env = "ASSAY_ALLOW_BACKEND", value_delimiter = ',')]
+    pub allow_backend: Vec<assay_pipeline::AllowedBackend>,
     /// Most tokens one engine step computes (rows of one forward pass); decode rows always run.
     #[arg(long, global = true, env = "ASSAY_STEP_TOKENS", default_value_t = assay_engine::engine::DEFAULT_STEP_TOKENS)]
     pub step_tokens: usize,
@@ -133,9 +139,10 @@ pub struct OptimiseArgs {
     /// Candidates per generation.
     #[arg(long, env = "ASSAY_POPULATION", default_value_t = OptimiseOptions::default().population)]
     pub population: usize,
-    /// Most candidate evaluations per input (each judges every check once), seeds included.
-    #[arg(long, env = "ASSAY_BUDGET", default_value_t = OptimiseOptions::default().budget)]
-    pub budget: usize,
+    /// Most candidate evaluations per input (each judges every check once), seeds included;
+    /// default 20, or the population if larger.
+    #[arg(long, env = "ASSAY_BUDGET")]
+    pub budget: Option<usize>,
     /// Most tokens of a generated or rewritten output.
     #[arg(long, env = "ASSAY_MAX_TOKENS", default_value_t = OptimiseOptions::default().max_tokens)]
     pub max_tokens: usize,
@@ -207,7 +214,7 @@ pub struct ReportArgs {
     /// Judge run to report on (default: the set's latest finished judge run).
     #[arg(long, env = "ASSAY_RUN")]
     pub run: Option<i64>,
-    /// Folder for the SVG plots (default: reports/<project>-v<set>).
+    /// Folder for the SVG plots (default: reports/project-<id>-v<set>).
     #[arg(long, env = "ASSAY_PLOTS")]
     pub plots: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
@@ -499,6 +506,59 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 past it).
     #[arg(long, env = "ASSAY_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// File holding the API key (first line); keeps the key out of `ps`. Overrides --api-key.
+    #[arg(long, env = "ASSAY_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Seconds a client may take to send a request's headers before the connection is closed.
+    #[arg(long, env = "ASSAY_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub header_timeout_s: u64,
+    /// Seconds a client may take to send a request's body before it is answered 408.
+    #[arg(long, env = "ASSAY_BODY_TIMEOUT_S", default_value_t = 30)]
+    pub body_timeout_s: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "ASSAY_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The `--limit-*` flags' defaults.
+const LIMITS: Limits = Limits::DEFAULT;
+
+/// The bounds every request is checked against (400/413 naming the flag past them); published
+/// in /openapi.json.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Most new tokens per choice (`max_tokens`), and per generation of optimise runs.
+    #[arg(long, env = "ASSAY_LIMIT_MAX_TOKENS", default_value_t = LIMITS.max_tokens)]
+    pub limit_max_tokens: usize,
+    /// Most choices per generation request (`n`).
+    #[arg(long, env = "ASSAY_LIMIT_N", default_value_t = LIMITS.n)]
+    pub limit_n: usize,
+    /// Most rationales sampled per check (`samples`); at most 256.
+    #[arg(long, env = "ASSAY_LIMIT_SAMPLES", default_value_t = LIMITS.samples)]
+    pub limit_samples: usize,
+    /// Most tokens of one judge rationale (`rationale_tokens`); at most 4096.
+    #[arg(long, env = "ASSAY_LIMIT_RATIONALE_TOKENS", default_value_t = LIMITS.rationale_tokens)]
+    pub limit_rationale_tokens: usize,
+    /// Most items (pairs, embedding inputs, optimise inputs x population) per request.
+    #[arg(long, env = "ASSAY_LIMIT_ITEMS", default_value_t = LIMITS.items)]
+    pub limit_items: usize,
+    /// Most checks per judge request.
+    #[arg(long, env = "ASSAY_LIMIT_CHECKS", default_value_t = LIMITS.checks)]
+    pub limit_checks: usize,
+    /// Most candidates per generation of an optimise run (`population`); 2 to 64.
+    #[arg(long, env = "ASSAY_LIMIT_POPULATION", default_value_t = LIMITS.population)]
+    pub limit_population: usize,
+    /// Most candidate evaluations per item of an optimise run (`budget`); at most 4096.
+    #[arg(long, env = "ASSAY_LIMIT_BUDGET", default_value_t = LIMITS.budget)]
+    pub limit_budget: usize,
+    /// Most bytes of text to tokenize per request (413 past it, before tokenizing).
+    #[arg(long, env = "ASSAY_LIMIT_PROMPT_BYTES", default_value_t = LIMITS.prompt_bytes)]
+    pub limit_prompt_bytes: usize,
+    /// Most streamed responses open at once (429 past it).
+    #[arg(long, env = "ASSAY_LIMIT_STREAMS", default_value_t = LIMITS.streams)]
+    pub limit_streams: usize,
 }
 
 #[derive(Debug, Args)]

@@ -113,7 +113,7 @@ fn the_evaluation_loop_over_http() {
     assert_eq!(status, 400, "{bad_items}");
     assert!(bad_items["error"]["message"].as_str().unwrap().contains("items[1]"), "names the item: {bad_items}");
     assert_error(server.put("/v1/projects/ifeval/config", &json!({"rolez": {}})), 400, "an unknown config field");
-    assert_error(server.post("/v1/projects/ifeval/labels", &json!({"labels": [{"item": "nope", "score": 1}]})), 400, "a label of an unknown item");
+    assert_error(server.post("/v1/projects/ifeval/labels", &json!({"labels": [{"item": "nope", "score": 1}]})), 404, "a label of an unknown item");
 
     // Discovery answers at once and ends on its own.
     let (status, discovery) = server.post("/v1/projects/ifeval/discover", &json!({"checks": 2}));

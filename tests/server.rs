@@ -321,12 +321,11 @@ fn two_chats_with_one_system_prompt_share_its_blocks_and_metrics_say_so() {
     assert!(metric(&server, "assay_prefix_hit_rate") > 0.0);
 }
 
-/// The official `openai` Python package against the server. `.ci/run` creates the virtual
-/// environment with it (`.venv-openai`); without it this test fails and says how to make it.
+/// The official `openai` Python package against the server, from a virtual environment the
+/// test makes on first use (`.venv-openai`).
 #[test]
 fn the_openai_python_client_works_against_the_server() {
-    let python = common::repo_root().join(".venv-openai/bin/python");
-    assert!(python.is_file(), "{} is missing: run .ci/run, or: python3 -m venv .venv-openai && .venv-openai/bin/python -m pip install openai", python.display());
+    let python = common::python_venv("openai", &["openai"]);
     let server = Server::start(&["--embed-model", "minilm", "--api-key", "py-key"]);
     let out = Command::new(python)
         .args(["-m", "unittest", "-v", "tests/python/test_openai_client.py"])

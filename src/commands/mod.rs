@@ -86,7 +86,12 @@ pub fn project(store: &Store, name: &str) -> Result<Project> {
 /// first use), servers by URL as the project's configuration names them.
 pub fn backends(global: &GlobalOptions) -> Result<assay_pipeline::Backends> {
     let local = assay_pipeline::LocalBackend::new(resolver(global), device(global)?, engine_config(global));
-    Ok(assay_pipeline::Backends::new(std::sync::Arc::new(local)))
+    Ok(assay_pipeline::Backends::new(std::sync::Arc::new(local)).with_policy(outbound_policy(global)))
+}
+
+/// What project configurations set over HTTP may call (`--allow-backend`).
+pub fn outbound_policy(global: &GlobalOptions) -> assay_pipeline::OutboundPolicy {
+    assay_pipeline::OutboundPolicy { allowed: global.allow_backend.clone() }
 }
 
 /// The project's dataset called `name`, or its most recent one.
@@ -102,7 +107,7 @@ pub fn set_version(store: &Store, project: &Project, number: Option<u32>) -> Res
 /// Says what to run when a default (the latest dataset or set version) does not exist yet.
 fn with_hint<T>(found: assay_store::Result<T>, hint: impl FnOnce() -> String) -> Result<T> {
     match found {
-        Err(StoreError::Invalid(why)) => anyhow::bail!("{why} ({})", hint()),
+        Err(StoreError::NoneYet(why)) => anyhow::bail!("{why} ({})", hint()),
         other => Ok(other?),
     }
 }

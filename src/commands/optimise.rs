@@ -14,8 +14,9 @@ pub fn run(global: &GlobalOptions, args: &OptimiseArgs) -> Result<()> {
     let set = super::set_version(&store, &project, args.set.set)?;
     let dataset = super::dataset(&store, &project, args.dataset.data.as_deref())?;
     let backends = super::backends(global)?;
+    let budget = args.budget.unwrap_or_else(|| OptimiseOptions::default_budget(args.population));
     let options = OptimiseRunOptions {
-        search: OptimiseOptions { generations: args.generations, population: args.population, budget: args.budget, seed: args.seed, max_tokens: args.max_tokens, rationales: args.rationales },
+        search: OptimiseOptions { generations: args.generations, population: args.population, budget, seed: args.seed, max_tokens: args.max_tokens, rationales: args.rationales },
         items: Some(args.items),
         compare: args.compare,
     };
@@ -29,7 +30,7 @@ pub fn run(global: &GlobalOptions, args: &OptimiseArgs) -> Result<()> {
         set.number,
         args.population,
         args.generations,
-        args.budget
+        budget
     );
     let report = run_optimisation(&mut store, &backends, &project, run.id, &mut |event| match event {
         OptimiseEvent::Generation { item, position, items, progress } => {

@@ -26,7 +26,7 @@ pub fn run(global: &GlobalOptions, args: &ProjectArgs) -> Result<()> {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                     let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
                     let new = ProjectConfig::from_json(&value).with_context(|| format!("configuration in {}", path.display()))?;
-                    store.update_project_notes_and_config(project.id, &project.expert_notes, &serde_json::to_value(&new)?)?;
+                    store.update_project_notes_and_config(project.id, &project.expert_notes, &serde_json::to_value(&new)?, assay_store::ConfigOrigin::Operator)?;
                     println!("updated the configuration of '{}'", project.name);
                 }
             }

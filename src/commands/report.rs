@@ -11,7 +11,7 @@ pub fn run(global: &GlobalOptions, args: &ReportArgs) -> Result<()> {
     let project = super::project(&store, &args.project.project)?;
     let set = super::set_version(&store, &project, args.set.set)?;
     let run = report_run(&store, &project, &set, args.run.map(RunId))?;
-    let dir = args.plots.clone().unwrap_or_else(|| format!("reports/{}-v{}", project.name, set.number).into());
+    let dir = args.plots.clone().unwrap_or_else(|| format!("reports/project-{}-v{}", project.id, set.number).into());
     let backends = super::backends(global)?;
     let report = report(&store, &backends, &project, &set, &run, Some(&dir)).with_context(|| format!("reporting on v{} of '{}'", set.number, project.name))?;
     if args.json {

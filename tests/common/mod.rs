@@ -28,6 +28,26 @@ pub fn minilm_dir() -> PathBuf {
     fetched("minilm")
 }
 
+/// The Python of the virtual environment `.venv-<name>` in the checkout with `requirements`
+/// installed, made on first use (`python3 -m venv`, then pip) so that the test command sets up
+/// what it needs by itself; `.ci/run` makes them ahead. A marker file records a finished setup,
+/// so an interrupted one is redone.
+pub fn python_venv(name: &str, requirements: &[&str]) -> PathBuf {
+    let dir = repo_root().join(format!(".venv-{name}"));
+    let (python, marker) = (dir.join("bin/python"), dir.join(format!("bin/{name}-ok")));
+    if marker.is_file() {
+        return python;
+    }
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let status = std::process::Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(status.success(), "{} {args:?} failed: the test needs Python 3 with venv and pip, and the package registry (or run .ci/run)", program.display());
+    };
+    run(std::path::Path::new("python3"), &["-m", "venv", dir.to_str().expect("a UTF-8 path")]);
+    run(&python, &[&["-m", "pip", "install", "--quiet"][..], requirements].concat());
+    std::fs::write(&marker, requirements.join("\n")).unwrap();
+    python
+}
+
 /// SmolLM2 loaded once per test binary with the CPU's default paths.
 pub fn smollm2() -> &'static Arc<LanguageModel> {
     static LM: OnceLock<Arc<LanguageModel>> = OnceLock::new();

@@ -10,21 +10,27 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Holds the store when the test named none (`--db`), so that none lands in the checkout.
+    _store: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    /// `start` with environment variables set for the server.
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         // A port the OS just handed out is free for the moment it takes the server to bind it.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(assay_bin())
-            .args(["serve", "--model", "smollm2", "--port", &port.to_string()])
-            .args(extra)
-            .current_dir(repo_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let server = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let store = (!extra.contains(&"--db")).then(|| tempfile::tempdir().unwrap());
+        let mut command = Command::new(assay_bin());
+        command.args(["serve", "--model", "smollm2", "--port", &port.to_string()]).args(extra).envs(env.iter().copied());
+        if let Some(dir) = &store {
+            command.arg("--db").arg(dir.path().join("server.db"));
+        }
+        let child = command.current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+        let server = Self { child, base: format!("http://127.0.0.1:{port}"), _store: store };
         let started = Instant::now();
         while server.get("/health").0 != 200 {
             assert!(started.elapsed() < Duration::from_secs(120), "server did not become ready");

@@ -41,6 +41,8 @@ pub enum InputError {
     DuplicateCheck(String),
     #[error("check '{0}' has an empty question")]
     EmptyQuestion(String),
+    #[error("a check has an empty id")]
+    EmptyCheckId,
     #[error("check '{id}' has threshold {threshold}, outside [0, 1]")]
     Threshold { id: String, threshold: f32 },
     #[error("invalid checks JSON: {0}")]
@@ -55,6 +57,8 @@ pub enum InputError {
     NoItems,
     #[error("invalid judge options: {0}")]
     JudgeOptions(String),
+    #[error("the judge labels {pass:?} and {fail:?} must be distinct and non-empty (as tokens of the judge model)")]
+    Labels { pass: String, fail: String },
 }
 
 /// An ordered list of checks; its content hash identifies it in results.
@@ -67,13 +71,17 @@ pub struct EvaluatorSet {
 }
 
 impl EvaluatorSet {
-    /// Validates `checks`: at least one, unique ids, non-empty questions, thresholds in [0, 1].
+    /// Validates `checks`: at least one, unique non-blank ids, non-empty questions, thresholds in
+    /// [0, 1].
     pub fn new(version: Option<String>, checks: Vec<Check>) -> Result<Self, InputError> {
         if checks.is_empty() {
             return Err(InputError::NoChecks);
         }
         let mut seen = std::collections::HashSet::new();
         for c in &checks {
+            if c.id.trim().is_empty() {
+                return Err(InputError::EmptyCheckId);
+            }
             if !seen.insert(c.id.as_str()) {
                 return Err(InputError::DuplicateCheck(c.id.clone()));
             }
@@ -121,6 +129,8 @@ pub struct JudgeItem {
 
 /// Parses JSONL items `{id, input, output, context?}`; errors name the 1-based line.
 pub fn parse_items_jsonl(text: &str) -> Result<Vec<JudgeItem>, InputError> {
+    // Editors on Windows start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
@@ -273,15 +283,23 @@ impl Default for JudgeOptions {
 }
 
 impl JudgeOptions {
+    /// Most rationales sampled per check: bounds the work one request can ask for.
+    pub const MAX_SAMPLES: usize = 256;
+    /// Most tokens of one rationale.
+    pub const MAX_RATIONALE_TOKENS: usize = 4096;
+
     pub fn validate(&self) -> Result<(), InputError> {
         let bad = |m: String| Err(InputError::JudgeOptions(m));
-        if self.samples == 0 {
-            return bad("samples must be at least 1".into());
+        if self.samples == 0 || self.samples > Self::MAX_SAMPLES {
+            return bad(format!("samples must be between 1 and {}, got {}", Self::MAX_SAMPLES, self.samples));
+        }
+        if self.rationale_tokens > Self::MAX_RATIONALE_TOKENS {
+            return bad(format!("rationale_tokens must be at most {}, got {}", Self::MAX_RATIONALE_TOKENS, self.rationale_tokens));
         }
         if self.samples > 1 && !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!("sampling {} rationales needs a temperature > 0 (got {})", self.samples, self.temperature));
         }
-        if self.generates_rationales() && self.rationale_tokens == 0 {
+        if self.rationale_tokens == 0 {
             return bad("rationale_tokens must be at least 1".into());
         }
         Ok(())
@@ -325,6 +343,7 @@ mod tests {
     fn sets_reject_empty_duplicate_and_bad_checks() {
         assert_eq!(EvaluatorSet::new(None, vec![]), Err(InputError::NoChecks));
         assert_eq!(EvaluatorSet::new(None, vec![check("a"), check("a")]), Err(InputError::DuplicateCheck("a".into())));
+        assert_eq!(EvaluatorSet::new(None, vec![check(" ")]), Err(InputError::EmptyCheckId));
         let mut c = check("b");
         c.question = " ".into();
         assert_eq!(EvaluatorSet::new(None, vec![c]), Err(InputError::EmptyQuestion("b".into())));
@@ -349,7 +368,224 @@ mod tests {
         let dup = "{\"id\": \"1\", \"input\": \"q\", \"output\": \"a\"}\n{\"id\": \"1\", \"input\": \"q\", \"output\": \"b\"}";
         assert_eq!(parse_items_jsonl(dup), Err(InputError::DuplicateItem { line: 2, id: "1".into() }));
         assert_eq!(parse_items_jsonl("\n"), Err(InputError::NoItems));
+        assert_eq!(parse_items_jsonl("\u{feff}{\"id\": \"1\", \"input\": \"i\", \"output\": \"o\"}").unwrap().len(), 1, "a byte-order mark is skipped");
         let empty = "{\"id\": \"e\", \"input\": \"q\", \"output\": \" \"}";
         assert_eq!(parse_items_jsonl(empty), Err(InputError::EmptyOutput { line: 1, id: "e".into() }));
+    }
+}
+
+/// Whatever JSON a client sends to `/v1/judge`, the core parsing and validation it goes through
+/// (the request's flattened `JudgeOptions`, `JudgeOptions::validate`, `EvaluatorSet::from_json`
+/// of `checks`, `parse_items_jsonl` of `items`) returns a value or a typed error, never panics,
+/// and what it accepts holds the documented limits.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    const KEYS: [&str; 24] = [
+        "id",
+        "name",
+        "question",
+        "pass_criteria",
+        "fail_examples",
+        "threshold",
+        "version",
+        "checks",
+        "mode",
+        "samples",
+        "temperature",
+        "rationale_tokens",
+        "seed",
+        "items",
+        "input",
+        "output",
+        "context",
+        "pass_label",
+        "fail_label",
+        "model",
+        "project",
+        "set",
+        "pairs",
+        "",
+    ];
+
+    /// Mostly the names the parsers look for, so that generated objects reach validation.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![4 => prop::sample::select(KEYS.to_vec()).prop_map(String::from), 1 => any::<String>()]
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            // Non-finite floats have no JSON form: `Value::from` makes them null.
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![0u64, 1, 2, 48, 255, 256, 257, 4096, 4097, u32::MAX as u64, u32::MAX as u64 + 1, i64::MAX as u64, u64::MAX]).prop_map(Value::from),
+            prop::sample::select(vec![0.0, -0.0, 0.5, 1.0, 1.0000001, -1.0, 1e-45, 3.4e38, 3.5e38, 1e300, -1e300]).prop_map(Value::from),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![prop::sample::select(vec!["", " ", "\t\n", "a", "verdict", "rationale", "Verdict", "PASS", " PASS", " FAIL", "\u{feff}", "\u{2028}", "\0"]).prop_map(String::from), any::<String>(),]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool), number(), text().prop_map(Value::String)]
+    }
+
+    /// Any JSON value, nested at most four deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array), prop::collection::vec((key(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),]
+        })
+    }
+
+    /// An object with each of `fields` present as often as its weight says, holding a plausible
+    /// value or (one time in 40) any value, and sometimes one more key.
+    fn object(fields: Vec<(&'static str, f64, BoxedStrategy<Value>)>) -> impl Strategy<Value = Value> {
+        let fields: Vec<_> = fields.into_iter().map(|(k, present, plausible)| prop::option::weighted(present, prop_oneof![39 => plausible, 1 => json_value()]).prop_map(move |v| (k, v))).collect();
+        (fields, prop::option::weighted(0.05, (key(), json_value()))).prop_map(|(fields, extra)| {
+            let mut m: Map<String, Value> = fields.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+            if let Some((k, v)) = extra {
+                m.insert(k, v);
+            }
+            Value::Object(m)
+        })
+    }
+
+    fn string_value() -> BoxedStrategy<Value> {
+        text().prop_map(Value::String).boxed()
+    }
+
+    fn check_like() -> impl Strategy<Value = Value> {
+        let ids = prop_oneof![prop::sample::select(vec!["a", "b", " ", ""]).prop_map(|s| Value::String(s.into())), string_value()].boxed();
+        let threshold = prop_oneof![(-0.5f64..1.5).prop_map(Value::from), number()].boxed();
+        object(vec![
+            ("id", 0.97, ids),
+            ("name", 0.5, string_value()),
+            ("question", 0.97, string_value()),
+            ("pass_criteria", 0.5, string_value()),
+            ("fail_examples", 0.5, prop::collection::vec(string_value(), 0..3).prop_map(Value::Array).boxed()),
+            ("threshold", 0.5, threshold),
+        ])
+    }
+
+    /// `checks` as clients send it: a list of checks, `{version, checks}`, or anything else.
+    fn checks_like() -> impl Strategy<Value = Value> {
+        let list = || prop::collection::vec(check_like(), 0..4).prop_map(Value::Array);
+        prop_oneof![
+            8 => list(),
+            4 => object(vec![("version", 0.7, string_value()), ("checks", 0.97, list().boxed())]),
+            1 => json_value(),
+        ]
+    }
+
+    fn item_like() -> impl Strategy<Value = Value> {
+        let ids = prop_oneof![prop::sample::select(vec!["1", "2", ""]).prop_map(|s| Value::String(s.into())), string_value(), number()].boxed();
+        object(vec![("id", 0.97, ids), ("input", 0.97, string_value()), ("output", 0.97, string_value()), ("context", 0.5, prop_oneof![string_value(), Just(Value::Null)].boxed())])
+    }
+
+    fn request_like() -> impl Strategy<Value = Value> {
+        let mode = prop_oneof![8 => prop::sample::select(vec!["verdict", "rationale"]).prop_map(|s| Value::String(s.into())), 1 => string_value()].boxed();
+        let count = |most: u64| prop_oneof![8 => (0..most).prop_map(Value::from), 1 => number()].boxed();
+        object(vec![
+            ("checks", 0.97, checks_like().boxed()),
+            ("items", 0.97, prop::collection::vec(item_like(), 0..4).prop_map(Value::Array).boxed()),
+            ("mode", 0.5, mode),
+            ("samples", 0.5, count(300)),
+            ("temperature", 0.5, prop_oneof![8 => (-1.0f64..3.0).prop_map(Value::from), 1 => number()].boxed()),
+            ("rationale_tokens", 0.5, count(5000)),
+            ("seed", 0.5, any::<u64>().prop_map(Value::from).boxed()),
+            ("pass_label", 0.5, string_value()),
+            ("fail_label", 0.5, string_value()),
+        ])
+    }
+
+    /// The core steps of `/v1/judge` on a request body; `Err` carries the typed error's message.
+    fn judge_request(body: &str) -> Result<(), String> {
+        let body: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        let options: JudgeOptions = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+        let validated = options.validate();
+        if validated.is_ok() {
+            let o = &options;
+            assert!((1..=JudgeOptions::MAX_SAMPLES).contains(&o.samples) && o.rationale_tokens <= JudgeOptions::MAX_RATIONALE_TOKENS, "{o:?}");
+            assert!(o.samples == 1 || (o.temperature > 0.0 && o.temperature.is_finite()), "{o:?}");
+            assert!(!o.generates_rationales() || o.rationale_tokens >= 1, "{o:?}");
+        }
+        if let Some(checks) = body.get("checks") {
+            evaluator_set(&checks.to_string())?;
+        }
+        let jsonl = body.get("items").and_then(Value::as_array).map_or(Vec::new(), |items| items.iter().map(Value::to_string).collect()).join("\n");
+        items(&jsonl)?;
+        validated.map_err(|e| e.to_string())
+    }
+
+    fn evaluator_set(text: &str) -> Result<(), String> {
+        let set = EvaluatorSet::from_json(text).map_err(|e| e.to_string())?;
+        assert!(!set.checks.is_empty());
+        let mut ids = std::collections::HashSet::new();
+        for c in &set.checks {
+            assert!(!c.id.trim().is_empty() && !c.question.trim().is_empty() && ids.insert(&c.id), "{c:?}");
+            assert!((0.0..=1.0).contains(&c.threshold()), "{c:?}");
+        }
+        assert_eq!(set.content_hash().len(), 64);
+        Ok(())
+    }
+
+    fn items(jsonl: &str) -> Result<(), String> {
+        let items = parse_items_jsonl(jsonl).map_err(|e| e.to_string())?;
+        let mut ids = std::collections::HashSet::new();
+        assert!(!items.is_empty());
+        for item in &items {
+            assert!(!item.output.trim().is_empty() && ids.insert(&item.id), "{item:?}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn judge_request_validation_never_panics_on_arbitrary_json(body in json_value()) {
+            let _ = judge_request(&body.to_string());
+        }
+
+        #[test]
+        fn judge_request_validation_never_panics_on_near_valid_requests(body in request_like()) {
+            if let Err(e) = judge_request(&body.to_string()) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn evaluator_set_parsing_never_panics_on_arbitrary_checks(checks in checks_like()) {
+            let _ = evaluator_set(&checks.to_string());
+        }
+
+        #[test]
+        fn evaluator_set_parsing_never_panics_on_arbitrary_text(text in any::<String>()) {
+            let _ = evaluator_set(&text);
+        }
+
+        #[test]
+        fn items_parsing_never_panics_on_arbitrary_lines(lines in prop::collection::vec(prop_oneof![item_like().prop_map(|v| v.to_string()), json_value().prop_map(|v| v.to_string()), any::<String>()], 0..6), bom in any::<bool>()) {
+            let text = format!("{}{}", if bom { "\u{feff}" } else { "" }, lines.join("\n"));
+            let _ = items(&text);
+        }
+
+        #[test]
+        fn judgments_from_any_samples_never_panic(p in prop::collection::vec((any::<f32>(), any::<f32>(), any::<bool>()), 0..5), threshold in prop::option::of(any::<f32>()), with_rationale in any::<bool>()) {
+            let check = Check { id: "c".into(), name: String::new(), question: "q".into(), pass_criteria: String::new(), fail_examples: vec![], threshold };
+            let samples = p.into_iter().map(|(p_pass, lp, pass)| JudgeSample { rationale: String::new(), verdict: if pass { Verdict::Pass } else { Verdict::Fail }, p_pass, logprob_pass: lp, logprob_fail: -lp, off_format_mass: 0.0 }).collect();
+            let j = Judgment::from_samples("i", &check, samples, with_rationale);
+            prop_assert!(serde_json::to_string(&j).is_ok());
+            prop_assert_eq!(ItemScore::of("i", &[j]).total, 1);
+        }
     }
 }

@@ -50,14 +50,31 @@ impl Embedder {
         self.dim
     }
 
-    /// One unit-length vector per text, in order. Texts longer than the model's window are
-    /// truncated, as in sentence-transformers.
     /// Tokens each text is embedded from (after truncation), summed: the usage of a request.
     pub fn count_tokens(&self, texts: &[&str]) -> Result<usize> {
         let tok_err = |e: tokenizers::Error| EngineError::Tokenizer { model: self.name.clone(), reason: e.to_string() };
         texts.iter().map(|t| Ok(self.tokenizer.encode(*t, true).map_err(tok_err)?.get_ids().len())).sum()
     }
 
+    /// The positions of the texts longer than the model's window (which `embed` truncates).
+    pub fn truncated(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let tok_err = |e: tokenizers::Error| EngineError::Tokenizer { model: self.name.clone(), reason: e.to_string() };
+        let mut out = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            if !self.tokenizer.encode(*t, true).map_err(tok_err)?.get_overflowing().is_empty() {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tokens of the model's window.
+    pub fn window(&self) -> usize {
+        self.tokenizer.get_truncation().map_or(usize::MAX, |t| t.max_length)
+    }
+
+    /// One unit-length vector per text, in order. Texts longer than the model's window are
+    /// truncated, as in sentence-transformers.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

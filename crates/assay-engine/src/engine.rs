@@ -28,7 +28,7 @@ use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
 use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams, TokenLogprob};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -132,6 +132,10 @@ pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens of all texts (what embedding them cost).
     pub tokens: usize,
+    /// Positions of the texts longer than the model's window of `window` tokens, which were
+    /// truncated.
+    pub truncated: Vec<usize>,
+    pub window: usize,
 }
 
 /// The model an engine runs.
@@ -150,6 +154,18 @@ struct Shared {
     queued: AtomicUsize,
     requests: AtomicUsize,
     stats: Mutex<EngineStats>,
+    /// False once the thread has ended (every handle dropped, a panic outside a step, or a
+    /// pool that could not be rebuilt): a server then stops so that its supervisor restarts it.
+    alive: AtomicBool,
+}
+
+/// Marks the engine dead when its thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
 }
 
 /// A counted place in the queue, freed when the request ends.
@@ -216,6 +232,11 @@ impl Engine {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Whether the engine thread still runs (see `Shared::alive`).
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
     }
 
     /// The language model (tokenizer, chat template, configuration), or `None` for embedders.
@@ -401,7 +422,7 @@ fn new_pool(lm: &LanguageModel, config: EngineConfig) -> Result<KvPool> {
 
 impl Shared {
     fn new(name: String, language: Option<Arc<LanguageModel>>, config: EngineConfig, capacity_tokens: usize) -> Arc<Self> {
-        Arc::new(Self { name, language, config, capacity_tokens, queued: AtomicUsize::new(0), requests: AtomicUsize::new(0), stats: Mutex::new(EngineStats::default()) })
+        Arc::new(Self { name, language, config, capacity_tokens, queued: AtomicUsize::new(0), requests: AtomicUsize::new(0), stats: Mutex::new(EngineStats::default()), alive: AtomicBool::new(true) })
     }
 }
 
@@ -409,9 +430,24 @@ fn spawn(shared: &Arc<Shared>, work: impl FnOnce(Arc<Shared>) + Send + 'static) 
     let (name, thread_shared) = (shared.name.clone(), shared.clone());
     std::thread::Builder::new()
         .name(format!("engine-{name}"))
-        .spawn(move || work(thread_shared))
+        .spawn(move || {
+            let _alive = AliveGuard(thread_shared.clone());
+            work(thread_shared)
+        })
         .map(|_| ())
         .map_err(|e| EngineError::Internal(format!("cannot start the engine thread of {name}: {e}")))
+}
+
+/// Hands memory freed by a burst (activations, request buffers) back to the system; the engine
+/// calls it when it goes idle, the server when no request is in flight: glibc keeps freed
+/// memory in its arenas otherwise, and a server's resident size would stay at its peak. Cheap
+/// when nothing is free.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn run_embedder(embedder: &Embedder, inbox: &mpsc::Receiver<Command>) {
@@ -419,7 +455,10 @@ fn run_embedder(embedder: &Embedder, inbox: &mpsc::Receiver<Command>) {
         match command {
             Command::Embed { texts, reply } => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let _ = reply.send(embedder.embed(&refs).and_then(|vectors| Ok(Embeddings { vectors, tokens: embedder.count_tokens(&refs)? })));
+                let embedded = || -> Result<Embeddings> {
+                    Ok(Embeddings { vectors: embedder.embed(&refs)?, tokens: embedder.count_tokens(&refs)?, truncated: embedder.truncated(&refs)?, window: embedder.window() })
+                };
+                let _ = reply.send(embedded());
             }
             Command::ClearPrefixes { done } => {
                 let _ = done.send(());
@@ -427,6 +466,7 @@ fn run_embedder(embedder: &Embedder, inbox: &mpsc::Receiver<Command>) {
             // Refused when sent (`Engine::generate` and `judge` check the model first).
             Command::Generate { .. } | Command::Judge { .. } => {}
         }
+        release_freed_memory();
     }
 }
 
@@ -486,6 +526,7 @@ impl Worker {
         loop {
             // Idle: block for work; busy: take whatever arrived since the last step.
             if self.scheduler.is_idle() && self.requests.is_empty() {
+                release_freed_memory();
                 match inbox.recv() {
                     Ok(command) => self.take(command),
                     Err(_) => return,
@@ -496,8 +537,8 @@ impl Worker {
             }
             self.reap();
             self.feed_judges();
-            if !self.scheduler.is_idle() {
-                self.step();
+            if !self.scheduler.is_idle() && !self.step() {
+                return;
             }
             self.publish();
         }
@@ -556,7 +597,8 @@ impl Worker {
         }
     }
 
-    fn step(&mut self) {
+    /// One scheduler step; false when the engine cannot go on.
+    fn step(&mut self) -> bool {
         let lm = self.lm.clone();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.scheduler.step(&lm)));
         match result {
@@ -579,10 +621,14 @@ impl Worker {
                         let c = self.shared.config;
                         self.scheduler = Scheduler::new(pool, SchedulerConfig { step_tokens: c.step_tokens, prefix_sharing: c.prefix_sharing, path: c.path });
                     }
-                    Err(e) => tracing::error!("cannot rebuild the KV pool of {}: {e}", self.lm.name),
+                    Err(e) => {
+                        tracing::error!("cannot rebuild the KV pool of {}, stopping its engine: {e}", self.lm.name);
+                        return false;
+                    }
                 }
             }
         }
+        true
     }
 
     /// Fails every request after a step that could not run.

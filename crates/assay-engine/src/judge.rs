@@ -28,6 +28,7 @@ use crate::chat::ChatMessage;
 use crate::error::{EngineError, Result};
 use crate::language_model::LanguageModel;
 use crate::sequence::{Owner, SeqOutput, Sequence};
+use assay_core::InputError;
 use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, Judgment, SamplingParams, Verdict};
 use std::collections::HashMap;
 
@@ -150,7 +151,7 @@ impl LabelIds {
         let pass = lm.tokenizer.encode(&labels.pass)?;
         let fail = lm.tokenizer.encode(&labels.fail)?;
         if pass.is_empty() || fail.is_empty() || pass == fail {
-            return Err(EngineError::Tokenizer { model: lm.name.clone(), reason: format!("labels {:?} and {:?} must be distinct and non-empty", labels.pass, labels.fail) });
+            return Err(InputError::Labels { pass: labels.pass.clone(), fail: labels.fail.clone() }.into());
         }
         Ok(Self { pass, fail })
     }

@@ -107,6 +107,12 @@ impl LanguageModel {
         self.model.config().context_length
     }
 
+    /// Most bytes of text that can fit the context (`TextTokenizer::max_token_bytes`): longer
+    /// texts are too long whatever they say.
+    pub fn max_text_bytes(&self) -> usize {
+        self.context_length().saturating_mul(self.tokenizer.max_token_bytes())
+    }
+
     /// The logits at every position of `tokens` run as one sequence in a pool of its own (what
     /// the model computes with nothing shared and nothing batched: references, tests): the
     /// first `prefill` tokens in one pass, then one token per pass, the shape of decoding.

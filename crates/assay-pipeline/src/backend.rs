@@ -8,6 +8,7 @@ use crate::error::{PipelineError, Result};
 use assay_core::{Check, JudgeItem, JudgeOptions, Judgment, SamplingParams};
 use assay_engine::judge::Labels;
 use assay_engine::{ChatMessage, Embedder, Engine, EngineConfig, EngineModel, LanguageModel, ModelFiles, ModelResolver};
+use assay_store::ConfigOrigin;
 use candle_core::Device;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -75,19 +76,88 @@ impl Role {
     }
 }
 
+/// A server the operator lets configurations set over HTTP call: a URL prefix, and the one
+/// environment variable whose value may be sent to it as the API key (`URL_PREFIX[=VAR]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedBackend {
+    pub prefix: String,
+    pub key_env: Option<String>,
+}
+
+impl std::str::FromStr for AllowedBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (prefix, key_env) = match s.split_once('=') {
+            Some((p, v)) => (p.trim(), Some(v.trim().to_string())),
+            None => (s.trim(), None),
+        };
+        if !(prefix.starts_with("http://") || prefix.starts_with("https://")) || prefix.contains(['?', '#', '@']) {
+            return Err(format!("'{prefix}' is not an http(s) URL prefix without query, fragment or credentials"));
+        }
+        if key_env.as_deref().is_some_and(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+            return Err(format!("'{s}': the key variable must be an environment variable name"));
+        }
+        Ok(Self { prefix: prefix.trim_end_matches('/').to_string(), key_env })
+    }
+}
+
+/// What configurations set over HTTP may reach (see `Backends::role`); the operator's own
+/// configurations (set with the CLI) are not limited by it.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    pub allowed: Vec<AllowedBackend>,
+}
+
+impl OutboundPolicy {
+    /// Checks a role chosen over HTTP: a local model by plain name only (no path, so no file of
+    /// the machine is opened), a server only under an allowed prefix, and as its key only the
+    /// variable allowed for that prefix.
+    pub fn check(&self, model: &RoleModel) -> Result<()> {
+        let refuse = |why: String| Err(PipelineError::Config(format!("{why} (the configuration was set over HTTP; see --allow-backend)")));
+        let Some(url) = &model.base_url else {
+            let name = &model.model;
+            if name.contains(['/', '\\']) || name.starts_with('.') || name.to_ascii_lowercase().ends_with(".gguf") {
+                return refuse(format!("model '{name}' is a path; a configuration set over HTTP may name models only"));
+            }
+            return Ok(());
+        };
+        if url.contains(['?', '#', '@', '\\']) || url.contains("/..") || url.to_ascii_lowercase().contains("%2e") {
+            return refuse(format!("base_url {url} has a query, fragment, credentials or a parent segment"));
+        }
+        let under = |a: &&AllowedBackend| url == &a.prefix || url.strip_prefix(&a.prefix).is_some_and(|rest| rest.starts_with('/'));
+        let Some(allowed) = self.allowed.iter().find(under) else {
+            return refuse(format!("calls to {url} are off: the operator allows servers with --allow-backend"));
+        };
+        match &model.api_key_env {
+            Some(var) if allowed.key_env.as_deref() != Some(var.as_str()) => refuse(format!("the key variable {var} is not the one allowed for {}", allowed.prefix)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Binds roles to backends: local models to the one local backend (which loads each model
-/// once), URLs to HTTP clients.
+/// once), URLs to HTTP clients, within the operator's outbound policy.
 #[derive(Clone)]
 pub struct Backends {
     local: Arc<dyn Backend>,
+    policy: Arc<OutboundPolicy>,
 }
 
 impl Backends {
     pub fn new(local: Arc<dyn Backend>) -> Self {
-        Self { local }
+        Self { local, policy: Arc::default() }
+    }
+
+    /// The same backends, calling out only as `policy` allows configurations set over HTTP.
+    pub fn with_policy(self, policy: OutboundPolicy) -> Self {
+        Self { policy: Arc::new(policy), ..self }
     }
 
     pub fn role(&self, model: &RoleModel) -> Result<Role> {
+        if model.origin == ConfigOrigin::Http {
+            self.policy.check(model)?;
+        }
         let backend: Arc<dyn Backend> = match &model.base_url {
             None => self.local.clone(),
             Some(url) => {
@@ -168,7 +238,8 @@ pub struct HttpBackend {
 
 impl HttpBackend {
     pub fn new(base_url: &str, api_key: Option<String>) -> Self {
-        let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10)).timeout(std::time::Duration::from_secs(1800)).build();
+        // No redirects: a POST must not turn into a GET somewhere else.
+        let agent = ureq::AgentBuilder::new().redirects(0).timeout_connect(std::time::Duration::from_secs(10)).timeout(std::time::Duration::from_secs(1800)).build();
         Self { base_url: base_url.trim_end_matches('/').to_string(), api_key, agent }
     }
 
@@ -179,14 +250,13 @@ impl HttpBackend {
             request = request.set("Authorization", &format!("Bearer {key}"));
         }
         let remote = |message: String| PipelineError::Remote { url: url.clone(), message };
+        // What the server answers is never repeated in errors (they are stored and shown):
+        // only its status.
         match request.send_json(body) {
-            Ok(response) => response.into_json().map_err(|e| remote(format!("unreadable JSON answer: {e}"))),
-            Err(ureq::Error::Status(code, response)) => {
-                let body: Value = response.into_json().unwrap_or(Value::Null);
-                let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
-                Err(remote(format!("HTTP {code}: {message}")))
-            }
-            Err(e) => Err(remote(e.to_string())),
+            Ok(response) if response.status() >= 300 => Err(remote(format!("HTTP {} (redirects are not followed)", response.status()))),
+            Ok(response) => response.into_json().map_err(|_| remote("the answer is not JSON".into())),
+            Err(ureq::Error::Status(code, _)) => Err(remote(format!("HTTP {code}"))),
+            Err(ureq::Error::Transport(t)) => Err(remote(format!("cannot reach the server ({})", t.kind()))),
         }
     }
 
@@ -207,7 +277,7 @@ impl HttpBackend {
             body["stop"] = json!(p.stop);
         }
         let answer = self.post("chat/completions", &body).map_err(|e| e.to_string())?;
-        answer["choices"][0]["message"]["content"].as_str().map(str::to_string).ok_or_else(|| format!("no choices[0].message.content in {answer}"))
+        answer["choices"][0]["message"]["content"].as_str().map(str::to_string).ok_or_else(|| "the answer has no choices[0].message.content".to_string())
     }
 }
 
@@ -251,7 +321,7 @@ impl Backend for HttpBackend {
             .iter()
             .map(|r| serde_json::from_value::<Vec<Judgment>>(r["judgments"].clone()))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| PipelineError::Remote { url: format!("{}/judge", self.base_url), message: format!("judgments: {e}") })?;
+            .map_err(|_| PipelineError::Remote { url: format!("{}/judge", self.base_url), message: "the judgments are not in assay's format".into() })?;
         progress(items.len() * checks.len());
         Ok(judgments)
     }
@@ -263,9 +333,48 @@ impl Backend for HttpBackend {
         let mut vectors = vec![Vec::new(); texts.len()];
         for (position, d) in data.iter().enumerate() {
             let index = d["index"].as_u64().map(|i| i as usize).unwrap_or(position);
-            let vector: Vec<f32> = serde_json::from_value(d["embedding"].clone()).map_err(|e| bad(format!("embedding {index}: {e}")))?;
+            let vector: Vec<f32> = serde_json::from_value(d["embedding"].clone()).map_err(|_| bad(format!("embedding {index} is not a list of numbers")))?;
             *vectors.get_mut(index).ok_or_else(|| bad(format!("embedding index {index} out of range")))? = vector;
         }
         Ok(vectors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn over_http(model: &str, base_url: Option<&str>, key: Option<&str>) -> RoleModel {
+        RoleModel { model: model.into(), base_url: base_url.map(str::to_string), api_key_env: key.map(str::to_string), origin: ConfigOrigin::Http }
+    }
+
+    #[test]
+    fn configurations_set_over_http_call_only_what_the_operator_allows() {
+        let policy = OutboundPolicy { allowed: vec!["http://gpu-box:8000/v1=VLLM_KEY".parse().unwrap(), "https://judge.example/v1/".parse().unwrap()] };
+        let ok = |m: RoleModel| policy.check(&m).unwrap();
+        let refused = |m: RoleModel| policy.check(&m).unwrap_err().to_string();
+        ok(over_http("smollm2", None, None));
+        ok(over_http("m", Some("http://gpu-box:8000/v1"), Some("VLLM_KEY")));
+        ok(over_http("m", Some("https://judge.example/v1/x"), None));
+        for (model, why) in [
+            (over_http("/etc/passwd", None, None), "is a path"),
+            (over_http("../x.gguf", None, None), "is a path"),
+            (over_http("m", Some("http://127.0.0.1:9/internal"), None), "calls to http://127.0.0.1:9/internal are off"),
+            (over_http("m", Some("http://gpu-box:8000/v1?x="), None), "query"),
+            (over_http("m", Some("http://gpu-box:8000/v10"), None), "are off"),
+            (over_http("m", Some("http://gpu-box:8000/v1/../admin"), None), "parent segment"),
+            (over_http("m", Some("http://gpu-box:8000/v1"), Some("HOME")), "HOME is not the one allowed"),
+            (over_http("m", Some("https://judge.example/v1"), Some("VLLM_KEY")), "VLLM_KEY is not the one allowed"),
+        ] {
+            let err = refused(model);
+            assert!(err.contains(why) && err.contains("--allow-backend"), "{err}");
+        }
+        // The operator's own configuration is not limited; no default policy allows any server.
+        let backends = Backends::new(Arc::new(HttpBackend::new("http://unused", None)));
+        let mut theirs = over_http("m", Some("http://127.0.0.1:9/v1"), None);
+        assert!(backends.role(&theirs).is_err());
+        theirs.origin = ConfigOrigin::Operator;
+        assert!(backends.role(&theirs).is_ok());
+        assert!("ftp://x".parse::<AllowedBackend>().is_err() && "http://x=a b".parse::<AllowedBackend>().is_err());
     }
 }

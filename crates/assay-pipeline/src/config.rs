@@ -2,6 +2,7 @@
 //! pipeline role uses, and the spectrum of generators discovery samples outputs from.
 
 use crate::error::{PipelineError, Result};
+use assay_store::{ConfigOrigin, Project};
 use serde::{Deserialize, Serialize};
 
 /// Where a role's model runs: the local engine, or an OpenAI-compatible server.
@@ -16,11 +17,20 @@ pub struct RoleModel {
     /// Environment variable holding the server's API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// Who chose this: set from the project when its configuration is read (`ProjectConfig::of`);
+    /// a choice read any other way is treated as an HTTP client's until then.
+    #[serde(skip, default = "untrusted")]
+    pub origin: ConfigOrigin,
+}
+
+fn untrusted() -> ConfigOrigin {
+    ConfigOrigin::Http
 }
 
 impl RoleModel {
+    /// A local model chosen by the program or the operator.
     pub fn local(model: &str) -> Self {
-        Self { model: model.into(), base_url: None, api_key_env: None }
+        Self { model: model.into(), base_url: None, api_key_env: None, origin: ConfigOrigin::Operator }
     }
 
     /// How the role is named in stored records (generator, annotator and judge fields).
@@ -32,9 +42,9 @@ impl RoleModel {
     }
 }
 
-/// The model behind each role of the loop.
+/// The model behind each role of the loop; a role left out keeps its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Roles {
     pub generator: RoleModel,
     pub annotator: RoleModel,
@@ -113,6 +123,22 @@ impl Default for ProjectConfig {
 }
 
 impl ProjectConfig {
+    /// The project's configuration, each model choice marked with who set it.
+    pub fn of(project: &Project) -> Result<Self> {
+        let mut config = Self::from_json(&project.config)?;
+        let r = &mut config.roles;
+        for role in [&mut r.generator, &mut r.annotator, &mut r.judge, &mut r.embedder, &mut r.check_writer].into_iter().chain(config.generators.iter_mut().filter_map(|g| g.model.as_mut())) {
+            role.origin = project.config_origin;
+        }
+        Ok(config)
+    }
+
+    /// Every model the configuration names: the roles', then the generators' own.
+    pub fn models(&self) -> impl Iterator<Item = &RoleModel> {
+        let r = &self.roles;
+        [&r.generator, &r.annotator, &r.judge, &r.embedder, &r.check_writer].into_iter().chain(self.generators.iter().filter_map(|g| g.model.as_ref()))
+    }
+
     /// Reads the stored JSON (`{}` for a new project), naming what is wrong.
     pub fn from_json(value: &serde_json::Value) -> Result<Self> {
         let config: Self = serde_json::from_value(value.clone()).map_err(|e| PipelineError::Config(e.to_string()))?;
@@ -146,7 +172,8 @@ mod tests {
 
     #[test]
     fn empty_json_is_the_default_and_unknown_fields_are_named() {
-        assert_eq!(ProjectConfig::from_json(&serde_json::json!({})).unwrap(), ProjectConfig::default());
+        let empty = ProjectConfig::from_json(&serde_json::json!({})).unwrap();
+        assert_eq!(empty.roles.judge.model, ProjectConfig::default().roles.judge.model);
         let err = ProjectConfig::from_json(&serde_json::json!({"rolez": {}})).unwrap_err().to_string();
         assert!(err.contains("rolez"), "{err}");
         let err = ProjectConfig::from_json(&serde_json::json!({"generators": []})).unwrap_err().to_string();

@@ -58,7 +58,7 @@ pub fn start_discovery(store: &mut Store, project: &Project, dataset: &Dataset, 
     if dataset.item_count == 0 {
         return Err(PipelineError::Invalid(format!("dataset '{}' has no items to discover errors in", dataset.name)));
     }
-    ProjectConfig::from_json(&project.config)?;
+    ProjectConfig::of(project)?;
     Ok(store.create_run(project.id, &NewRun { kind: RunKind::Discovery, set_version: None, dataset: Some(dataset.id), params: json!({"checks": options.checks, "seed": options.seed}) })?)
 }
 
@@ -66,7 +66,7 @@ pub fn start_discovery(store: &mut Store, project: &Project, dataset: &Dataset, 
 pub fn run_discovery(store: &mut Store, backends: &Backends, project: &Project, run: RunId, options: &DiscoverOptions, progress: Progress) -> Result<DiscoveryReport> {
     let dataset = store.run(run)?.dataset.ok_or_else(|| PipelineError::Invalid(format!("run {run} has no dataset")))?;
     let items = store.items(dataset)?;
-    let config = ProjectConfig::from_json(&project.config)?;
+    let config = ProjectConfig::of(project)?;
     store.set_run_status(run, RunStatus::Running, None)?;
     let mut discovery = Discovery { store, backends, project, config, options, run, progress };
     let result = discovery.run(&items);

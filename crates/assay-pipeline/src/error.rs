@@ -23,6 +23,9 @@ pub enum PipelineError {
     Invalid(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// Another process is working on the run.
+    #[error("{0}")]
+    Busy(String),
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ use crate::backend::{Backends, Role};
 use crate::check_writer::{check_id, critique_request, fallback_check, parse_check};
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
+use crate::lease::RunLease;
 use crate::optimise::{best_of_n, evolve, fittest, Candidate, GenerationEvent, OptimiseOptions, Task};
 use crate::{record_outcome, stable_seed};
 use assay_core::Check;
@@ -87,7 +88,7 @@ pub fn start_optimise_run(store: &mut Store, backends: &Backends, project: &Proj
 }
 
 fn roles(backends: &Backends, project: &Project) -> Result<(Role, Role)> {
-    let config = ProjectConfig::from_json(&project.config)?;
+    let config = ProjectConfig::of(project)?;
     Ok((backends.role(&config.roles.generator)?, backends.role(&config.roles.judge)?))
 }
 
@@ -100,10 +101,13 @@ pub fn run_optimisation(store: &mut Store, backends: &Backends, project: &Projec
     };
     let options: OptimiseRunOptions = serde_json::from_value(this.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
     let set = store.set_version_by_id(set)?;
+    let lease = RunLease::claim(store, run)?;
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
-    let optimised = optimise_pending(store, backends, project, (run, dataset), &set, &options, events);
-    let optimised_now = record_outcome(store, run, optimised)?;
+    let optimised = optimise_pending(store, backends, project, (run, dataset, &lease), &set, &options, events);
+    let optimised_now = record_outcome(store, run, optimised);
+    lease.release(store)?;
+    let optimised_now = optimised_now?;
     let gold = store.run_gold_outputs(run)?;
     let mean = |f: &dyn Fn(&GoldOutput) -> f64| gold.iter().map(f).sum::<f64>() / gold.len().max(1) as f64;
     let baselines: Vec<Candidate> = gold.iter().filter_map(|g| g.found.best_of_n.clone().and_then(|b| serde_json::from_value(b).ok())).collect();
@@ -127,7 +131,7 @@ fn optimise_pending(
     store: &mut Store,
     backends: &Backends,
     project: &Project,
-    (run, dataset): (RunId, assay_store::DatasetId),
+    (run, dataset, lease): (RunId, assay_store::DatasetId, &RunLease),
     set: &SetVersion,
     options: &OptimiseRunOptions,
     events: &mut dyn FnMut(&OptimiseEvent),
@@ -143,6 +147,7 @@ fn optimise_pending(
     store.set_run_progress(run, done.len() as u64, total as u64)?;
     let mut optimised = 0;
     for (n, item) in items.iter().enumerate().filter(|(_, i)| !done.contains(&i.id)) {
+        lease.renew(store)?;
         let (key, position) = (item.fields.key.as_str(), n + 1);
         let task = Task { generator: &generator, judge: &judge, prompt: &project.generation_prompt, input: &item.fields.input, context: item.fields.context.as_deref(), checks: &set.set.checks };
         let mut evolution = evolve(&task, &options.search, &mut |progress| events(&OptimiseEvent::Generation { item: key.to_string(), position, items: total, progress: progress.clone() }))?;
@@ -217,7 +222,7 @@ pub fn critique(store: &mut Store, backends: &Backends, project: &Project, gold:
     let item = store.item(found.found.item)?;
     let mut proposal = None;
     if found.found.passes == set.set.checks.len() {
-        let config = ProjectConfig::from_json(&project.config)?;
+        let config = ProjectConfig::of(project)?;
         let writer = backends.role(&config.roles.check_writer)?;
         let request = critique_request(&project.generation_prompt, &item.fields.input, &found.found.output, note.trim(), CRITIQUE_TOKENS, stable_seed(seed, &["critique", &gold.to_string()]));
         let answer = writer.chat(&[request], &mut |_| {})?.remove(0);

@@ -7,6 +7,7 @@
 use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
+use crate::lease::RunLease;
 use crate::questions::raise_ambiguities;
 use crate::{record_outcome, Progress};
 use assay_core::{Check, JudgeItem, JudgeOptions};
@@ -38,7 +39,7 @@ pub struct JudgeRunReport {
 /// resumed. `run_judging` carries it out.
 pub fn start_judge_run(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<(Run, bool)> {
     options.validate()?;
-    let config = ProjectConfig::from_json(&project.config)?;
+    let config = ProjectConfig::of(project)?;
     let judge = backends.role(&config.roles.judge)?;
     let params = json!({"judge": judge.describe(), "options": options});
     Ok(store.resumable_run(project.id, &NewRun { kind: RunKind::Judge, set_version: Some(set.id), dataset: Some(dataset.id), params })?)
@@ -52,15 +53,20 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
         return Err(PipelineError::Invalid(format!("run {run} is a {} run, not a judge run", this.kind)));
     };
     let options: JudgeOptions = serde_json::from_value(this.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
-    let config = ProjectConfig::from_json(&project.config)?;
+    // Stored by an older build, options past today's bounds fail the run instead of the process.
+    options.validate().map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
+    let config = ProjectConfig::of(project)?;
     let judge = backends.role(&config.roles.judge)?;
     let set = store.set_version_by_id(set)?;
+    let lease = RunLease::claim(store, run)?;
     // A new run is queued; one that was started before (and killed or failed) is resumed.
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
     let reused = reuse_identical_judgments(store, project, &this, &set)?;
-    let judged = judge_pending(store, &judge, &set, (run, dataset), &options, chunk_items.max(1), progress);
-    let judged_now = record_outcome(store, run, judged)?;
+    let judged = judge_pending(store, &judge, &set, (run, dataset, &lease), &options, chunk_items.max(1), progress);
+    let judged_now = record_outcome(store, run, judged);
+    lease.release(store)?;
+    let judged_now = judged_now?;
     let questions = raise_ambiguities(store, project, run)?;
     Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
 }
@@ -91,7 +97,7 @@ fn judge_pending(
     store: &mut Store,
     judge: &crate::backend::Role,
     set: &SetVersion,
-    (run, dataset): (RunId, DatasetId),
+    (run, dataset, lease): (RunId, DatasetId, &RunLease),
     options: &JudgeOptions,
     chunk_items: usize,
     progress: Progress,
@@ -103,6 +109,7 @@ fn judge_pending(
     let checks: HashMap<&str, &Check> = set.set.checks.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut judged = 0;
     for chunk in chunks(&pending, chunk_items) {
+        lease.renew(store)?;
         let chunk_items: Vec<JudgeItem> =
             chunk.items.iter().map(|key| items.get(*key).cloned().ok_or_else(|| PipelineError::Invalid(format!("item '{key}' has no output to judge")))).collect::<Result<_>>()?;
         let chunk_checks: Vec<Check> = chunk.checks.iter().map(|c| (*checks[c]).clone()).collect();

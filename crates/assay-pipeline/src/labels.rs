@@ -29,7 +29,7 @@ pub fn labels_of(records: &[LabelRecord], items: &[Item]) -> Result<(Vec<CheckLa
     let (mut checks, mut scores) = (Vec::new(), Vec::new());
     for (n, r) in records.iter().enumerate() {
         let bad = |why: String| PipelineError::Invalid(format!("label {}: {why}", n + 1));
-        let item = *ids.get(r.item.as_str()).ok_or_else(|| bad(format!("no item '{}' in the dataset", r.item)))?;
+        let item = *ids.get(r.item.as_str()).ok_or_else(|| assay_store::StoreError::NotFound { what: format!("label {}: item '{}' of the dataset", n + 1, r.item) })?;
         match (&r.check, r.verdict, r.score) {
             (Some(check), Some(verdict), None) if !check.trim().is_empty() => checks.push(CheckLabel { item, check: check.clone(), verdict, note: r.note.clone() }),
             (None, None, Some(score)) if score.is_finite() => scores.push(ScoreLabel { item, score, note: r.note.clone() }),
@@ -67,7 +67,7 @@ mod tests {
         assert_eq!((checks[0].item, checks[0].verdict, scores[0].score), (ItemId(4), Verdict::Fail, 3.0));
         assert!(parse_label_lines("{\"item\": \"a\"}\n{oops").unwrap_err().to_string().contains("line 2"));
         let unknown = parse_label_lines("{\"item\": \"zz\", \"score\": 1}").unwrap();
-        assert!(labels_of(&unknown, &items).unwrap_err().to_string().contains("no item 'zz'"));
+        assert!(labels_of(&unknown, &items).unwrap_err().to_string().contains("item 'zz' of the dataset not found"));
         let neither = parse_label_lines("{\"item\": \"a\", \"check\": \"c1\"}").unwrap();
         assert!(labels_of(&neither, &items).is_err());
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gold;
 pub mod judge_run;
 pub mod labels;
+mod lease;
 pub mod lenient_json;
 pub mod optimise;
 pub mod plots;
@@ -28,7 +29,7 @@ pub mod static_analysis;
 pub mod taxonomy;
 pub mod training_data;
 
-pub use backend::{Backend, Backends, ChatRequest, Completion, HttpBackend, LocalBackend, Role};
+pub use backend::{AllowedBackend, Backend, Backends, ChatRequest, Completion, HttpBackend, LocalBackend, OutboundPolicy, Role};
 pub use config::{GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
 pub use discover::{discover, run_discovery, start_discovery, DiscoverOptions, DiscoveryReport};
 pub use error::{PipelineError, Result};

@@ -45,6 +45,12 @@ impl Default for OptimiseOptions {
 }
 
 impl OptimiseOptions {
+    /// The budget when none is given: the default's, or the population if larger (the seeds
+    /// alone take one evaluation each).
+    pub fn default_budget(population: usize) -> usize {
+        Self::default().budget.max(population)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(2..=MAX_POPULATION).contains(&self.population) || !(self.population..=MAX_BUDGET).contains(&self.budget) || self.max_tokens == 0 {
             return Err(PipelineError::Invalid(format!(
@@ -147,10 +153,10 @@ impl Task<'_> {
         }
     }
 
-    /// `n` fresh outputs for the input.
+    /// Up to `n` fresh outputs for the input (the usable ones).
     fn sample(&self, n: usize, seed: u64, max_tokens: usize) -> Result<Vec<String>> {
         let requests: Vec<ChatRequest> = (0..n).map(|i| self.request(self.user(""), stable_seed(seed, &["sample", &i.to_string()]), max_tokens)).collect();
-        texts(self.generator.chat(&requests, &mut |_| {})?)
+        Ok(usable(self.generator.chat(&requests, &mut |_| {})?)?.into_iter().map(|(_, text)| text).collect())
     }
 
     /// Each text judged on every check, all together (they share the input's prefix); a
@@ -200,10 +206,30 @@ impl Scored {
     }
 }
 
-/// An empty or failed generation is still a candidate (it will score low), so a model that
-/// answers nothing costs evaluations but never stops the search.
-fn texts(answers: Vec<crate::backend::Completion>) -> Result<Vec<String>> {
-    Ok(answers.into_iter().map(|a| a.unwrap_or_default()).collect())
+/// The usable answers with their positions. A failed or empty generation is no candidate:
+/// judged, nothing can pass checks by the judge's whim and become gold. When no answer of a
+/// batch is usable the search cannot go on, and the first failure is the error.
+fn usable(answers: Vec<crate::backend::Completion>) -> Result<Vec<(usize, String)>> {
+    let mut failure = None;
+    let kept: Vec<(usize, String)> = answers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, answer)| match answer {
+            Ok(text) if !text.trim().is_empty() => Some((i, text)),
+            Ok(_) => {
+                failure.get_or_insert_with(|| "the generator answered nothing".to_string());
+                None
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+                None
+            }
+        })
+        .collect();
+    match (kept.is_empty(), failure) {
+        (true, Some(why)) => Err(PipelineError::Invalid(format!("every generation failed: {why}"))),
+        _ => Ok(kept),
+    }
 }
 
 /// A small deterministic generator (SplitMix64) for parent choices.
@@ -248,8 +274,8 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
     };
     let seeds = task.sample(options.population, options.seed, options.max_tokens)?;
     let scored = task.evaluate(&seeds, options.rationales)?;
-    add(&mut candidates, seeds, vec![Origin::Seed; options.population], 0, scored);
-    let mut evaluations = options.population;
+    let mut evaluations = seeds.len();
+    add(&mut candidates, seeds, vec![Origin::Seed; evaluations], 0, scored);
     let mut pool: Vec<usize> = (0..candidates.len()).collect();
     let mut picker = Picker(stable_seed(options.seed, &["parents"]));
     let mut generation = 0;
@@ -287,7 +313,8 @@ pub fn evolve(task: &Task, options: &OptimiseOptions, events: &mut dyn FnMut(&Ge
                 origins.push(Origin::Crossover { parents: [a, b] });
             }
         }
-        let texts = texts(task.generator.chat(&requests, &mut |_| {})?)?;
+        let (kept, texts): (Vec<usize>, Vec<String>) = usable(task.generator.chat(&requests, &mut |_| {})?)?.into_iter().unzip();
+        let origins: Vec<Origin> = kept.into_iter().map(|i| origins[i].clone()).collect();
         let scored = task.evaluate(&texts, options.rationales)?;
         evaluations += texts.len();
         let first_child = candidates.len();
@@ -467,6 +494,48 @@ pub(crate) mod tests {
         assert!(body.contains("- Is it above 1? (the judge: it is too small)") && body.contains("- Is it above 2?\n"), "{body}");
         let verdicts_only = rewrite_body(&checks, &Candidate { rationales: vec![], ..parent });
         assert!(verdicts_only.contains("- Is it above 1?\n") && !verdicts_only.contains("the judge"), "{verdicts_only}");
+    }
+
+    /// `Counting` whose generations fail (or answer nothing) by a seed's remainder.
+    struct Flaky(u64);
+
+    impl Backend for Flaky {
+        fn chat(&self, model: &str, requests: &[ChatRequest], progress: &mut dyn FnMut(usize)) -> crate::Result<Vec<Completion>> {
+            let answers = Counting.chat(model, requests, progress)?;
+            Ok(requests
+                .iter()
+                .zip(answers)
+                .map(|(r, a)| match r.params.seed.unwrap() % self.0 {
+                    0 => Err("the generator is down".to_string()),
+                    1 => Ok("  ".to_string()),
+                    _ => a,
+                })
+                .collect())
+        }
+
+        fn judge(&self, model: &str, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions, progress: &mut dyn FnMut(usize)) -> crate::Result<Vec<Vec<Judgment>>> {
+            assert!(items.iter().all(|i| !i.output.trim().is_empty()), "an empty output was judged");
+            Counting.judge(model, items, checks, options, progress)
+        }
+
+        fn embed(&self, model: &str, texts: &[String]) -> crate::Result<Vec<Vec<f32>>> {
+            Counting.embed(model, texts)
+        }
+    }
+
+    #[test]
+    fn failed_or_empty_generations_are_no_candidates() {
+        let checks = checks(3);
+        let options = OptimiseOptions { generations: 5, population: 8, budget: 100, seed: 3, max_tokens: 8, rationales: false };
+        let role = Backends::new(Arc::new(Flaky(4))).role(&RoleModel::local("scripted")).unwrap();
+        let task = Task { generator: &role, judge: &role, prompt: "Count.", input: "Give a number.", context: None, checks: &checks };
+        let e = evolve(&task, &options, &mut |_| {}).unwrap();
+        assert!(e.candidates.iter().all(|c| !c.text.trim().is_empty()));
+        assert_eq!(e.evaluations, e.candidates.len(), "only usable answers cost evaluations");
+        let down = Backends::new(Arc::new(Flaky(1))).role(&RoleModel::local("scripted")).unwrap();
+        let task = Task { generator: &down, judge: &down, ..task };
+        let err = evolve(&task, &options, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("every generation failed: the generator is down"), "{err}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ struct Findings {
 }
 
 pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, seed: u64, progress: Progress) -> Result<RefineReport> {
-    let config = ProjectConfig::from_json(&project.config)?;
+    let config = ProjectConfig::of(project)?;
     let run = report_run(store, project, set, None).ok();
     let report: Option<SetReport> = run.as_ref().map(|r| report(store, backends, project, set, r, None)).transpose()?;
     let judgments: Vec<Judgment> = match &run {

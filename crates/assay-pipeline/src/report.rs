@@ -118,13 +118,14 @@ pub fn report_run(store: &Store, project: &Project, set: &SetVersion, run: Optio
     if let Some(id) = run {
         let run = store.run(id)?;
         if run.project != project.id || run.kind != RunKind::Judge || run.set_version != Some(set.id) {
-            return Err(PipelineError::Invalid(format!("run {id} is not a judge run of v{} of project '{}'", set.number, project.name)));
+            return Err(assay_store::StoreError::NotFound { what: format!("judge run {id} of v{} of project '{}'", set.number, project.name) }.into());
         }
         return Ok(run);
     }
     let runs: Vec<Run> = store.runs(project.id)?.into_iter().filter(|r| r.kind == RunKind::Judge && r.set_version == Some(set.id)).collect();
     runs.iter().rev().find(|r| r.status == RunStatus::Done).or(runs.last()).cloned().ok_or_else(|| {
-        PipelineError::Invalid(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number))
+        assay_store::StoreError::NoneYet(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number))
+            .into()
     })
 }
 
@@ -140,7 +141,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
     let others = other_judges(store, project, run)?;
     let by_check: BTreeMap<&str, Vec<&Judgment>> = set.set.checks.iter().map(|c| (c.id.as_str(), judgments.iter().filter(|j| j.check_id == c.id).collect())).collect();
 
-    let config = ProjectConfig::from_json(&project.config)?;
+    let config = ProjectConfig::of(project)?;
     let cohesion = rationale_cohesion(backends, &config, &by_check)?;
     let (strongest, weakest) = (ranks.values().min().copied(), ranks.values().max().copied());
     let mut checks = Vec::new();

@@ -18,8 +18,16 @@ pub enum ApiError {
     WrongTypes(String),
     #[error("request body larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request holds {bytes} bytes of text to tokenize, over this server's limit of {limit} (--limit-prompt-bytes)")]
+    PromptTooLarge { bytes: usize, limit: usize },
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    #[error("{limit} streamed responses are open, this server's limit (--limit-streams); retry later")]
+    TooManyStreams { limit: usize },
     #[error("the prompt has {tokens} tokens; this model's context is {limit} tokens, which must also hold at least one generated token")]
     ContextLength { tokens: usize, limit: usize },
+    #[error("{what} is {bytes} bytes; at most {max_bytes} bytes can fit this model's context of {context} tokens (no token of it stands for more than {token_bytes} bytes)")]
+    TextOverContext { what: String, bytes: usize, max_bytes: usize, context: usize, token_bytes: usize },
     #[error("{0}")]
     RecordNotFound(String),
     /// The record exists already, or the change would repeat the current state.
@@ -49,13 +57,14 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) | Self::MalformedJson(_) | Self::WrongTypes(_) | Self::ContextLength { .. } => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ModelNotFound { .. } | Self::RouteNotFound(_) | Self::RecordNotFound(_) => StatusCode::NOT_FOUND,
+            Self::InvalidRequest(_) | Self::MalformedJson(_) | Self::WrongTypes(_) | Self::ContextLength { .. } | Self::TextOverContext { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } | Self::PromptTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            // A role with no model loaded: what the request names is not here, as for a model.
+            Self::ModelNotFound { .. } | Self::RouteNotFound(_) | Self::RecordNotFound(_) | Self::RoleNotLoaded { .. } => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::RoleNotLoaded { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -70,7 +79,10 @@ impl ApiError {
             Self::MalformedJson(_) => ("invalid_request_error", "invalid_json"),
             Self::WrongTypes(_) => ("invalid_request_error", "invalid_type"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
-            Self::ContextLength { .. } => ("invalid_request_error", "context_length_exceeded"),
+            Self::PromptTooLarge { .. } => ("invalid_request_error", "prompt_too_large"),
+            Self::BodyTimeout(_) => ("invalid_request_error", "body_timeout"),
+            Self::TooManyStreams { .. } => ("rate_limit_error", "too_many_streams"),
+            Self::ContextLength { .. } | Self::TextOverContext { .. } => ("invalid_request_error", "context_length_exceeded"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::RecordNotFound(_) => ("invalid_request_error", "not_found"),
             Self::Conflict(_) => ("invalid_request_error", "conflict"),
@@ -98,8 +110,14 @@ impl IntoResponse for ApiError {
             tracing::warn!("{self}");
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let Self::Overloaded { retry_after_s, .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        match self {
+            Self::Overloaded { retry_after_s, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            Self::TooManyStreams { .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         response
     }
@@ -128,7 +146,7 @@ impl From<EngineError> for ApiError {
 impl From<assay_store::StoreError> for ApiError {
     fn from(e: assay_store::StoreError) -> Self {
         match e {
-            assay_store::StoreError::NotFound { .. } => Self::RecordNotFound(e.to_string()),
+            assay_store::StoreError::NotFound { .. } | assay_store::StoreError::NoneYet(_) => Self::RecordNotFound(e.to_string()),
             assay_store::StoreError::Invalid(_) => Self::InvalidRequest(e.to_string()),
             assay_store::StoreError::Conflict(_) => Self::Conflict(e.to_string()),
             other => Self::Internal(other.to_string()),
@@ -149,6 +167,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Engine(e) => e.into(),
             PipelineError::Invalid(_) | PipelineError::Input(_) | PipelineError::Config(_) => Self::InvalidRequest(e.to_string()),
             PipelineError::Remote { .. } => Self::Upstream(e.to_string()),
+            PipelineError::Busy(_) => Self::Conflict(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -219,6 +238,7 @@ mod tests {
             (PipelineError::Store(assay_store::StoreError::NotFound { what: "project 'x'".into() }), 404),
             (PipelineError::Store(assay_store::StoreError::Conflict("exists".into())), 409),
             (PipelineError::Remote { url: "http://x/v1".into(), message: "HTTP 500".into() }, 502),
+            (PipelineError::Busy("run 1 is being worked on".into()), 409),
             (PipelineError::Io { what: "model".into(), source: std::io::Error::other("boom") }, 500),
         ];
         for (e, status) in cases {

@@ -5,8 +5,9 @@
 //! input.
 
 use crate::error::ApiError;
+use crate::limits::JudgeOptionsRequest;
 use crate::{ApiJson, AppState};
-use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, JudgeOptions, Judgment};
+use assay_core::{parse_items_jsonl, EvaluatorSet, ItemScore, Judgment};
 use assay_engine::judge::Labels;
 use assay_engine::JudgeEvent;
 use axum::extract::State;
@@ -36,7 +37,7 @@ pub(crate) struct JudgeRequest {
     /// `mode` (verdict | rationale), `samples`, `temperature`, `rationale_tokens`, `seed`, as
     /// `assay judge` takes them.
     #[serde(flatten)]
-    options: JudgeOptions,
+    options: JudgeOptionsRequest,
 }
 
 pub(crate) async fn judge(State(state): State<AppState>, ApiJson(req): ApiJson<JudgeRequest>) -> Result<Response, ApiError> {
@@ -64,7 +65,10 @@ impl Judged {
 
 async fn judged(state: &AppState, req: JudgeRequest) -> Result<Judged, ApiError> {
     let models = state.models()?;
+    let limits = &state.0.config.limits;
     let engine = models.engine(req.model.as_deref().unwrap_or(&models.judge))?;
+    limits.items(req.items.len())?;
+    let options = limits.judge(&req.options)?;
     // The same parsers and checks as the CLI's files: a JSON evaluator set and JSONL items
     // (an error names the item by its line, i.e. its position in `items`, from 1).
     let set = match (req.checks, req.project) {
@@ -76,12 +80,21 @@ async fn judged(state: &AppState, req: JudgeRequest) -> Result<Judged, ApiError>
         }
         _ => return Err(ApiError::InvalidRequest("give either 'checks' or 'project' (with an optional 'set' version), not both or neither".into())),
     };
-    let items = parse_items_jsonl(&req.items.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"))?;
+    limits.checks(set.checks.len())?;
+    let jsonl = req.items.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+    limits.prompt_bytes(jsonl.len())?;
+    let items = parse_items_jsonl(&jsonl)?;
+    if let Some(lm) = engine.language_model() {
+        for item in &items {
+            let bytes = item.input.len() + item.output.len() + item.context.as_ref().map_or(0, String::len);
+            crate::openai::fits_context(lm, || format!("item '{}'", item.id), bytes)?;
+        }
+    }
     let defaults = Labels::default();
     let labels = Labels { pass: req.pass_label.unwrap_or(defaults.pass), fail: req.fail_label.unwrap_or(defaults.fail) };
     // Building the prompts tokenizes every item: off the request threads.
     let (submitter, checks, request, to_judge) = (engine.clone(), set.checks.clone(), models.client_request(), items.clone());
-    let mut events = tokio::task::spawn_blocking(move || submitter.judge(&to_judge, checks, &labels, req.options, request)).await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut events = crate::openai::off_request_threads(state, move || Ok(submitter.judge(&to_judge, checks, &labels, options, request)?)).await?;
     let judgments = loop {
         match events.recv().await {
             Some(JudgeEvent::Progress { .. }) => {}

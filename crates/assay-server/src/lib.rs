@@ -16,6 +16,7 @@
 mod background;
 pub mod error;
 mod judge_api;
+pub mod limits;
 pub mod metrics;
 mod openai;
 mod openapi;
@@ -25,6 +26,7 @@ mod projects_api;
 
 use crate::background::BackgroundRuns;
 use crate::error::ApiError;
+pub use crate::limits::Limits;
 use crate::metrics::Metrics;
 use assay_engine::{Embedder, Engine, EngineConfig, EngineModel, LanguageModel, RequestOptions};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
@@ -34,8 +36,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -56,6 +59,16 @@ pub struct ServerConfig {
     pub step_tokens: usize,
     /// The store of `/v1/projects` (and of `/v1/judge` by project and version).
     pub db: std::path::PathBuf,
+    /// What project configurations set over HTTP may call (`--allow-backend`).
+    pub outbound: assay_pipeline::OutboundPolicy,
+    /// Bounds of every request (`limits.rs`).
+    pub limits: Limits,
+    /// Time to read a request's headers, and its body, before the connection is closed (408 for
+    /// a body).
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 /// The models a server runs, loaded by the caller.
@@ -74,6 +87,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("loading models failed: {0}")]
     Load(String),
+    #[error("the engine of {0} stopped; exiting so that a supervisor restarts the server")]
+    EngineDied(String),
     #[error("cannot start an engine: {0}")]
     Engine(assay_engine::EngineError),
     #[error("server error: {0}")]
@@ -115,7 +130,11 @@ impl Models {
     }
 
     fn names(&self) -> Vec<String> {
-        self.engines.iter().chain(&self.embedder).map(|e| e.name().to_string()).collect()
+        self.all().map(|e| e.name().to_string()).collect()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Engine> {
+        self.engines.iter().chain(&self.embedder)
     }
 
     /// An HTTP client's request: counted against the queue, with the server's deadline.
@@ -130,6 +149,13 @@ pub(crate) struct Shared {
     models: OnceLock<Models>,
     metrics: Metrics,
     background: BackgroundRuns,
+    /// One permit per open streamed response (`Limits::streams`).
+    streams: Arc<tokio::sync::Semaphore>,
+    /// One permit per core: tokenizations running at once (`openai::off_request_threads`).
+    tokenizing: tokio::sync::Semaphore,
+    /// Requests being handled, and handled since the server started (`release_memory_when_idle`).
+    in_flight: AtomicUsize,
+    handled: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -153,10 +179,32 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(ApiError::from_json_rejection(rejection, state.0.config.max_body_bytes)),
+        let config = &state.0.config;
+        // A client that trickles its body holds a connection and a task: bounded in time.
+        let read = tokio::time::timeout(config.body_timeout, axum::Json::<Value>::from_request(req, state)).await;
+        let mut value = match read.map_err(|_| ApiError::BodyTimeout(config.body_timeout.as_secs()))? {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(ApiError::from_json_rejection(rejection, config.max_body_bytes)),
+        };
+        integral_numbers_as_integers(&mut value);
+        serde_path_to_error::deserialize(value).map(Self).map_err(|e| ApiError::WrongTypes(e.to_string()))
+    }
+}
+
+/// JSON has one number type: `2.0` is the integer 2 (JSON Schema agrees), but serde reads an
+/// integer field only from an integer token. Numbers with no fraction that fit 64 bits become
+/// integer tokens, so `"n": 2.0` reads as `"n": 2`; float fields read integers as floats.
+fn integral_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < u64::MAX as f64 {
+                *n = if f < 0.0 { (f as i64).into() } else { (f as u64).into() };
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -185,18 +233,32 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for ApiQu
 /// Listens on `config.addr` at once (answering 503 while loading), loads the models with
 /// `load` on a thread of its own, then serves until SIGTERM or ctrl-c; on either it stops
 /// accepting, lets in-flight requests finish (each is bounded by the request timeout), stops
-/// the background pipeline runs (recorded as failed, to be resumed) and returns.
+/// the background pipeline runs (recorded as failed, to be resumed) and returns. It returns an
+/// error when loading fails or an engine thread dies, so that a supervisor restarts it.
 pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedModels, String> + Send + 'static) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
-    let limits = EngineConfig { max_queue: config.max_queue, step_tokens: config.step_tokens, ..EngineConfig::batched(config.kv_cache_bytes) };
+    let engine_config = EngineConfig { max_queue: config.max_queue, step_tokens: config.step_tokens, ..EngineConfig::batched(config.kv_cache_bytes) };
     let request_timeout = config.request_timeout;
-    let state = AppState(Arc::new(Shared { config, phase: AtomicU8::new(LOADING), models: OnceLock::new(), metrics: Metrics::default(), background: BackgroundRuns::default() }));
+    let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.streams));
+    let state = AppState(Arc::new(Shared {
+        config,
+        phase: AtomicU8::new(LOADING),
+        models: OnceLock::new(),
+        metrics: Metrics::default(),
+        background: BackgroundRuns::default(),
+        streams,
+        tokenizing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        in_flight: AtomicUsize::new(0),
+        handled: AtomicU64::new(0),
+    }));
     tracing::info!("listening on {}", listener.local_addr().map_err(ServeError::Io)?);
 
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let loader = state.clone();
     std::thread::spawn(move || {
-        let result = load().and_then(|models| start_engines(models, limits, request_timeout).map_err(|e| e.to_string()));
+        // A loader that panics (a malformed model file) fails the start like one that errs.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| Err(format!("the loader panicked: {}", panic_message(&*panic))));
+        let result = loaded.and_then(|models| start_engines(models, engine_config, request_timeout).map_err(|e| e.to_string()));
         let result = result.map(|models| {
             let names = models.names().join(", ");
             let _ = loader.0.models.set(models);
@@ -207,28 +269,100 @@ pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedMod
         let _ = loaded_tx.send(result);
     });
 
-    let app = router(state.clone());
-    let draining = state.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
-        draining.0.phase.store(DRAINING, Ordering::Release);
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    let load_failed = async {
+    let failed = async {
         match loaded_rx.await {
-            Ok(Err(e)) => e,
-            // Loaded: keep serving until the server itself ends.
-            _ => std::future::pending().await,
+            Ok(Err(e)) => ServeError::Load(e),
+            Err(_) => ServeError::Load("the loader ended without a result".into()),
+            Ok(Ok(())) => engine_died(&state).await,
         }
     };
     let result = tokio::select! {
-        result = server => result.map_err(ServeError::Io),
-        e = load_failed => Err(ServeError::Load(e)),
+        result = accept_loop(listener, state.clone()) => result,
+        e = failed => Err(e),
+        never = release_memory_when_idle(&state) => match never {},
     };
     // After the server: every request that could start a run has ended.
     state.0.background.drain().await;
     result
+}
+
+/// Once a second: when requests were handled since the last look and none is in flight, the
+/// memory they freed (a long prompt's tokens, response buffers) goes back to the system.
+async fn release_memory_when_idle(state: &AppState) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut released_at = 0;
+    loop {
+        tick.tick().await;
+        let handled = state.0.handled.load(Ordering::Acquire);
+        if handled != released_at && state.0.in_flight.load(Ordering::Acquire) == 0 {
+            released_at = handled;
+            let _ = tokio::task::spawn_blocking(assay_engine::engine::release_freed_memory).await;
+        }
+    }
+}
+
+/// Resolves when an engine thread has ended (see `Engine::is_alive`), naming its model.
+async fn engine_died(state: &AppState) -> ServeError {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Some(dead) = state.0.models.get().and_then(|m| m.all().find(|e| !e.is_alive())) {
+            tracing::error!("the engine of {} stopped", dead.name());
+            return ServeError::EngineDied(dead.name().to_string());
+        }
+    }
+}
+
+/// Accepts connections until SIGTERM or ctrl-c: at most `max_connections` open (more are
+/// closed at once), each closed if its headers take longer than `header_timeout`; then drains.
+async fn accept_loop(listener: tokio::net::TcpListener, state: AppState) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let config = &state.0.config;
+    let service = hyper_util::service::TowerToHyperService::new(router(state.clone()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors or the like: wait instead of spinning, keep serving.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            state.0.metrics.record_refused_connection();
+            continue;
+        };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
+    state.0.phase.store(DRAINING, Ordering::Release);
+    drop(listener);
+    // A client that stops reading a stream must not hold the exit forever.
+    let grace = config.request_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {}s; closing them", grace.as_secs());
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
 }
 
 fn start_engines(models: LoadedModels, config: EngineConfig, request_timeout: Duration) -> Result<Models, ServeError> {
@@ -264,6 +398,7 @@ fn router(state: AppState) -> Router {
     let max_body = state.0.config.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/v1/models", get(openai::models))
@@ -304,7 +439,10 @@ fn router(state: AppState) -> Router {
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let started = Instant::now();
+    state.0.in_flight.fetch_add(1, Ordering::AcqRel);
     let response = next.run(req).await;
+    state.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    state.0.handled.fetch_add(1, Ordering::AcqRel);
     state.0.metrics.record_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
@@ -315,13 +453,39 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     // Constant time in the key's content; only its length can leak.
     if bool::from(presented.as_bytes().ct_eq(key.as_bytes())) {
         next.run(req).await
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110) and surrounding spaces are ignored.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Readiness, for load balancers: 200 only when the models are loaded, every engine runs and
+/// the store opens and takes a write; otherwise 503 with what is wrong. `/health` says only
+/// that the process answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    match state.models() {
+        Ok(models) => problems.extend(models.all().filter(|e| !e.is_alive()).map(|e| format!("the engine of {} stopped", e.name()))),
+        Err(e) => problems.push(e.to_string()),
+    }
+    let db = state.0.config.db.clone();
+    match tokio::task::spawn_blocking(move || assay_store::Store::probe(&db)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("the store is not usable: {e}")),
+        Err(e) => problems.push(format!("the store check failed: {e}")),
+    }
+    let code = if problems.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(serde_json::json!({"ready": problems.is_empty(), "problems": problems}))).into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

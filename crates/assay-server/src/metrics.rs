@@ -55,12 +55,18 @@ pub struct Metrics {
     /// Requests by (route, status).
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Connections closed on accept because `--max-connections` were open.
+    refused_connections: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     pub fn record_request(&self, route: &str, status: u16, seconds: f64) {
         *self.requests.lock().expect("metrics lock").entry((route.to_string(), status)).or_default() += 1;
         self.latency.lock().expect("metrics lock").entry(route.to_string()).or_default().observe(seconds);
+    }
+
+    pub fn record_refused_connection(&self) {
+        self.refused_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The text exposition of every series; `engines` gives per model its engine's figures.
@@ -70,6 +76,11 @@ impl Metrics {
         for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "assay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
+        let refused = self.refused_connections.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP assay_refused_connections_total Connections closed on accept (--max-connections open).\n# TYPE assay_refused_connections_total counter\nassay_refused_connections_total {refused}"
+        );
         out.push_str("# HELP assay_request_duration_seconds Time to the response head (streams: to the first byte).\n# TYPE assay_request_duration_seconds histogram\n");
         for (route, h) in self.latency.lock().expect("metrics lock").iter() {
             for (bound, n) in LATENCY_BUCKETS.iter().zip(&h.buckets) {

@@ -2,9 +2,10 @@
 //! follow OpenAI's API; unknown fields are ignored and fields of the wrong type are rejected.
 
 use crate::error::ApiError;
-use crate::{ApiJson, AppState, Models};
+use crate::limits::narrow;
+use crate::{ApiJson, AppState, Limits, Models};
 use assay_core::{FinishReason, Generation, SamplingParams, TokenLogprob};
-use assay_engine::{ChatMessage, Engine, GenEvent};
+use assay_engine::{ChatMessage, Engine, GenEvent, LanguageModel};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,11 +14,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// Most choices one request may ask for.
-const MAX_N: usize = 16;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -59,8 +59,8 @@ struct StreamOptions {
 struct Sampling {
     max_tokens: Option<usize>,
     max_completion_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
     seed: Option<u64>,
     stop: Option<Stop>,
     n: Option<usize>,
@@ -108,9 +108,9 @@ impl Sampling {
     /// OpenAI's defaults: temperature 1, top_p 1; at most `default_max` new tokens.
     fn params(&self, default_max: usize, logprobs: bool, top_logprobs: usize) -> SamplingParams {
         SamplingParams {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max),
-            temperature: self.temperature.unwrap_or(1.0),
-            top_p: self.top_p.unwrap_or(1.0),
+            max_tokens: self.requested_max_tokens().unwrap_or(default_max),
+            temperature: self.temperature.map_or(1.0, narrow),
+            top_p: self.top_p.map_or(1.0, narrow),
             seed: self.seed,
             stop: match &self.stop {
                 None => Vec::new(),
@@ -123,11 +123,19 @@ impl Sampling {
         }
     }
 
-    fn n(&self) -> Result<usize, ApiError> {
-        match self.n.unwrap_or(1) {
-            n @ 1..=MAX_N => Ok(n),
-            n => Err(ApiError::InvalidRequest(format!("n must be between 1 and {MAX_N}, got {n}"))),
+    fn requested_max_tokens(&self) -> Option<usize> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks `n` and `max_tokens` against the server's limits (a default `max_tokens` above
+    /// the limit is lowered to it), then the sampling parameters and `n`.
+    fn checked(&self, limits: &Limits, default_max: usize, logprobs: bool, top_logprobs: usize) -> Result<(SamplingParams, usize), ApiError> {
+        let n = self.n.unwrap_or(1);
+        limits.n(n)?;
+        if let Some(max) = self.requested_max_tokens() {
+            limits.max_tokens(max)?;
         }
+        Ok((self.params(default_max.min(limits.max_tokens), logprobs, top_logprobs), n))
     }
 }
 
@@ -144,12 +152,33 @@ fn choices(prompts: Vec<Vec<u32>>, params: &SamplingParams, n: usize) -> Vec<(Ve
     out
 }
 
+/// Runs `tokenize` on a blocking thread: a long prompt must not hold up the request threads
+/// (health checks, other clients). At most one tokenization per core runs at once (more would
+/// not finish sooner), which also bounds the memory they take together: tokenizing costs
+/// hundreds of bytes per byte of text.
+pub(crate) async fn off_request_threads<T: Send + 'static>(state: &AppState, tokenize: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let _turn = state.0.tokenizing.acquire().await.map_err(|_| ApiError::Unavailable("shutting down"))?;
+    tokio::task::spawn_blocking(tokenize).await.map_err(|e| ApiError::Internal(format!("tokenizing failed: {e}")))?
+}
+
+/// Refuses a text that cannot fit `lm`'s context whatever it says, before tokenizing it.
+pub(crate) fn fits_context(lm: &LanguageModel, what: impl FnOnce() -> String, bytes: usize) -> Result<(), ApiError> {
+    let max_bytes = lm.max_text_bytes();
+    match bytes > max_bytes {
+        true => Err(ApiError::TextOverContext { what: what(), bytes, max_bytes, context: lm.context_length(), token_bytes: lm.tokenizer.max_token_bytes() }),
+        false => Ok(()),
+    }
+}
+
 pub(crate) async fn chat_completions(State(state): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     let models = state.models()?;
+    let limits = &state.0.config.limits;
     let (engine, lm) = models.language(&req.model)?;
     if req.messages.is_empty() {
         return Err(ApiError::InvalidRequest("messages must not be empty".into()));
     }
+    let logprobs = req.logprobs.unwrap_or(false);
+    let (params, n) = req.sampling.checked(limits, SamplingParams::default().max_tokens, logprobs, if logprobs { req.top_logprobs.unwrap_or(0) } else { 0 })?;
     let messages: Vec<ChatMessage> = req
         .messages
         .iter()
@@ -161,35 +190,56 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, ApiJson(req)
             ChatMessage::new(&m.role, &text)
         })
         .collect();
-    let prompt = lm.chat_prompt(&messages)?;
-    let logprobs = req.logprobs.unwrap_or(false);
-    let params = req.sampling.params(SamplingParams::default().max_tokens, logprobs, if logprobs { req.top_logprobs.unwrap_or(0) } else { 0 });
-    let choices = choices(vec![prompt], &params, req.sampling.n()?);
-    respond(models, engine, Api::Chat, choices, &req.model, &req.sampling).await
+    let bytes = messages.iter().map(|m| m.content.len() + m.role.len()).sum();
+    limits.prompt_bytes(bytes)?;
+    fits_context(lm, || "the conversation".into(), bytes)?;
+    let lm = Arc::clone(lm);
+    let prompt = off_request_threads(&state, move || Ok(lm.chat_prompt(&messages)?)).await?;
+    let choices = choices(vec![prompt], &params, n);
+    respond(&state, models, engine, Api::Chat, choices, &req.model, &req.sampling).await
 }
 
 pub(crate) async fn completions(State(state): State<AppState>, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
     let models = state.models()?;
+    let limits = &state.0.config.limits;
     let (engine, lm) = models.language(&req.model)?;
-    let texts = match req.prompt {
-        Prompt::One(p) => vec![p],
-        Prompt::Many(ps) if !ps.is_empty() => ps,
-        Prompt::Many(_) => return Err(ApiError::InvalidRequest("prompt must not be an empty list".into())),
-    };
-    let prompts = texts.iter().map(|t| lm.tokenizer.encode_prompt(t)).collect::<Result<Vec<_>, _>>()?;
+    let texts = texts(req.prompt, "prompt", limits)?;
     // OpenAI's legacy default is 16 new tokens.
-    let params = req.sampling.params(16, req.logprobs.is_some(), req.logprobs.unwrap_or(0));
-    let choices = choices(prompts, &params, req.sampling.n()?);
-    respond(models, engine, Api::Completion, choices, &req.model, &req.sampling).await
+    let (params, n) = req.sampling.checked(limits, 16, req.logprobs.is_some(), req.logprobs.unwrap_or(0))?;
+    limits.items(texts.len() * n)?;
+    for (i, text) in texts.iter().enumerate() {
+        fits_context(lm, || format!("prompt {i}"), text.len())?;
+    }
+    let lm = Arc::clone(lm);
+    let prompts = off_request_threads(&state, move || Ok(texts.iter().map(|t| lm.tokenizer.encode_prompt(t)).collect::<Result<Vec<_>, _>>()?)).await?;
+    let choices = choices(prompts, &params, n);
+    respond(&state, models, engine, Api::Completion, choices, &req.model, &req.sampling).await
 }
 
-async fn respond(models: &Models, engine: &Engine, api: Api, choices: Vec<(Vec<u32>, SamplingParams)>, model: &str, sampling: &Sampling) -> Result<Response, ApiError> {
+/// A `prompt` or `input` as a list of texts: not empty, within the item and byte limits.
+fn texts(prompt: Prompt, field: &str, limits: &Limits) -> Result<Vec<String>, ApiError> {
+    let texts = match prompt {
+        Prompt::One(p) => vec![p],
+        Prompt::Many(ps) if !ps.is_empty() => ps,
+        Prompt::Many(_) => return Err(ApiError::InvalidRequest(format!("{field} must not be an empty list"))),
+    };
+    limits.items(texts.len())?;
+    limits.prompt_bytes(texts.iter().map(String::len).sum())?;
+    Ok(texts)
+}
+
+async fn respond(state: &AppState, models: &Models, engine: &Engine, api: Api, choices: Vec<(Vec<u32>, SamplingParams)>, model: &str, sampling: &Sampling) -> Result<Response, ApiError> {
     let count = choices.len();
+    // A stream holds its permit until it ends: open streams are bounded, not just queued.
+    let permit = match sampling.stream {
+        true => Some(Arc::clone(&state.0.streams).try_acquire_owned().map_err(|_| ApiError::TooManyStreams { limit: state.0.config.limits.streams })?),
+        false => None,
+    };
     let events = engine.generate(choices, models.client_request())?;
     let head = Head::new(api, model);
-    if sampling.stream {
+    if let Some(permit) = permit {
         let include_usage = sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        Ok(stream(head, events, count, include_usage).into_response())
+        Ok(stream(head, events, count, include_usage, permit).into_response())
     } else {
         Ok(Json(head.collect(events, count).await?).into_response())
     }
@@ -323,9 +373,10 @@ fn completion_logprobs(lps: &[TokenLogprob], start: usize) -> Value {
 /// per choice, the usage chunk when asked for, then `data: [DONE]`. A failure after the stream
 /// started is sent as an error event. The events are forwarded by a task, so a client that
 /// disconnects drops the receiver and the engine cancels the request.
-fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, include_usage: bool) -> impl IntoResponse {
+fn stream(head: Head, mut events: UnboundedReceiver<GenEvent>, count: usize, include_usage: bool, permit: OwnedSemaphorePermit) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
+        let _permit = permit;
         let data = |v: Value| Ok(Event::default().data(v.to_string()));
         if head.api == Api::Chat {
             for index in 0..count {
@@ -385,12 +436,12 @@ pub(crate) async fn embeddings(State(state): State<AppState>, ApiJson(req): ApiJ
         Some("base64") => true,
         Some(other) => return Err(ApiError::InvalidRequest(format!("encoding_format must be 'float' or 'base64', got '{other}'"))),
     };
-    let texts = match req.input {
-        Prompt::One(t) => vec![t],
-        Prompt::Many(ts) if !ts.is_empty() => ts,
-        Prompt::Many(_) => return Err(ApiError::InvalidRequest("input must not be an empty list".into())),
-    };
-    let assay_engine::Embeddings { vectors, tokens } = embedder.embed(texts)?.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
+    let texts = texts(req.input, "input", &state.0.config.limits)?;
+    let assay_engine::Embeddings { vectors, tokens, truncated, window } = embedder.embed(texts)?.await.map_err(|_| ApiError::Internal("the engine dropped the request".into()))??;
+    // As OpenAI does: an input past the model's window is an error, not silently cut.
+    if let Some(first) = truncated.first() {
+        return Err(ApiError::InvalidRequest(format!("input {first} is longer than {}'s window of {window} tokens ({} inputs are); shorten or split it", req.model, truncated.len())));
+    }
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -421,8 +472,11 @@ mod tests {
             SamplingParams { max_tokens: 5, temperature: 1.0, stop: vec!["a".into(), "b".into()], ..SamplingParams::default() }
         );
         assert!(serde_json::from_value::<Sampling>(json!({"stop": 3})).is_err());
-        assert!(sampling(json!({"n": 0})).n().is_err() && sampling(json!({"n": 17})).n().is_err());
-        assert_eq!(sampling(json!({"unknown": true})).n().unwrap(), 1);
+        let limits = Limits::default();
+        assert!(sampling(json!({"n": 0})).checked(&limits, 16, false, 0).is_err() && sampling(json!({"n": 17})).checked(&limits, 16, false, 0).is_err());
+        assert_eq!(sampling(json!({"unknown": true})).checked(&limits, 16, false, 0).unwrap().1, 1);
+        assert!(sampling(json!({"max_tokens": 1_000_000_000})).checked(&limits, 16, false, 0).is_err());
+        assert_eq!(sampling(json!({})).checked(&Limits { max_tokens: 8, ..limits }, 16, false, 0).unwrap().0.max_tokens, 8);
     }
 
     #[test]

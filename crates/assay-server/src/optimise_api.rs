@@ -56,18 +56,22 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
     state.models()?;
     // The CLI's defaults, so that either can resume a run the other started.
     let defaults = OptimiseOptions::default();
+    let population = req.population.unwrap_or(defaults.population);
     let options = OptimiseRunOptions {
         search: OptimiseOptions {
             generations: req.generations.unwrap_or(defaults.generations),
-            population: req.population.unwrap_or(defaults.population),
-            budget: req.budget.unwrap_or(defaults.budget),
+            population,
+            budget: req.budget.unwrap_or_else(|| OptimiseOptions::default_budget(population)),
             seed: req.seed.unwrap_or(defaults.seed),
-            max_tokens: req.max_tokens.unwrap_or(defaults.max_tokens),
+            max_tokens: req.max_tokens.unwrap_or(defaults.max_tokens.min(state.0.config.limits.max_tokens)),
             rationales: req.rationales,
         },
-        items: Some(req.items.unwrap_or(DEFAULT_OPTIMISE_ITEMS)),
+        items: Some(req.items.unwrap_or(DEFAULT_OPTIMISE_ITEMS.min(state.0.config.limits.items))),
         compare: req.compare,
     };
+    let limits = &state.0.config.limits;
+    limits.optimise(&options.search)?;
+    limits.items(options.items.unwrap_or(0))?;
     let (run, resumed) = with_store(&state.clone(), move |store| {
         let runs = &state.0.background;
         let _one_at_a_time = runs.starting();

@@ -37,7 +37,7 @@ impl ServerBackend {
     /// Backends whose work stops on `stop`. Call from the async runtime or one of its
     /// blocking threads.
     pub(crate) fn stopped_by(state: &AppState, stop: watch::Receiver<bool>) -> Backends {
-        Backends::new(Arc::new(Self { state: state.clone(), runtime: tokio::runtime::Handle::current(), stop }))
+        Backends::new(Arc::new(Self { state: state.clone(), runtime: tokio::runtime::Handle::current(), stop })).with_policy(state.0.config.outbound.clone())
     }
 
     fn models(&self) -> Result<&Models> {

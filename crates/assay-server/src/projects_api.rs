@@ -8,15 +8,16 @@
 
 use crate::background::{spawn_run, Stage};
 use crate::error::ApiError;
+use crate::limits::JudgeOptionsRequest;
 use crate::pipeline_backend::ServerBackend;
 use crate::{ApiJson, ApiPath, ApiQuery, AppState};
-use assay_core::{EvaluatorSet, JudgeOptions, Judgment, Verdict};
+use assay_core::{EvaluatorSet, Judgment, Verdict};
 use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::refine::{refine, RefineReport};
 use assay_pipeline::report::{report, report_run, SetReport};
 use assay_pipeline::{run_discovery, run_judging, start_discovery, start_judge_run, Backends, DiscoverOptions, ProjectConfig, DEFAULT_CHUNK_ITEMS};
 use assay_store::dataset_file::{read_items, DatasetFileError, FieldMap, Format};
-use assay_store::{Dataset, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, RunStatus, SetDiff, SetVersion, Store};
+use assay_store::{ConfigOrigin, Dataset, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, RunStatus, SetDiff, SetVersion, Store};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -45,9 +46,31 @@ pub(crate) async fn waited_for<T: Send + 'static>(state: &AppState, work: impl F
 
 /// A configuration read with its defaults, and the JSON to store: the configuration as read,
 /// like `assay project config`. It goes through its JSON text so that a temperature reads as
-/// written (0.2), not widened from f32.
-fn validated_config(value: &Value) -> Result<(ProjectConfig, Value), ApiError> {
-    let config = ProjectConfig::from_json(value)?;
+/// written (0.2), not widened from f32. Its token counts are bounded like a request's, and its
+/// models must be ones a configuration set over HTTP may use (`--allow-backend`): refused now
+/// rather than when a run starts.
+fn validated_config(value: &Value, state: &AppState) -> Result<(ProjectConfig, Value), ApiError> {
+    let (limits, outbound) = (&state.0.config.limits, &state.0.config.outbound);
+    // Serde reads a struct from a list too: `[]` would be every default.
+    if !value.is_object() {
+        return Err(ApiError::InvalidRequest("a project configuration is a JSON object".into()));
+    }
+    let mut config = ProjectConfig::from_json(value)?;
+    // Token counts given are checked; defaults are lowered to the limit.
+    let given = |field: &Value| !field.is_null();
+    if given(&value["answer_tokens"]) {
+        limits.max_tokens(config.answer_tokens)?;
+    }
+    config.answer_tokens = config.answer_tokens.min(limits.max_tokens);
+    for (i, generator) in config.generators.iter_mut().enumerate() {
+        if given(&value["generators"][i]["max_tokens"]) {
+            limits.max_tokens(generator.max_tokens)?;
+        }
+        generator.max_tokens = generator.max_tokens.min(limits.max_tokens);
+    }
+    for model in config.models() {
+        outbound.check(model)?;
+    }
     let text = serde_json::to_string(&config).map_err(|e| ApiError::Internal(e.to_string()))?;
     let stored = serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((config, stored))
@@ -86,8 +109,8 @@ pub(crate) struct CreateProject {
 }
 
 pub(crate) async fn create_project(State(state): State<AppState>, ApiJson(req): ApiJson<CreateProject>) -> Result<(StatusCode, Json<Project>), ApiError> {
-    let config = req.config.as_ref().map(validated_config).transpose()?.map_or_else(|| Value::Object(Default::default()), |(_, stored)| stored);
-    let new = NewProject { name: req.name, task: req.task, generation_prompt: req.generation_prompt, expert_notes: req.expert_notes, config };
+    let config = req.config.as_ref().map(|c| validated_config(c, &state)).transpose()?.map_or_else(|| Value::Object(Default::default()), |(_, stored)| stored);
+    let new = NewProject { name: req.name, task: req.task, generation_prompt: req.generation_prompt, expert_notes: req.expert_notes, config, config_origin: ConfigOrigin::Http };
     let project = with_store(&state, move |store| Ok(store.create_project(&new)?)).await?;
     Ok((StatusCode::CREATED, Json(project)))
 }
@@ -128,10 +151,10 @@ pub(crate) async fn show_project(State(state): State<AppState>, ApiPath(name): A
 }
 
 pub(crate) async fn put_config(State(state): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(body): ApiJson<Value>) -> Result<Json<ProjectConfig>, ApiError> {
-    let (config, stored) = validated_config(&body)?;
+    let (config, stored) = validated_config(&body, &state)?;
     with_store(&state, move |store| {
         let project = store.project_by_name(&name)?;
-        store.update_project_notes_and_config(project.id, &project.expert_notes, &stored)?;
+        store.update_project_notes_and_config(project.id, &project.expert_notes, &stored, ConfigOrigin::Http)?;
         Ok(())
     })
     .await?;
@@ -175,6 +198,7 @@ pub(crate) struct ImportSet {
 
 pub(crate) async fn import_set(State(state): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(req): ApiJson<ImportSet>) -> Result<(StatusCode, Json<SetVersion>), ApiError> {
     let set = EvaluatorSet::from_json(&req.checks.to_string())?;
+    state.0.config.limits.checks(set.checks.len())?;
     let reason = req.reason.unwrap_or_else(|| "imported over HTTP".into());
     let version = with_store(&state, move |store| {
         let project = store.project_by_name(&name)?;
@@ -224,7 +248,8 @@ pub(crate) struct Discover {
 
 pub(crate) async fn discover(State(state): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(req): ApiJson<Discover>) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
     state.models()?;
-    let options = DiscoverOptions { checks: req.checks.unwrap_or(DEFAULT_DISCOVER_CHECKS), seed: req.seed.unwrap_or(0) };
+    let options = DiscoverOptions { checks: req.checks.unwrap_or(DEFAULT_DISCOVER_CHECKS.min(state.0.config.limits.checks)), seed: req.seed.unwrap_or(0) };
+    state.0.config.limits.checks(options.checks)?;
     let run = with_store(&state.clone(), move |store| {
         let project = store.project_by_name(&name)?;
         let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
@@ -247,11 +272,12 @@ pub(crate) struct StartJudgeRun {
     chunk_items: Option<usize>,
     /// `mode`, `samples`, `temperature`, `rationale_tokens`, `seed`, as `assay run` takes them.
     #[serde(flatten)]
-    options: JudgeOptions,
+    options: JudgeOptionsRequest,
 }
 
 pub(crate) async fn start_run(State(state): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(req): ApiJson<StartJudgeRun>) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
     state.models()?;
+    let options = state.0.config.limits.judge(&req.options)?;
     let (run, resumed) = with_store(&state.clone(), move |store| {
         let runs = &state.0.background;
         let _one_at_a_time = runs.starting();
@@ -259,7 +285,7 @@ pub(crate) async fn start_run(State(state): State<AppState>, ApiPath(name): ApiP
         let set = store.set_version_or_latest(&project, req.set)?;
         let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
         let backends = ServerBackend::for_background(&state);
-        let (mut run, resumed) = start_judge_run(store, &backends, &project, &set, &dataset, &req.options)?;
+        let (mut run, resumed) = start_judge_run(store, &backends, &project, &set, &dataset, &options)?;
         if !runs.is_live(run.id) {
             if run.status != RunStatus::Queued {
                 // An interrupted or failed run runs again from now: a client polling it must

@@ -77,6 +77,8 @@ impl FieldMap {
 
 /// Reads every item of a file's text; all or nothing.
 pub fn read_items(text: &str, format: Format, map: &FieldMap) -> Result<Vec<NewItem>, DatasetFileError> {
+    // Excel and PowerShell start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let rows = match format {
         Format::Jsonl => jsonl_rows(text)?,
         Format::Csv => csv_rows(text, map)?,
@@ -234,5 +236,218 @@ mod tests {
         assert_eq!(FieldMap::parse("").unwrap(), FieldMap::default());
         assert_eq!(Format::of_path(Path::new("x.CSV")).unwrap(), Format::Csv);
         assert!(Format::of_path(Path::new("x.txt")).is_err());
+    }
+}
+
+/// Whatever text a dataset file holds (JSONL or CSV, with or without a field map), reading it
+/// gives items or a typed error, never a panic; errors name a line from 1 (the server reports
+/// `items[line - 1]`), and what is read has unique ids and non-blank inputs.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    fn check(text: &str, format: Format, map: &FieldMap) {
+        match read_items(text, format, map) {
+            Ok(items) => {
+                let mut keys = HashSet::new();
+                assert!(!items.is_empty());
+                for item in &items {
+                    assert!(!item.input.trim().is_empty() && keys.insert(&item.key), "{item:?}");
+                }
+            }
+            Err(DatasetFileError::Line { line, reason }) => assert!(line >= 1 && !reason.is_empty(), "line {line}: {reason}"),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    const COLUMNS: [&str; 12] = ["id", "input", "output", "context", "reference", "metadata", "prompt", "answer", "key", "", " input", "input "];
+
+    fn column() -> impl Strategy<Value = String> {
+        prop_oneof![4 => prop::sample::select(COLUMNS.to_vec()).prop_map(String::from), 1 => any::<String>()]
+    }
+
+    /// `field=source,...` specs: known and unknown fields, known and odd sources, bad pairs.
+    fn map_spec() -> impl Strategy<Value = String> {
+        let field = prop_oneof![4 => prop::sample::select(FIELDS.to_vec()).prop_map(String::from), 1 => any::<String>()];
+        let pair = prop_oneof![8 => (field, column()).prop_map(|(f, c)| format!("{f}={c}")), 1 => any::<String>()];
+        prop::collection::vec(pair, 0..4).prop_map(|pairs| pairs.join(","))
+    }
+
+    /// The default map or a parsed one (a spec that does not parse leaves the default).
+    fn field_map() -> impl Strategy<Value = FieldMap> {
+        prop_oneof![Just(FieldMap::default()), map_spec().prop_map(|spec| FieldMap::parse(&spec).unwrap_or_default())]
+    }
+
+    /// Pieces of JSON and CSV syntax, line ends, byte-order marks and odd characters.
+    fn fragment() -> impl Strategy<Value = String> {
+        let pieces = vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            ",",
+            ":",
+            "\\",
+            "\\u",
+            "\\ud800",
+            "\n",
+            "\r\n",
+            "\r",
+            "\u{feff}",
+            " ",
+            "\t",
+            "null",
+            "true",
+            "1",
+            "-0.5e3",
+            "1e999",
+            "\"id\"",
+            "\"input\"",
+            "\"output\"",
+            "\"metadata\"",
+            "\"reference\"",
+            "\"context\"",
+            "id",
+            "input",
+            "output",
+            "prompt",
+            "\"\"",
+            "\0",
+            "é",
+            "\u{fffd}",
+            "\u{2028}",
+            "a,b",
+            "\"a\"\"b\"",
+        ];
+        prop_oneof![4 => prop::sample::select(pieces).prop_map(String::from), 1 => any::<String>()]
+    }
+
+    fn fragments() -> impl Strategy<Value = String> {
+        prop::collection::vec(fragment(), 0..40).prop_map(|f| f.concat())
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec!["", " ", "a", "b", "1", "\u{feff}", "\n"]).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array), prop::collection::vec((column(), inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),]
+        })
+    }
+
+    /// A JSONL line: mostly an object (to which the test adds the mapped input and id when the
+    /// flag says so), else any JSON value, syntax fragments or blanks.
+    fn jsonl_line() -> impl Strategy<Value = Result<(Map<String, Value>, bool), String>> {
+        let object =
+            (prop::collection::vec((column(), prop_oneof![3 => json_leaf(), 1 => json_value()]), 0..6), prop::bool::weighted(0.8)).prop_map(|(kv, complete)| Ok((kv.into_iter().collect(), complete)));
+        let raw = prop_oneof![json_value().prop_map(|v| v.to_string()), fragments(), prop::sample::select(vec!["", " ", "\t"]).prop_map(String::from)];
+        prop_oneof![6 => object, 1 => raw.prop_map(Err)]
+    }
+
+    /// A CSV cell: plain text, quoted text (quotes doubled or not), or fragments.
+    fn csv_cell() -> impl Strategy<Value = String> {
+        prop_oneof![
+            20 => prop::sample::select(vec!["", "a", "b", "1", " ", "x y"]).prop_map(String::from),
+            10 => any::<String>().prop_map(|s| format!("\"{}\"", s.replace('"', "\"\""))),
+            1 => fragments(),
+        ]
+    }
+
+    fn line_end() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["\n", "\n", "\r\n", "\r"])
+    }
+
+    fn bom() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["", "", "\u{feff}", "\u{feff}\u{feff}"])
+    }
+
+    fn format() -> impl Strategy<Value = Format> {
+        prop_oneof![Just(Format::Jsonl), Just(Format::Csv)]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn field_map_parsing_never_panics(spec in prop_oneof![map_spec(), any::<String>()]) {
+            let _ = FieldMap::parse(&spec);
+        }
+
+        #[test]
+        fn dataset_readers_never_panic_on_arbitrary_strings(text in any::<String>(), format in format(), map in field_map()) {
+            check(&text, format, &map);
+        }
+
+        #[test]
+        fn dataset_readers_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), format in format(), map in field_map()) {
+            // `assay data import` reads text with `read_to_string`, which refuses invalid UTF-8;
+            // a lossy reader would pass U+FFFD on, so both are tried.
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                check(text, format, &map);
+            }
+            check(&String::from_utf8_lossy(&bytes), format, &map);
+        }
+
+        #[test]
+        fn dataset_readers_never_panic_on_syntax_fragments(bom in bom(), text in fragments(), format in format(), map in field_map()) {
+            check(&format!("{bom}{text}"), format, &map);
+        }
+
+        #[test]
+        fn jsonl_reader_never_panics_on_item_like_lines(bom in bom(), lines in prop::collection::vec(jsonl_line(), 0..6), end in line_end(), map in field_map()) {
+            let lines: Vec<String> = lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, line)| match line {
+                    Ok((mut object, complete)) => {
+                        if complete {
+                            object.insert(map.source("input").to_string(), Value::from("q"));
+                            object.insert(map.source("id").to_string(), Value::from(i));
+                        }
+                        Value::Object(object).to_string()
+                    }
+                    Err(raw) => raw,
+                })
+                .collect();
+            check(&format!("{bom}{}", lines.join(end)), Format::Jsonl, &map);
+        }
+
+        #[test]
+        fn csv_reader_never_panics_on_header_and_rows(
+            bom in bom(),
+            mut header in prop::collection::vec(column(), 0..6),
+            mut rows in prop::collection::vec(prop::collection::vec(csv_cell(), 0..7), 0..5),
+            (with_sources, rectangular) in (prop::bool::weighted(0.8), prop::bool::weighted(0.8)),
+            end in line_end(),
+            map in field_map(),
+        ) {
+            // Mostly files that have the mapped columns and as many cells as columns, so that
+            // reading gets past the header to the records and items.
+            if with_sources {
+                header.extend(map.sources.iter().cloned());
+            }
+            if rectangular {
+                rows.iter_mut().for_each(|r| r.resize(header.len(), String::new()));
+            }
+            // Column names as a CSV writer quotes them.
+            let quoted = |c: &String| if c.contains([',', '"', '\n', '\r']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c.clone() };
+            let header = header.iter().map(quoted).collect::<Vec<_>>().join(",");
+            let lines: Vec<String> = std::iter::once(header).chain(rows.iter().map(|r| r.join(","))).collect();
+            check(&format!("{bom}{}", lines.join(end)), Format::Csv, &map);
+        }
     }
 }

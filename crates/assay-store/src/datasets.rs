@@ -73,9 +73,7 @@ impl Store {
     /// Imports `items` as a new dataset of `project`, all or nothing: an empty list, a blank
     /// key or input, a repeated key or a taken dataset name leaves the store unchanged.
     pub fn import_dataset(&mut self, project: ProjectId, name: &str, source: &str, items: &[NewItem]) -> Result<Dataset> {
-        if name.trim().is_empty() {
-            return Err(StoreError::Invalid("a dataset needs a name".into()));
-        }
+        crate::projects::check_name("dataset", name)?;
         if items.is_empty() {
             return Err(StoreError::Invalid(format!("dataset '{name}' has no items")));
         }
@@ -133,7 +131,7 @@ impl Store {
                 StoreError::NotFound { .. } => StoreError::not_found(format!("dataset '{name}' of project '{}'", project.name)),
                 other => other,
             }),
-            None => self.datasets(project.id)?.into_iter().max_by_key(|d| d.id.0).ok_or_else(|| StoreError::Invalid(format!("project '{}' has no dataset yet", project.name))),
+            None => self.datasets(project.id)?.into_iter().max_by_key(|d| d.id.0).ok_or_else(|| StoreError::NoneYet(format!("project '{}' has no dataset yet", project.name))),
         }
     }
 

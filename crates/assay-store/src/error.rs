@@ -10,9 +10,14 @@ pub enum StoreError {
     /// `what` names the record, e.g. "project 'demo'".
     #[error("{what} not found")]
     NotFound { what: String },
-    /// A record with the same identity exists, or the change would repeat the current state.
+    /// A record with the same identity exists, the change would repeat the current state, or
+    /// the stored data does not allow it (judging a dataset without outputs).
     #[error("{0}")]
     Conflict(String),
+    /// A default the caller relies on does not exist yet: the project's latest dataset or
+    /// evaluator-set version when it has none.
+    #[error("{0}")]
+    NoneYet(String),
     /// The caller's data breaks a rule of the store (empty dataset, span outside the text...).
     #[error("{0}")]
     Invalid(String),

@@ -34,7 +34,7 @@ pub use error::{Result, StoreError};
 pub use expert::{CheckLabel, NewQuestion, Question, QuestionStatus, Ruling, ScoreLabel};
 pub use gold::{GoldOutput, GoldStatus, NewGoldOutput};
 pub use ids::{AnnotationId, ClusterId, DatasetId, ErrorId, GenerationId, GoldOutputId, ItemId, ProjectId, QuestionId, RunId, SetVersionId};
-pub use projects::{NewProject, Project};
+pub use projects::{check_name, ConfigOrigin, NewProject, Project, MAX_NAME_LEN};
 pub use runs::{NewRun, PendingPair, Run, RunKind, RunStatus};
 pub use schema::SCHEMA_VERSION;
 pub use sets::{CheckChange, SetDiff, SetVersion};
@@ -66,6 +66,26 @@ impl Store {
         let mut store = Self { conn, path: path.to_path_buf() };
         schema::migrate(&mut store.conn, path)?;
         Ok(store)
+    }
+
+    /// Whether the database at `path` is usable, without creating it: it exists, is an
+    /// up-to-date assay database and takes a write (a read-only file, a full or corrupt one
+    /// fails). For readiness checks; cheap (one page read, one header write).
+    pub fn probe(path: &Path) -> Result<()> {
+        if !path.is_file() {
+            return Err(StoreError::Invalid(format!("{} does not exist", path.display())));
+        }
+        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!("{} has schema version {version}, this build writes {SCHEMA_VERSION}", path.display())));
+        }
+        tx.query_row("SELECT count(*) FROM projects", [], |r| r.get::<_, i64>(0))?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -121,7 +121,7 @@ impl Store {
             };
             let without_output: u64 = self.conn.query_row("SELECT count(*) FROM items WHERE dataset_id = ?1 AND output IS NULL", [dataset], |r| r.get(0))?;
             if without_output > 0 {
-                return Err(StoreError::Invalid(format!("{without_output} of the dataset's {items} items have no output to judge")));
+                return Err(StoreError::Conflict(format!("{without_output} of the dataset's {items} items have no output to judge")));
             }
         }
         let total = if run.kind == RunKind::Judge { items * checks } else { 0 };
@@ -156,16 +156,35 @@ impl Store {
         Ok(rows)
     }
 
-    /// Moves a run to `status`; `error` is kept only for failed runs. A done run is final, and
-    /// no run goes back to queued; a failed or interrupted (still "running") run may run again.
+    /// Moves a run to `status`; `error` is kept only for failed runs. A done run is final (done
+    /// again is a no-op: another process may have finished it), and no run goes back to queued;
+    /// a failed or interrupted (still "running") run may run again.
     pub fn set_run_status(&mut self, id: RunId, status: RunStatus, error: Option<&str>) -> Result<Run> {
         let run = self.run(id)?;
+        if run.status == RunStatus::Done && status == RunStatus::Done {
+            return Ok(run);
+        }
         if run.status == RunStatus::Done || status == RunStatus::Queued {
             return Err(StoreError::Conflict(format!("run {id} cannot go from {} to {status}", run.status)));
         }
         let error = if status == RunStatus::Failed { error } else { None };
         self.conn.execute(&format!("UPDATE runs SET status = ?2, error = ?3, updated_at = {NOW} WHERE id = ?1"), params![id, status, error])?;
         self.run(id)
+    }
+
+    /// Who holds the run's lease and until when (unix seconds), if anyone ever did.
+    pub fn run_lease(&self, id: RunId) -> Result<Option<(String, i64)>> {
+        let (owner, until): (Option<String>, Option<i64>) =
+            self.conn.query_row("SELECT lease_owner, lease_until FROM runs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).or_not_found(|| format!("run {id}"))?;
+        Ok(owner.map(|o| (o, until.unwrap_or(0))))
+    }
+
+    /// Sets the run's lease to `owner` until `until` (unix seconds; `None` releases it), but
+    /// only if it is still held by `expected`: a compare-and-swap, so two processes that both
+    /// saw it free cannot both take it. Returns whether it was set.
+    pub fn swap_run_lease(&mut self, id: RunId, expected: Option<&str>, owner: Option<&str>, until: i64) -> Result<bool> {
+        let n = self.conn.execute("UPDATE runs SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 AND lease_owner IS ?4", params![id, owner, owner.map(|_| until), expected])?;
+        Ok(n == 1)
     }
 
     /// Sets the progress of a run that counts its own work (judge runs count judgments).

@@ -165,7 +165,7 @@ impl Store {
                 StoreError::NotFound { .. } => StoreError::not_found(format!("evaluator-set version v{n} of project '{}'", project.name)),
                 other => other,
             }),
-            None => self.latest_set_version(project.id)?.ok_or_else(|| StoreError::Invalid(format!("project '{}' has no evaluator set yet", project.name))),
+            None => self.latest_set_version(project.id)?.ok_or_else(|| StoreError::NoneYet(format!("project '{}' has no evaluator set yet", project.name))),
         }
     }
 

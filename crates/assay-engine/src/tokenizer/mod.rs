@@ -25,6 +25,15 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's pre-tokenizer split (every digit alone).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The longest vocabulary entry as written, in bytes (`TextTokenizer::max_token_bytes`).
+fn longest_token_bytes(backend: &Backend) -> usize {
+    let longest = match backend {
+        Backend::Hf(t) => t.get_vocab(true).keys().map(String::len).max().unwrap_or(1),
+        Backend::Spm(t) => t.longest_piece_bytes(),
+    };
+    longest.max(1)
+}
+
 /// The vocabulary and algorithm behind a `TextTokenizer`.
 #[derive(Clone)]
 enum Backend {
@@ -41,6 +50,8 @@ pub struct TextTokenizer {
     stop_ids: Vec<u32>,
     bos_id: Option<u32>,
     add_bos: bool,
+    /// See `max_token_bytes`.
+    max_token_bytes: usize,
 }
 
 impl TextTokenizer {
@@ -54,7 +65,8 @@ impl TextTokenizer {
     pub fn from_tokenizer(inner: Tokenizer, stop_tokens: &[&str], bos_token: Option<&str>) -> Self {
         let stop_ids = stop_tokens.iter().filter_map(|t| inner.token_to_id(t)).collect();
         let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
-        Self { backend: Backend::Hf(Box::new(inner)), stop_ids, bos_id, add_bos: false }
+        let backend = Backend::Hf(Box::new(inner));
+        Self { max_token_bytes: longest_token_bytes(&backend), backend, stop_ids, bos_id, add_bos: false }
     }
 
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
@@ -84,7 +96,7 @@ impl TextTokenizer {
         } else {
             Backend::Hf(Box::new(byte_level_bpe(gguf, &tokens, &types).map_err(fail)?))
         };
-        let mut t = Self { backend, stop_ids: Vec::new(), bos_id: None, add_bos: false };
+        let mut t = Self { max_token_bytes: longest_token_bytes(&backend), backend, stop_ids: Vec::new(), bos_id: None, add_bos: false };
         let id = |key: &str| gguf.u32(key).ok();
         let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"].iter().filter_map(|k| id(k)).collect();
         // Chat templates end a turn with a control token that some files do not declare as EOT.
@@ -108,6 +120,15 @@ impl TextTokenizer {
             Backend::Hf(t) => Ok(t.encode_fast(text, false).map_err(|e| EngineError::Tokenizer { model: "encode".into(), reason: e.to_string() })?.get_ids().to_vec()),
             Backend::Spm(t) => Ok(t.encode(text)),
         }
+    }
+
+    /// At most how many bytes of text one token stands for (the longest vocabulary entry as
+    /// written, which is never shorter than its text: byte-level BPE and SentencePiece write a
+    /// byte as one or more). A text of `n` bytes is at least `n / max_token_bytes` tokens, known
+    /// without tokenizing it: the server refuses prompts that cannot fit before spending memory
+    /// on them.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Ids of a raw (non-chat) prompt: BOS first when the model asks for it.
@@ -251,5 +272,134 @@ impl IncrementalDecoder {
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+}
+
+/// Whatever text or ids come in, the real tokenizers of the models under `models/local`
+/// (SmolLM2's byte-level BPE and Gemma 3's SentencePiece, both rebuilt from GGUF, and
+/// MiniLM's WordPiece `tokenizer.json`) encode and decode them or return a typed error, never
+/// panic; byte-level BPE gives every text back.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    fn model_file(rel: &str) -> Option<PathBuf> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/local").join(rel);
+        if path.is_file() {
+            Some(path)
+        } else {
+            eprintln!("skipping the {rel} tokenizer: {} is missing (fetch the models under models/local)", path.display());
+            None
+        }
+    }
+
+    fn from_gguf(rel: &str) -> Option<TextTokenizer> {
+        model_file(rel).map(|p| TextTokenizer::from_gguf(&GgufFile::open(&p).unwrap()).unwrap())
+    }
+
+    fn smollm2() -> Option<&'static TextTokenizer> {
+        static T: OnceLock<Option<TextTokenizer>> = OnceLock::new();
+        T.get_or_init(|| from_gguf("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).as_ref()
+    }
+
+    fn gemma3() -> Option<&'static TextTokenizer> {
+        static T: OnceLock<Option<TextTokenizer>> = OnceLock::new();
+        T.get_or_init(|| from_gguf("gemma3/gemma-3-270m-q4_k_m.gguf")).as_ref()
+    }
+
+    fn minilm() -> Option<&'static TextTokenizer> {
+        static T: OnceLock<Option<TextTokenizer>> = OnceLock::new();
+        T.get_or_init(|| model_file("minilm/tokenizer.json").map(|p| TextTokenizer::from_file(&p, &[], None).unwrap())).as_ref()
+    }
+
+    fn tokenizers() -> Vec<(&'static str, &'static TextTokenizer)> {
+        [("smollm2", smollm2()), ("gemma3", gemma3()), ("minilm", minilm())].into_iter().filter_map(|(name, t)| Some((name, t?))).collect()
+    }
+
+    /// Characters tokenizers treat specially: controls, lone combining marks, joiners,
+    /// direction marks, the BOM, noncharacters, the replacement character, `▁` and `Ġ`,
+    /// digits of other scripts, emoji, CJK, and any character at all.
+    fn character() -> impl Strategy<Value = char> {
+        prop_oneof![
+            2 => prop::sample::select(vec![
+                '\0', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{ad}', '\u{300}', '\u{301}', '\u{36f}', '\u{20dd}', '\u{200b}', '\u{200d}', '\u{200e}',
+                '\u{202e}', '\u{2028}', '\u{3000}', '\u{feff}', '\u{fffd}', '\u{fffe}', '\u{ffff}', '\u{10ffff}', '\u{2581}', '\u{120}', '\u{10a}', '\u{663}', '\u{ff11}', '\u{1f600}', '\u{1f3fd}', '\u{4e2d}', 'é', 'ß', ' ',
+            ]),
+            1 => prop::char::range('\u{300}', '\u{36f}'),
+            1 => prop::char::range('\0', '\u{1f}'),
+            4 => any::<char>(),
+        ]
+    }
+
+    /// Text from pieces: characters, ASCII words, chat markup and special tokens, byte-token
+    /// names, and long runs of one piece.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => character().prop_map(String::from),
+            2 => "[a-zA-Z0-9 .,'!?-]{1,12}",
+            1 => prop::sample::select(vec!["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", "[PAD]", "<0x41>", "<0xZZ>", "<|im_", " PASS", " FAIL"]).prop_map(String::from),
+        ];
+        let run = (prop_oneof![character().prop_map(String::from), Just(" ".to_string()), Just("a".to_string()), Just("9".to_string()), Just("e\u{301}".to_string())], 1usize..3000)
+            .prop_map(|(p, n)| p.repeat(n));
+        prop::collection::vec(prop_oneof![8 => piece, 1 => run], 0..40).prop_map(|p| p.concat())
+    }
+
+    /// Ids in and around the vocabularies (49152 SmolLM2, 262144 Gemma 3, 30522 MiniLM) and
+    /// anywhere up to `u32::MAX`.
+    fn id() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            4 => 0u32..300_000,
+            1 => prop::sample::select(vec![0, 1, 2, 3, 30521, 30522, 49151, 49152, 262143, 262144, i32::MAX as u32, u32::MAX - 1, u32::MAX]),
+            1 => any::<u32>(),
+        ]
+    }
+
+    /// GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the others
+    /// for the characters from U+0100 on, in byte order.
+    fn byte_char(b: u8) -> char {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff);
+        if printable(b) {
+            char::from(b)
+        } else {
+            char::from_u32(256 + (0..b).filter(|&c| !printable(c)).count() as u32).unwrap()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn tokenizers_encode_any_text_without_panicking(text in text()) {
+            for (name, tok) in tokenizers() {
+                let ids = tok.encode(&text).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+                let back = tok.decode(&ids).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+                // Byte-level BPE is lossless where the vocabulary has a token for each byte
+                // (SmolLM2's lacks some, e.g. 0xF1: those bytes are dropped, as llama.cpp does).
+                if name == "smollm2" && text.bytes().all(|b| tok.token_to_id(&byte_char(b).to_string()).is_some()) {
+                    prop_assert_eq!(&back, &text, "{} round trip", name);
+                }
+                let _ = tok.encode_prompt(&text);
+            }
+        }
+
+        #[test]
+        fn tokenizers_decode_any_ids_without_panicking(ids in prop::collection::vec(id(), 0..64)) {
+            for (_, tok) in tokenizers() {
+                let _ = tok.decode(&ids);
+                let mut stream = IncrementalDecoder::new();
+                for &id in &ids {
+                    let _ = tok.token_text(id);
+                    let _ = tok.is_stop(id);
+                    let _ = stream.push(tok, id);
+                }
+            }
+        }
     }
 }

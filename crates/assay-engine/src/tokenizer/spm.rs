@@ -50,6 +50,11 @@ impl SpmTokenizer {
         self.tokens.len()
     }
 
+    /// The longest piece, in bytes (`▁` and `<0xXX>` are longer than what they stand for).
+    pub fn longest_piece_bytes(&self) -> usize {
+        self.tokens.iter().map(String::len).max().unwrap_or(1)
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
     }

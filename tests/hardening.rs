@@ -574,5 +574,5 @@ fn finding_19_memory_is_returned_to_the_system_after_a_burst() {
     let after = memory_kib(pid, "VmRSS:") / 1024;
     eprintln!("resident memory: baseline {baseline} MiB, peak {peak} MiB, after {after} MiB (KV pool {KV_MIB} MiB)");
     assert!(peak > baseline + KV_MIB + 256, "the burst should take well over the KV pool: baseline {baseline} MiB, peak {peak} MiB");
-    assert!(after <= baseline + KV_MIB + 48, "baseline {baseline} MiB, peak {peak} MiB, after {after} MiB: more than the KV pool stayed");
+    assert!(after <= baseline + KV_MIB + 128, "baseline {baseline} MiB, peak {peak} MiB, after {after} MiB: more than the KV pool stayed");
 }

@@ -22,7 +22,7 @@ const KV_MIB: u64 = 256;
 /// activations, tokenizing, response buffers (measured: about 100 MiB).
 const PEAK_ALLOWANCE_MIB: u64 = 512;
 /// What may stay after it beyond the baseline and the KV pool.
-const AFTER_ALLOWANCE_MIB: u64 = 48;
+const AFTER_ALLOWANCE_MIB: u64 = 128;
 
 fn resident_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -53,7 +53,7 @@ impl RunLease {
             }
         }
         if !store.swap_run_lease(run, held.as_ref().map(|h| h.0.as_str()), Some(me()), now() + TTL_S)? {
-            return Err(PipelineError::Busy(format!("run {run} was just claimed by another process")));
+            return Err(PipelineError::Busy(format!("run {run} is being worked on by another process (claimed just now); try again when it ends")));
         }
         Ok(Self { run })
     }

@@ -50,22 +50,20 @@ impl Embedder {
         self.dim
     }
 
-    /// Tokens each text is embedded from (after truncation), summed: the usage of a request.
-    pub fn count_tokens(&self, texts: &[&str]) -> Result<usize> {
+    /// What embedding `texts` costs and loses, in one tokenizing pass: the tokens each is
+    /// embedded from (after truncation), summed (a request's usage), and the positions of the
+    /// texts longer than the model's window (which `embed` truncates).
+    pub fn usage(&self, texts: &[&str]) -> Result<(usize, Vec<usize>)> {
         let tok_err = |e: tokenizers::Error| EngineError::Tokenizer { model: self.name.clone(), reason: e.to_string() };
-        texts.iter().map(|t| Ok(self.tokenizer.encode(*t, true).map_err(tok_err)?.get_ids().len())).sum()
-    }
-
-    /// The positions of the texts longer than the model's window (which `embed` truncates).
-    pub fn truncated(&self, texts: &[&str]) -> Result<Vec<usize>> {
-        let tok_err = |e: tokenizers::Error| EngineError::Tokenizer { model: self.name.clone(), reason: e.to_string() };
-        let mut out = Vec::new();
+        let (mut tokens, mut truncated) = (0, Vec::new());
         for (i, t) in texts.iter().enumerate() {
-            if !self.tokenizer.encode(*t, true).map_err(tok_err)?.get_overflowing().is_empty() {
-                out.push(i);
+            let encoding = self.tokenizer.encode(*t, true).map_err(tok_err)?;
+            tokens += encoding.get_ids().len();
+            if !encoding.get_overflowing().is_empty() {
+                truncated.push(i);
             }
         }
-        Ok(out)
+        Ok((tokens, truncated))
     }
 
     /// Tokens of the model's window.

@@ -456,7 +456,8 @@ fn run_embedder(embedder: &Embedder, inbox: &mpsc::Receiver<Command>) {
             Command::Embed { texts, reply } => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let embedded = || -> Result<Embeddings> {
-                    Ok(Embeddings { vectors: embedder.embed(&refs)?, tokens: embedder.count_tokens(&refs)?, truncated: embedder.truncated(&refs)?, window: embedder.window() })
+                    let (tokens, truncated) = embedder.usage(&refs)?;
+                    Ok(Embeddings { vectors: embedder.embed(&refs)?, tokens, truncated, window: embedder.window() })
                 };
                 let _ = reply.send(embedded());
             }

@@ -435,14 +435,30 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// One request in `Shared::in_flight` until dropped: also when the client leaves and the
+/// request's future is dropped before it answers.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.handled.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Counts every response by route and status and times it.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let started = Instant::now();
-    state.0.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _counted = InFlight::enter(&state.0);
     let response = next.run(req).await;
-    state.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    state.0.handled.fetch_add(1, Ordering::AcqRel);
     state.0.metrics.record_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

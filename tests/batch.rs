@@ -102,6 +102,12 @@ fn dropping_a_request_cancels_it_and_frees_its_blocks() {
     drop(cancelled);
     let other = engine.generate_blocking(counting.clone(), SamplingParams::greedy(4), &mut |_| true).unwrap().unwrap();
     assert_eq!(other.token_ids.len(), 4);
+    // The engine publishes its stats after the step that finished the request, and once more
+    // when it has reaped it: wait for that, a busy machine may run this thread first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.stats().requests != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let s = engine.stats().scheduler;
     assert_eq!((s.running, s.waiting, s.pool.used), (0, 0, s.cached_blocks), "{s:?}");
     assert_eq!(engine.stats().requests, 0);

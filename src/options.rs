@@ -245,6 +245,9 @@ pub struct AnswerArgs {
     /// For a question about an item and a check: also record this as the expert's label.
     #[arg(long, env = "ASSAY_LABEL", value_parser = ["pass", "fail"])]
     pub label: Option<String>,
+    /// Who gives the ruling (a reviewer name), kept with it.
+    #[arg(long, env = "ASSAY_RATER", default_value = "")]
+    pub rater: String,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +271,9 @@ pub struct LabelArgs {
     /// A note kept with the label.
     #[arg(long, env = "ASSAY_NOTE", default_value = "")]
     pub note: String,
+    /// Who gives the labels (a reviewer name), kept with each (a file's own "rater" fields win).
+    #[arg(long, env = "ASSAY_RATER", default_value = "")]
+    pub rater: String,
     /// Many labels: JSONL of {"item", "check", "verdict": "PASS"|"FAIL", "note"?} or {"item", "score", "note"?}, all or nothing.
     #[arg(long, env = "ASSAY_LABEL_FILE", conflicts_with_all = ["item", "check", "verdict", "score"])]
     pub file: Option<PathBuf>,

@@ -40,7 +40,7 @@ pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
 pub fn answer(global: &GlobalOptions, args: &AnswerArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
     let label = args.label.as_deref().map(verdict_of);
-    let answered = store.answer_question_with_label(QuestionId(args.question), &args.ruling, label).with_context(|| format!("answering question {}", args.question))?;
+    let answered = store.answer_question_with_label(QuestionId(args.question), &args.ruling, label, &args.rater).with_context(|| format!("answering question {}", args.question))?;
     println!("recorded the ruling on question {}{}", answered.id, if args.label.is_some() { " and the expert label" } else { "" });
     Ok(())
 }
@@ -63,10 +63,11 @@ pub fn label(global: &GlobalOptions, args: &LabelArgs) -> Result<()> {
             if args.verdict.is_none() && args.score.is_none() {
                 bail!("give --check and --verdict, or --score, for item '{item}'");
             }
-            vec![LabelRecord { item: item.clone(), check: args.check.clone(), verdict: args.verdict.as_deref().map(verdict_of), score: args.score, note: args.note.clone() }]
+            vec![LabelRecord { item: item.clone(), check: args.check.clone(), verdict: args.verdict.as_deref().map(verdict_of), score: args.score, note: args.note.clone(), rater: args.rater.clone() }]
         }
         (None, None) => bail!("give --item (with --check and --verdict, or --score) or --file"),
     };
+    let records: Vec<LabelRecord> = records.into_iter().map(|r| if r.rater.is_empty() { LabelRecord { rater: args.rater.clone(), ..r } } else { r }).collect();
     let (checks, scores) = labels_of(&records, &store.items(dataset.id)?).with_context(|| format!("labels for dataset '{}'", dataset.name))?;
     store.set_check_labels(&checks)?;
     store.set_score_labels(&scores)?;

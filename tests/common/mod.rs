@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod server;
 
 use assay_engine::{Embedder, Engine, EngineConfig, EngineModel, LanguageModel, ModelFiles};

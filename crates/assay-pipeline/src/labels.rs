@@ -20,6 +20,9 @@ pub struct LabelRecord {
     pub score: Option<f64>,
     #[serde(default)]
     pub note: String,
+    /// Who gave it (a reviewer name).
+    #[serde(default)]
+    pub rater: String,
 }
 
 /// Labels for `items` (a dataset's), refusing an unknown item or a record that is neither a
@@ -31,7 +34,9 @@ pub fn labels_of(records: &[LabelRecord], items: &[Item]) -> Result<(Vec<CheckLa
         let bad = |why: String| PipelineError::Invalid(format!("label {}: {why}", n + 1));
         let item = *ids.get(r.item.as_str()).ok_or_else(|| assay_store::StoreError::NotFound { what: format!("label {}: item '{}' of the dataset", n + 1, r.item) })?;
         match (&r.check, r.verdict, r.score) {
-            (Some(check), Some(verdict), None) if !check.trim().is_empty() => checks.push(CheckLabel { item, check: check.clone(), verdict, note: r.note.clone() }),
+            (Some(check), Some(verdict), None) if !check.trim().is_empty() => {
+                checks.push(CheckLabel { item, check: check.clone(), verdict, note: r.note.clone(), rater: r.rater.clone(), created_at: String::new() })
+            }
             (None, None, Some(score)) if score.is_finite() => scores.push(ScoreLabel { item, score, note: r.note.clone() }),
             _ => return Err(bad("give either \"check\" and \"verdict\" (PASS or FAIL), or a finite \"score\"".into())),
         }

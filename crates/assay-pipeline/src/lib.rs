@@ -22,6 +22,7 @@ mod lease;
 pub mod lenient_json;
 pub mod optimise;
 pub mod plots;
+pub mod preview;
 pub mod questions;
 pub mod refine;
 pub mod report;

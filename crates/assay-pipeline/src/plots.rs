@@ -12,8 +12,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    #[error("drawing the plot '{title}': {message}")]
+    Draw { title: String, message: String },
     #[error("writing the plot {path}: {message}")]
-    Draw { path: PathBuf, message: String },
+    Write { path: PathBuf, message: String },
 }
 
 const SIZE: (u32, u32) = (800, 500);
@@ -25,10 +27,10 @@ const BINS: usize = 10;
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
-/// Renders into memory and writes `path` only once drawing has succeeded: a file-backed
-/// SVGBackend writes whatever it has when dropped, so a failed plot would leave a partial file.
-fn write_svg(path: &Path, draw: impl FnOnce(&Area) -> Drawn) -> Result<(), PlotError> {
-    let error = |message: String| PlotError::Draw { path: path.to_owned(), message };
+/// Renders into memory (a file-backed SVGBackend writes whatever it has when dropped, so a
+/// failed plot would leave a partial file): the workbench inlines the text, `write_plot` saves it.
+fn render_svg(title: &str, draw: impl FnOnce(&Area) -> Drawn) -> Result<String, PlotError> {
+    let error = |message: String| PlotError::Draw { title: title.to_owned(), message };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -36,7 +38,12 @@ fn write_svg(path: &Path, draw: impl FnOnce(&Area) -> Drawn) -> Result<(), PlotE
         draw(&root).map_err(|e| error(e.to_string()))?;
         root.present().map_err(|e| error(e.to_string()))?;
     }
-    std::fs::write(path, svg).map_err(|e| error(e.to_string()))
+    Ok(svg)
+}
+
+/// Saves a rendered plot.
+pub fn write_plot(path: &Path, svg: &str) -> Result<(), PlotError> {
+    std::fs::write(path, svg).map_err(|e| PlotError::Write { path: path.to_owned(), message: e.to_string() })
 }
 
 /// The title and "no data", for inputs with nothing to plot.
@@ -60,9 +67,9 @@ fn bin_counts(p: &[f64]) -> ([u32; BINS], usize) {
 }
 
 /// Two overlaid histograms of P(PASS) in 10 bins over [0,1]: known-good vs known-bad outputs of one check.
-pub fn separation_svg(path: &Path, title: &str, good: &[f64], bad: &[f64]) -> Result<(), PlotError> {
+pub fn separation_svg(title: &str, good: &[f64], bad: &[f64]) -> Result<String, PlotError> {
     let series = [(bin_counts(good), GREEN, "known good"), (bin_counts(bad), RED, "known bad")];
-    write_svg(path, |root| {
+    render_svg(title, |root| {
         if series.iter().all(|((_, n), _, _)| *n == 0) {
             return draw_no_data(root, title);
         }
@@ -88,13 +95,13 @@ pub fn separation_svg(path: &Path, title: &str, good: &[f64], bad: &[f64]) -> Re
 /// One bar per named value (e.g. per-check kappa or flip rate), y axis over y_range.
 /// Bars with a NaN value are left out; values outside y_range are cut at its edge. Bars rise from
 /// 0, or from the edge of y_range nearest 0 when 0 is outside it.
-pub fn bars_svg(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)], y_range: (f64, f64)) -> Result<(), PlotError> {
+pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)], y_range: (f64, f64)) -> Result<String, PlotError> {
     let (lo, hi) = y_range;
     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-        return Err(PlotError::Draw { path: path.to_owned(), message: format!("empty y range {lo}..{hi}") });
+        return Err(PlotError::Draw { title: title.to_owned(), message: format!("empty y range {lo}..{hi}") });
     }
     let bars: Vec<(String, f64)> = bars.iter().filter(|(_, v)| !v.is_nan()).map(|(name, v)| (shorten(name), *v)).collect();
-    write_svg(path, |root| {
+    render_svg(title, |root| {
         if bars.is_empty() {
             return draw_no_data(root, title);
         }
@@ -141,8 +148,8 @@ fn shorten(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn read(path: &Path) -> String {
-        let svg = std::fs::read_to_string(path).unwrap();
+    fn read(svg: &Result<String, PlotError>) -> String {
+        let svg = svg.as_ref().unwrap().clone();
         assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "not an SVG: {}", &svg[..svg.len().min(80)]);
         assert!(svg.trim_end().ends_with("</svg>"));
         svg
@@ -161,12 +168,9 @@ mod tests {
 
     #[test]
     fn separation_draws_title_and_one_rect_per_filled_bin() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sep.svg");
         let good = [0.95, 0.91, 0.85, 0.7, f64::NAN];
         let bad = [0.05, 0.12, 0.15, 0.7];
-        separation_svg(&path, "Separation of check-17", &good, &bad).unwrap();
-        let svg = read(&path);
+        let svg = read(&separation_svg("Separation of check-17", &good, &bad));
         assert!(svg.contains("Separation of check-17"));
         assert!(svg.contains("known good (n=4)") && svg.contains("known bad (n=4)"));
         assert!(svg.contains("P(PASS)"));
@@ -177,23 +181,16 @@ mod tests {
 
     #[test]
     fn separation_without_data_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("empty.svg");
-        separation_svg(&path, "Nothing judged", &[], &[f64::NAN]).unwrap();
-        let svg = read(&path);
+        let svg = read(&separation_svg("Nothing judged", &[], &[f64::NAN]));
         assert!(svg.contains("Nothing judged") && svg.contains("no data"));
         // One side alone still plots.
-        separation_svg(&path, "Only bad", &[], &[0.2]).unwrap();
-        assert!(!read(&path).contains("no data"));
+        assert!(!read(&separation_svg("Only bad", &[], &[0.2])).contains("no data"));
     }
 
     #[test]
     fn bars_draw_one_rect_per_value_and_their_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bars.svg");
         let bars: Vec<(String, f64)> = [("cites_source", 0.8), ("no_dosage", -0.1), ("skipped", f64::NAN), ("too_high", 3.0)].map(|(n, v)| (n.to_owned(), v)).into();
-        bars_svg(&path, "Kappa per check", "kappa", &bars, (-0.2, 1.0)).unwrap();
-        let svg = read(&path);
+        let svg = read(&bars_svg("Kappa per check", "kappa", &bars, (-0.2, 1.0)));
         assert!(svg.contains("Kappa per check") && svg.contains("kappa"));
         assert!(svg.contains("cites_source") && svg.contains("too_high"));
         assert!(!svg.contains("skipped"));
@@ -203,15 +200,11 @@ mod tests {
 
     #[test]
     fn crowded_names_stand_up_and_long_ones_are_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bars.svg");
         let few = vec![("a".to_owned(), 0.5), ("b".to_owned(), 0.25)];
-        bars_svg(&path, "Few", "y", &few, (0.0, 1.0)).unwrap();
         // Only the y axis description is turned.
-        assert_eq!(read(&path).matches("rotate(").count(), 1);
+        assert_eq!(read(&bars_svg("Few", "y", &few, (0.0, 1.0))).matches("rotate(").count(), 1);
         let many: Vec<(String, f64)> = (0..30).map(|i| (format!("check_number_{i}"), 0.5)).collect();
-        bars_svg(&path, "Many", "y", &many, (0.0, 1.0)).unwrap();
-        let svg = read(&path);
+        let svg = read(&bars_svg("Many", "y", &many, (0.0, 1.0)));
         assert_eq!(svg.matches("rotate(270").count(), 31);
         assert!(svg.contains("check_number_29"));
 
@@ -223,21 +216,18 @@ mod tests {
 
     #[test]
     fn bars_without_data_or_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bars.svg");
-        bars_svg(&path, "Flip rate", "flips", &[], (0.0, 1.0)).unwrap();
-        let svg = read(&path);
+        let svg = read(&bars_svg("Flip rate", "flips", &[], (0.0, 1.0)));
         assert!(svg.contains("Flip rate") && svg.contains("no data"));
         let bars = vec![("a".to_owned(), 0.5)];
-        assert!(bars_svg(&path, "t", "y", &bars, (1.0, 1.0)).is_err());
-        assert!(bars_svg(&path, "t", "y", &bars, (0.0, f64::NAN)).is_err());
+        assert!(bars_svg("t", "y", &bars, (1.0, 1.0)).is_err());
+        assert!(bars_svg("t", "y", &bars, (0.0, f64::NAN)).is_err());
     }
 
     #[test]
     fn unwritable_path_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("x.svg");
-        let err = separation_svg(&path, "t", &[0.5], &[]).unwrap_err();
+        let err = separation_svg("t", &[0.5], &[]).unwrap_err();
         assert!(err.to_string().contains("x.svg"), "{err}");
     }
 }

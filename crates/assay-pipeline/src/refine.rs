@@ -62,6 +62,18 @@ struct Findings {
     incoherent: bool,
 }
 
+/// Folds an expert's ruling into a check's pass criteria, verbatim, so the judge reads the
+/// expert's own words. Refinement and the ruling preview (`preview.rs`) fold the same way.
+pub fn fold_ruling(check: &mut Check, ruling: &str) {
+    check.pass_criteria = format!("{}\nExpert ruling: {ruling}", check.pass_criteria).trim_start().to_string();
+}
+
+/// A ruling as refinement folds it: with the item it was given on.
+pub fn ruling_on_item(store: &Store, question: &assay_store::Question, ruling: &str) -> Result<String> {
+    let on = question.asked.item.map(|item| store.item(item).map(|i| format!(" (on item '{}')", i.fields.key))).transpose()?.unwrap_or_default();
+    Ok(format!("{ruling}{on}"))
+}
+
 pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, seed: u64, progress: Progress) -> Result<RefineReport> {
     let config = ProjectConfig::of(project)?;
     let run = report_run(store, project, set, None).ok();
@@ -82,8 +94,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 if ruling.to_lowercase().starts_with("drop") {
                     f.drop = Some(format!("the expert ruled: {ruling}"));
                 } else {
-                    let on = q.asked.item.map(|item| store.item(item).map(|i| format!(" (on item '{}')", i.fields.key))).transpose()?.unwrap_or_default();
-                    f.rulings.push(format!("{ruling}{on}"));
+                    f.rulings.push(ruling_on_item(store, q, ruling)?);
                 }
             }
             Some(_) => {}
@@ -195,8 +206,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         }
         let mut check = rewritten[i].take().unwrap_or_else(|| old.clone());
         for ruling in &f.rulings {
-            // Verbatim, so the judge reads the expert's own words.
-            check.pass_criteria = format!("{}\nExpert ruling: {ruling}", check.pass_criteria).trim_start().to_string();
+            fold_ruling(&mut check, ruling);
         }
         let mut why: Vec<String> = f.problems.clone();
         if !f.rulings.is_empty() {

@@ -12,7 +12,7 @@
 use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
-use crate::plots::{bars_svg, separation_svg};
+use crate::plots::{bars_svg, separation_svg, write_plot};
 use assay_core::metrics::{agreement, auroc, calibrate_threshold, clear_fraction, embedding_spread, mean, spearman, Agreement, Calibration};
 use assay_core::{Judgment, Verdict};
 use assay_store::{ItemId, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
@@ -312,32 +312,52 @@ fn file_name(check: &str) -> String {
     check.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-fn write_plots(report: &SetReport, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| PipelineError::Io { what: format!("creating {}", dir.display()), source })?;
-    let mut written = Vec::new();
+/// One plot of a report: its file name, title, the SVG, and the numbers it shows (the text
+/// alternative the workbench puts beside it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plot {
+    pub file: String,
+    pub title: String,
+    pub svg: String,
+    pub values: Vec<(String, f64)>,
+}
+
+/// The report's plots: a separation histogram per check that has one, bars per check of pass
+/// rate, flip rate, kappa and AUROC (each only when some check has the number).
+pub fn render_plots(report: &SetReport) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
     for c in &report.checks {
         if let Some(s) = &c.separation {
-            let path = dir.join(format!("separation-{}.svg", file_name(&c.id)));
             let basis = match s.basis {
                 SeparationBasis::ExpertLabels => "expert PASS vs FAIL",
                 SeparationBasis::Generators => "strongest vs weakest generator",
             };
-            separation_svg(&path, &format!("{}: P(PASS), {basis}", c.id), &s.good, &s.bad)?;
-            written.push(path);
+            let title = format!("{}: P(PASS), {basis}", c.id);
+            let values = vec![("good outputs".to_string(), s.good.len() as f64), ("bad outputs".to_string(), s.bad.len() as f64), ("AUROC".to_string(), s.auroc.unwrap_or(f64::NAN))];
+            plots.push(Plot { file: format!("separation-{}.svg", file_name(&c.id)), svg: separation_svg(&title, &s.good, &s.bad)?, title, values });
         }
     }
     let bars = |f: &dyn Fn(&CheckReport) -> Option<f64>| -> Vec<(String, f64)> { report.checks.iter().filter_map(|c| Some((c.id.clone(), f(c)?))).collect() };
-    let mut chart = |name: &str, title: &str, y: &str, values: Vec<(String, f64)>, range: (f64, f64)| -> Result<()> {
+    let mut chart = |file: &str, title: String, y: &str, values: Vec<(String, f64)>, range: (f64, f64)| -> Result<()> {
         if !values.is_empty() {
-            let path = dir.join(name);
-            bars_svg(&path, title, y, &values, range)?;
-            written.push(path);
+            plots.push(Plot { file: file.to_string(), svg: bars_svg(&title, y, &values, range)?, title, values });
         }
         Ok(())
     };
-    chart("pass-rates.svg", &format!("v{}: pass rate per check", report.set), "pass rate", bars(&|c| Some(c.pass_rate)), (0.0, 1.0))?;
-    chart("flip-rates.svg", &format!("v{}: flip rate of sampled verdicts", report.set), "flip rate", bars(&|c| c.flip_rate), (0.0, 1.0))?;
-    chart("agreement-kappa.svg", &format!("v{}: Cohen's kappa against expert labels", report.set), "kappa", bars(&|c| c.agreement.and_then(|a| a.kappa)), (-1.0, 1.0))?;
-    chart("separation-auroc.svg", &format!("v{}: AUROC of P(PASS), good vs bad outputs", report.set), "AUROC", bars(&|c| c.separation.as_ref().and_then(|s| s.auroc)), (0.0, 1.0))?;
+    chart("pass-rates.svg", format!("v{}: pass rate per check", report.set), "pass rate", bars(&|c| Some(c.pass_rate)), (0.0, 1.0))?;
+    chart("flip-rates.svg", format!("v{}: flip rate of sampled verdicts", report.set), "flip rate", bars(&|c| c.flip_rate), (0.0, 1.0))?;
+    chart("agreement-kappa.svg", format!("v{}: Cohen's kappa against expert labels", report.set), "kappa", bars(&|c| c.agreement.and_then(|a| a.kappa)), (-1.0, 1.0))?;
+    chart("separation-auroc.svg", format!("v{}: AUROC of P(PASS), good vs bad outputs", report.set), "AUROC", bars(&|c| c.separation.as_ref().and_then(|s| s.auroc)), (0.0, 1.0))?;
+    Ok(plots)
+}
+
+fn write_plots(report: &SetReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|source| PipelineError::Io { what: format!("creating {}", dir.display()), source })?;
+    let mut written = Vec::new();
+    for plot in render_plots(report)? {
+        let path = dir.join(&plot.file);
+        write_plot(&path, &plot.svg)?;
+        written.push(path);
+    }
     Ok(written)
 }

@@ -4,23 +4,35 @@
 //! it twice, and what each is doing (discovery stores no progress of its own). On shutdown it
 //! tells them to stop, which makes their next model call fail, so the pipeline records the run
 //! as failed (a later POST of the same judge run resumes it), and waits until they have.
-//! Runs that publish events (optimise runs) keep them in an event log per run, from when this
-//! server started (or resumed) the run to an `end` event with its final record;
-//! `/v1/optimise/{id}/events` replays and follows it. The logs of the last `KEPT_LOGS` ended
-//! runs are kept.
+//! Every run keeps an event log, from when this server started (or resumed) it to an `end`
+//! event with its final record: `progress` events (`stage`, `done`, `total`, at most
+//! `PROGRESS_PER_SECOND` a second) and whatever the run publishes itself (an optimise run's
+//! generations and gold outputs). `event_stream` replays and follows a log as server-sent
+//! events, each with its index as `id:` so that a client reconnecting with `Last-Event-ID`
+//! gets only what it missed; `/v1/.../events` sends the events as JSON and the workbench as
+//! HTML fragments. The logs of the last `KEPT_LOGS` ended runs are kept.
 
 use crate::AppState;
-use assay_store::{RunId, RunStatus, Store};
+use assay_store::{Run, RunId, RunStatus, Store};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Ended runs whose event logs are kept for late followers.
 const KEPT_LOGS: usize = 64;
+
+/// Progress events logged per second and run at most; a new stage or the last step of one is
+/// always logged.
+const PROGRESS_PER_SECOND: u32 = 4;
 
 /// What a live run is doing, as the pipeline last reported it.
 #[derive(Debug, Clone, Serialize)]
@@ -80,8 +92,19 @@ impl BackgroundRuns {
         lock(&self.starting)
     }
 
-    fn report(&self, run: RunId, stage: &str, done: usize, total: usize) {
-        lock(&self.live).insert(run, Some(Stage { stage: stage.to_string(), done, total }));
+    /// Records the run's stage and logs it as a `progress` event unless one was logged less
+    /// than 1/`PROGRESS_PER_SECOND` s ago (`last`) for the same stage and this is not its end.
+    fn report(&self, run: RunId, stage: &str, done: usize, total: usize, last: &mut Option<(String, Instant)>) {
+        let current = Stage { stage: stage.to_string(), done, total };
+        let due = match last {
+            Some((s, at)) => s != stage || done >= total || at.elapsed() >= Duration::from_secs(1) / PROGRESS_PER_SECOND,
+            None => true,
+        };
+        if due {
+            *last = Some((stage.to_string(), Instant::now()));
+            self.publish(run, serde_json::json!({"event": "progress", "stage": stage, "done": done, "total": total}));
+        }
+        lock(&self.live).insert(run, Some(current));
     }
 
     /// Opens (or reopens, for a resumed run) the run's event log.
@@ -139,11 +162,13 @@ pub(crate) fn spawn_run(state: &AppState, run: RunId, work: impl FnOnce(&mut dyn
     if lock(&runs.live).insert(run, None).is_some() {
         return false;
     }
+    runs.open_log(run);
     let state = state.clone();
     let mut tasks = lock(&runs.tasks);
     tasks.spawn_blocking(move || {
         let runs = &state.0.background;
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut |stage, done, total| runs.report(run, stage, done, total))));
+        let mut last = None;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut |stage, done, total| runs.report(run, stage, done, total, &mut last))));
         let error = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -180,4 +205,46 @@ fn settle(db: &Path, run: RunId, error: Option<&str>) -> serde_json::Value {
             serde_json::Value::Null
         }
     }
+}
+
+/// The index of the first event a client still lacks: one past its `Last-Event-ID`, else 0.
+pub(crate) fn first_unseen(headers: &HeaderMap) -> usize {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok()).map_or(0, |id| id + 1)
+}
+
+/// Server-sent events of `run`'s log from index `from` on: replayed, then followed live until
+/// its `end`. `render` turns each logged event (with its index, the SSE id) into the events
+/// sent for it. For a run this server keeps no log of (one it never ran, or ran long ago), the
+/// log is one `end` event with the run as stored (an interrupted run shows as running until it
+/// is resumed).
+pub(crate) fn event_stream(state: &AppState, run: &Run, from: usize, render: impl Fn(usize, &Value) -> Vec<Event> + Send + 'static) -> impl axum::response::IntoResponse {
+    let mut log = state.0.background.follow(run.id).unwrap_or_else(|| watch::channel(EventLog { events: vec![serde_json::json!({"event": "end", "run": run})], ended: true }).1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
+    tokio::spawn(async move {
+        let mut sent = from;
+        loop {
+            let (fresh, ended) = {
+                let l = log.borrow_and_update();
+                (l.events.get(sent..).unwrap_or_default().to_vec(), l.ended)
+            };
+            for event in fresh {
+                for e in render(sent, &event) {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                sent += 1;
+            }
+            // The log's sender goes when a resumed run replaces it: nothing more comes here.
+            if ended || log.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+}
+
+/// A logged event as JSON: its `event` field names it, its index is its id.
+pub(crate) fn json_event(index: usize, event: &Value) -> Vec<Event> {
+    vec![Event::default().id(index.to_string()).event(event["event"].as_str().unwrap_or("message")).data(event.to_string())]
 }

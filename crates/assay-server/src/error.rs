@@ -39,6 +39,9 @@ pub enum ApiError {
     RoleNotLoaded { what: &'static str, flag: &'static str },
     #[error("missing or invalid API key: send 'Authorization: Bearer <key>'")]
     Unauthorized,
+    /// A state-changing request sent by a page of another origin (CSRF).
+    #[error("cross-origin request refused: {0}")]
+    CrossOrigin(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("the queue of model '{model}' is full ({limit} requests waiting or running); retry later")]
@@ -64,6 +67,7 @@ impl ApiError {
             Self::ModelNotFound { .. } | Self::RouteNotFound(_) | Self::RecordNotFound(_) | Self::RoleNotLoaded { .. } => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. } | Self::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -88,6 +92,7 @@ impl ApiError {
             Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::RoleNotLoaded { .. } => ("invalid_request_error", "model_not_loaded"),
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
+            Self::CrossOrigin(_) => ("permission_error", "cross_origin"),
             Self::RouteNotFound(_) => ("invalid_request_error", "unknown_url"),
             Self::Overloaded { .. } => ("rate_limit_error", "queue_full"),
             Self::Unavailable(_) => ("server_error", "unavailable"),

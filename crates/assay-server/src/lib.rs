@@ -3,7 +3,7 @@
 //! It owns the routes (OpenAI-compatible chat completions, completions, models and embeddings;
 //! `/v1/judge`, `/v1/reward`; the evaluation loop under `/v1/projects`; optimisation under
 //! `/v1/optimise`; `/health`, `/metrics`,
-//! `/openapi.json`), request parsing and validation, admission (bounded queues, deadlines,
+//! `/openapi.json`; the expert workbench under `/ui`, `ui/`), request parsing and validation, admission (bounded queues, deadlines,
 //! body size, context length), API-key auth, metrics, the mapping of every failure to a status
 //! and an OpenAI-shaped error (`error.rs`, the only place), and the pipeline runs it carries
 //! out in the background on the loaded models (`background.rs`, `pipeline_backend.rs`). It must
@@ -23,6 +23,7 @@ mod openapi;
 mod optimise_api;
 mod pipeline_backend;
 mod projects_api;
+mod ui;
 
 use crate::background::BackgroundRuns;
 use crate::error::ApiError;
@@ -156,6 +157,8 @@ pub(crate) struct Shared {
     /// Requests being handled, and handled since the server started (`release_memory_when_idle`).
     in_flight: AtomicUsize,
     handled: AtomicU64,
+    /// The workbench's session token (`ui::SESSION_COOKIE`), drawn at start.
+    session: String,
 }
 
 #[derive(Clone)]
@@ -250,6 +253,7 @@ pub async fn serve(config: ServerConfig, load: impl FnOnce() -> Result<LoadedMod
         tokenizing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         in_flight: AtomicUsize::new(0),
         handled: AtomicU64::new(0),
+        session: ui::new_session_token(),
     }));
     tracing::info!("listening on {}", listener.local_addr().map_err(ServeError::Io)?);
 
@@ -411,6 +415,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}", get(projects_api::show_project))
         .route("/v1/projects/{project}/config", put(projects_api::put_config))
         .route("/v1/projects/{project}/datasets", post(projects_api::import_dataset))
+        .route("/v1/projects/{project}/datasets/{dataset}/items", get(projects_api::list_items))
+        .route("/v1/projects/{project}/datasets/{dataset}/items/{item}", get(projects_api::show_item))
         .route("/v1/projects/{project}/sets", post(projects_api::import_set))
         .route("/v1/projects/{project}/sets/{version}", get(projects_api::show_set))
         .route("/v1/projects/{project}/sets/{from}/diff/{to}", get(projects_api::diff_sets))
@@ -418,16 +424,23 @@ fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/runs", post(projects_api::start_run))
         .route("/v1/projects/{project}/runs/{run}", get(projects_api::show_run))
         .route("/v1/projects/{project}/runs/{run}/judgments", get(projects_api::run_judgments))
+        .route("/v1/projects/{project}/runs/{run}/events", get(projects_api::run_events))
         .route("/v1/projects/{project}/report", get(projects_api::show_report))
         .route("/v1/projects/{project}/questions", get(projects_api::list_questions))
+        .route("/v1/projects/{project}/questions/{question}", get(projects_api::show_question))
+        .route("/v1/projects/{project}/review", get(projects_api::show_review))
         .route("/v1/projects/{project}/questions/{question}/answer", post(projects_api::answer_question))
-        .route("/v1/projects/{project}/labels", post(projects_api::add_labels))
+        .route("/v1/projects/{project}/questions/{question}/preview", post(projects_api::preview_answer))
+        .route("/v1/projects/{project}/questions/{question}/reopen", post(projects_api::reopen_question))
+        .route("/v1/projects/{project}/labels", get(projects_api::list_labels).post(projects_api::add_labels))
+        .route("/v1/projects/{project}/labels/remove", post(projects_api::delete_label))
         .route("/v1/projects/{project}/refine", post(projects_api::refine_set))
         .route("/v1/projects/{project}/gold", get(optimise_api::list_gold))
         .route("/v1/projects/{project}/gold/{id}/critique", post(optimise_api::critique_gold))
         .route("/v1/optimise", post(optimise_api::start))
         .route("/v1/optimise/{id}", get(optimise_api::show))
         .route("/v1/optimise/{id}/events", get(optimise_api::events))
+        .merge(ui::routes())
         .fallback(|req: Request| async move { ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -463,16 +476,25 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
     response
 }
 
-/// With an API key configured, every route but `/health` needs it as a bearer token.
+/// With an API key configured, every route but `/health`, the workbench's login and its static
+/// files needs it: as a bearer token, or the session cookie the login gives for it. A browser
+/// without either is sent to the login page, an API client gets 401. A state-changing request
+/// from a page of another origin is refused whatever it carries (CSRF).
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(why) = ui::cross_origin(&req) {
+        return ApiError::CrossOrigin(why).into_response();
+    }
     let Some(key) = &state.0.config.api_key else { return next.run(req).await };
-    if req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if path == "/health" || ui::is_open(path) {
         return next.run(req).await;
     }
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     // Constant time in the key's content; only its length can leak.
-    if bool::from(presented.as_bytes().ct_eq(key.as_bytes())) {
+    if bool::from(presented.as_bytes().ct_eq(key.as_bytes())) || ui::has_session(req.headers(), &state.0.session) {
         next.run(req).await
+    } else if path == "/ui" || path.starts_with("/ui/") {
+        ui::to_login(&req)
     } else {
         ApiError::Unauthorized.into_response()
     }

@@ -7,42 +7,41 @@
 //! /v1/projects/{project}/gold/{id}/critique` rejects one. Same pipeline calls as `assay
 //! optimise`, `assay gold` and `assay critique`.
 
-use crate::background::{spawn_run, EventLog, Stage};
+use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage};
 use crate::error::ApiError;
 use crate::pipeline_backend::ServerBackend;
 use crate::projects_api::{waited_for, with_store};
 use crate::{ApiJson, ApiPath, ApiQuery, AppState};
 use assay_pipeline::gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions, DEFAULT_OPTIMISE_ITEMS};
 use assay_pipeline::optimise::OptimiseOptions;
+use assay_pipeline::Backends;
 use assay_store::{GoldOutput, GoldOutputId, Run, RunId, RunKind, RunStatus, Store};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use std::convert::Infallible;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct StartOptimise {
-    project: String,
+    pub(crate) project: String,
     /// Evaluator-set version; default the latest.
-    set: Option<u32>,
+    pub(crate) set: Option<u32>,
     /// Default: the project's most recent dataset.
-    dataset: Option<String>,
+    pub(crate) dataset: Option<String>,
     /// How many of the dataset's items (the first ones); default `DEFAULT_OPTIMISE_ITEMS`.
-    items: Option<usize>,
-    generations: Option<usize>,
-    population: Option<usize>,
-    budget: Option<usize>,
-    max_tokens: Option<usize>,
-    seed: Option<u64>,
+    pub(crate) items: Option<usize>,
+    pub(crate) generations: Option<usize>,
+    pub(crate) population: Option<usize>,
+    pub(crate) budget: Option<usize>,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) seed: Option<u64>,
     /// Also sample best-of-N with the same number of evaluations per item.
     #[serde(default)]
-    compare: bool,
+    pub(crate) compare: bool,
     /// Judge in rationale mode so that rewrites are told why checks failed.
     #[serde(default)]
-    rationales: bool,
+    pub(crate) rationales: bool,
 }
 
 #[derive(Serialize)]
@@ -53,7 +52,15 @@ pub(crate) struct StartedOptimise {
 }
 
 pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<StartOptimise>) -> Result<(StatusCode, Json<StartedOptimise>), ApiError> {
+    let (run, resumed) = start_optimise(&state, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(StartedOptimise { run, resumed })))
+}
+
+/// Starts (or resumes) an optimise run in the background: `POST /v1/optimise` and the
+/// workbench's form. Returns the run and whether an earlier one was picked up.
+pub(crate) async fn start_optimise(state: &AppState, req: StartOptimise) -> Result<(Run, bool), ApiError> {
     state.models()?;
+    let state = state.clone();
     // The CLI's defaults, so that either can resume a run the other started.
     let defaults = OptimiseOptions::default();
     let population = req.population.unwrap_or(defaults.population);
@@ -72,7 +79,7 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
     let limits = &state.0.config.limits;
     limits.optimise(&options.search)?;
     limits.items(options.items.unwrap_or(0))?;
-    let (run, resumed) = with_store(&state.clone(), move |store| {
+    with_store(&state.clone(), move |store| {
         let runs = &state.0.background;
         let _one_at_a_time = runs.starting();
         let project = store.project_by_name(&req.project)?;
@@ -84,7 +91,6 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
             if run.status != RunStatus::Queued {
                 run = store.set_run_status(run.id, RunStatus::Running, None)?;
             }
-            runs.open_log(run.id);
             let (db, id, publisher) = (state.0.config.db.clone(), run.id, state.clone());
             spawn_run(&state, id, move |progress| {
                 let mut store = Store::open(&db)?;
@@ -99,8 +105,7 @@ pub(crate) async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<S
         }
         Ok((run, resumed))
     })
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(StartedOptimise { run, resumed })))
+    .await
 }
 
 fn optimise_run(store: &Store, id: i64) -> Result<Run, ApiError> {
@@ -109,6 +114,16 @@ fn optimise_run(store: &Store, id: i64) -> Result<Run, ApiError> {
         return Err(ApiError::RecordNotFound(format!("optimise run {id} not found (run {id} is a {} run)", run.kind)));
     }
     Ok(run)
+}
+
+impl OptimiseView {
+    pub(crate) fn run(&self) -> &Run {
+        &self.run
+    }
+
+    pub(crate) fn stage(&self) -> Option<&Stage> {
+        self.stage.as_ref()
+    }
 }
 
 #[derive(Serialize)]
@@ -120,84 +135,80 @@ pub(crate) struct OptimiseView {
     gold: Vec<GoldOutput>,
 }
 
-pub(crate) async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Result<Json<OptimiseView>, ApiError> {
-    let (run, gold) = with_store(&state, move |store| {
+/// An optimise run with its gold outputs: `GET /v1/optimise/{id}` and its page.
+pub(crate) async fn optimise_view(state: &AppState, id: i64) -> Result<OptimiseView, ApiError> {
+    let (run, gold) = with_store(state, move |store| {
         let run = optimise_run(store, id)?;
         let gold = store.run_gold_outputs(run.id)?;
         Ok((run, gold))
     })
     .await?;
-    Ok(Json(OptimiseView { stage: state.0.background.stage(run.id), run, gold }))
+    Ok(OptimiseView { stage: state.0.background.stage(run.id), run, gold })
 }
 
-/// The run's events since this server started (or resumed) it, replayed from its log, then
-/// followed live; for a run it keeps no log of, only `end` with the run as stored (an
-/// interrupted run shows as running until it is resumed).
-pub(crate) async fn events(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Result<impl axum::response::IntoResponse, ApiError> {
+pub(crate) async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Result<Json<OptimiseView>, ApiError> {
+    Ok(Json(optimise_view(&state, id).await?))
+}
+
+/// The run's events (`background::event_stream`), from after `Last-Event-ID` when given.
+pub(crate) async fn events(State(state): State<AppState>, ApiPath(id): ApiPath<i64>, headers: HeaderMap) -> Result<impl axum::response::IntoResponse, ApiError> {
     let run = with_store(&state, move |store| optimise_run(store, id)).await?;
-    let mut log = match state.0.background.follow(run.id) {
-        Some(log) => log,
-        None => tokio::sync::watch::channel(EventLog { events: vec![json!({"event": "end", "run": run})], ended: true }).1,
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
-    tokio::spawn(async move {
-        let mut sent = 0;
-        loop {
-            let (fresh, ended) = {
-                let l = log.borrow_and_update();
-                (l.events[sent..].to_vec(), l.ended)
-            };
-            for event in fresh {
-                let kind = event["event"].as_str().unwrap_or("message").to_string();
-                if tx.send(Ok(Event::default().event(kind).data(event.to_string()))).await.is_err() {
-                    return;
-                }
-                sent += 1;
-            }
-            // The log's sender goes when a resumed run replaces it: nothing more comes here.
-            if ended || log.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+    Ok(event_stream(&state, &run, first_unseen(&headers), json_event))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct GoldQuery {
     /// Evaluator-set version; default the latest.
-    set: Option<u32>,
+    pub(crate) set: Option<u32>,
 }
 
 #[derive(Serialize)]
 pub(crate) struct GoldList {
     set: u32,
-    gold: Vec<GoldOutput>,
+    gold: Vec<GoldView>,
+}
+
+/// A gold output with the key and input of its item.
+#[derive(Serialize)]
+struct GoldView {
+    #[serde(flatten)]
+    gold: GoldOutput,
+    item_key: String,
+    input: String,
+}
+
+pub(crate) fn gold_list(store: &Store, name: &str, query: &GoldQuery) -> Result<GoldList, ApiError> {
+    let project = store.project_by_name(name)?;
+    let set = store.set_version_or_latest(&project, query.set)?;
+    let gold = store
+        .gold_outputs(set.id)?
+        .into_iter()
+        .map(|gold| {
+            let item = store.item(gold.found.item)?;
+            Ok(GoldView { gold, item_key: item.fields.key, input: item.fields.input })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(GoldList { set: set.number, gold })
 }
 
 pub(crate) async fn list_gold(State(state): State<AppState>, ApiPath(name): ApiPath<String>, ApiQuery(query): ApiQuery<GoldQuery>) -> Result<Json<GoldList>, ApiError> {
-    let list = with_store(&state, move |store| {
-        let project = store.project_by_name(&name)?;
-        let set = store.set_version_or_latest(&project, query.set)?;
-        Ok(GoldList { set: set.number, gold: store.gold_outputs(set.id)? })
-    })
-    .await?;
-    Ok(Json(list))
+    Ok(Json(with_store(&state, move |store| gold_list(store, &name, &query)).await?))
 }
 
 #[derive(Deserialize)]
 pub(crate) struct CritiqueRequest {
     /// What is wrong with the output, in the expert's words.
-    note: String,
+    pub(crate) note: String,
     #[serde(default)]
-    seed: u64,
+    pub(crate) seed: u64,
+}
+
+/// The expert rejects a gold output: `POST /v1/.../gold/{id}/critique` and the workbench's box.
+pub(crate) fn critique_output(store: &mut Store, backends: &Backends, name: &str, id: i64, req: &CritiqueRequest) -> Result<Critique, ApiError> {
+    let project = store.project_by_name(name)?;
+    Ok(critique(store, backends, &project, GoldOutputId(id), &req.note, req.seed)?)
 }
 
 pub(crate) async fn critique_gold(State(state): State<AppState>, ApiPath((name, id)): ApiPath<(String, i64)>, ApiJson(req): ApiJson<CritiqueRequest>) -> Result<Json<Critique>, ApiError> {
-    let done = waited_for(&state, move |store, backends| {
-        let project = store.project_by_name(&name)?;
-        Ok(critique(store, backends, &project, GoldOutputId(id), &req.note, req.seed)?)
-    })
-    .await?;
-    Ok(Json(done))
+    Ok(Json(waited_for(&state, move |store, backends| critique_output(store, backends, &name, id, &req)).await?))
 }

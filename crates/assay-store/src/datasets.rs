@@ -142,6 +142,23 @@ impl Store {
         Ok(rows)
     }
 
+    /// One page of the dataset's items in file order: those whose key, input or output contain
+    /// `search` (case-insensitive for ASCII) when given, from `offset`, at most `limit`; and how
+    /// many match in all. The database pages, so a large dataset is never read whole.
+    pub fn items_page(&self, dataset: DatasetId, search: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<Item>, usize)> {
+        let pattern = search.filter(|s| !s.is_empty()).map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        const MATCHES: &str = "dataset_id = ?1 AND (?2 IS NULL OR key LIKE ?2 ESCAPE '\\' OR input LIKE ?2 ESCAPE '\\' OR output LIKE ?2 ESCAPE '\\')";
+        let total: usize = self.conn.query_row(&format!("SELECT count(*) FROM items WHERE {MATCHES}"), params![dataset, pattern], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE {MATCHES} ORDER BY id LIMIT ?3 OFFSET ?4"))?;
+        let rows = stmt.query_map(params![dataset, pattern, limit as i64, offset as i64], item_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok((rows, total))
+    }
+
+    /// The item of the dataset with this key.
+    pub fn item_by_key(&self, dataset: DatasetId, key: &str) -> Result<Item> {
+        self.conn.query_row(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE dataset_id = ?1 AND key = ?2"), params![dataset, key], item_from_row).or_not_found(|| format!("item '{key}'"))
+    }
+
     pub fn item(&self, id: ItemId) -> Result<Item> {
         self.conn.query_row(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ?1"), [id], item_from_row).or_not_found(|| format!("item {id}"))
     }
@@ -152,6 +169,25 @@ mod tests {
     use crate::test_support::*;
     use crate::{NewItem, StoreError};
     use serde_json::json;
+
+    #[test]
+    fn items_are_paged_and_searched_in_the_database() {
+        let (_dir, mut store) = temp_store();
+        let p = project(&mut store, "p");
+        let items: Vec<NewItem> = (0..25).map(|i| item(&format!("k{i:02}"), Some(if i % 5 == 0 { "has 50%_off" } else { "plain" }))).collect();
+        let d = store.import_dataset(p.id, "d", "", &items).unwrap();
+        let (page, total) = store.items_page(d.id, None, 10, 10).unwrap();
+        assert_eq!((total, page.len(), page[0].fields.key.as_str()), (25, 10, "k10"));
+        let (last, _) = store.items_page(d.id, None, 20, 10).unwrap();
+        assert_eq!(last.len(), 5);
+        // LIKE's wildcards in the search are literal.
+        let (found, total) = store.items_page(d.id, Some("50%_O"), 0, 10).unwrap();
+        assert_eq!((total, found.len()), (5, 5));
+        assert_eq!(store.items_page(d.id, Some("%"), 0, 10).unwrap().1, 5);
+        assert_eq!(store.items_page(d.id, Some("K2"), 0, 10).unwrap().1, 5);
+        assert_eq!(store.item_by_key(d.id, "k07").unwrap().fields.key, "k07");
+        assert!(matches!(store.item_by_key(d.id, "nope"), Err(StoreError::NotFound { .. })));
+    }
 
     #[test]
     fn items_round_trip_in_order() {

@@ -18,6 +18,12 @@ pub struct CheckLabel {
     pub verdict: Verdict,
     #[serde(default)]
     pub note: String,
+    /// Who gave it (a reviewer name); empty when not said.
+    #[serde(default)]
+    pub rater: String,
+    /// When it was set; empty until stored.
+    #[serde(default)]
+    pub created_at: String,
 }
 
 /// The expert's score of a whole output; setting it again replaces it.
@@ -55,6 +61,9 @@ pub struct NewQuestion {
 pub struct Ruling {
     pub text: String,
     pub created_at: String,
+    /// Who gave it (a reviewer name); empty when not said.
+    #[serde(default)]
+    pub rater: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,10 +78,10 @@ pub struct Question {
 }
 
 /// Sets a check label, replacing an earlier one of the same (item, check).
-const UPSERT_CHECK_LABEL: &str = "INSERT INTO check_labels (item_id, check_key, verdict, note) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, created_at = excluded.created_at";
+const UPSERT_CHECK_LABEL: &str = "INSERT INTO check_labels (item_id, check_key, verdict, note, rater) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (item_id, check_key) DO UPDATE SET verdict = excluded.verdict, note = excluded.note, rater = excluded.rater, created_at = excluded.created_at";
 
-const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at, q.proposed_check";
+const QUESTION_COLUMNS: &str = "q.id, q.project_id, q.item_id, q.check_key, q.why, q.options, q.status, q.created_at, r.text, r.created_at, q.proposed_check, r.rater";
 
 fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
     let ruling_text: Option<String> = r.get(8)?;
@@ -91,8 +100,12 @@ fn question_from_row(r: &Row) -> rusqlite::Result<Question> {
         },
         status: r.get(6)?,
         created_at: r.get(7)?,
-        ruling: ruling_text.map(|text| r.get(9).map(|created_at| Ruling { text, created_at })).transpose()?,
+        ruling: ruling_text.map(|text| Ok::<_, rusqlite::Error>(Ruling { text, created_at: r.get(9)?, rater: r.get(11)? })).transpose()?,
     })
+}
+
+fn check_label_from_row(r: &Row) -> rusqlite::Result<CheckLabel> {
+    Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)?, rater: r.get(4)?, created_at: r.get(5)? })
 }
 
 /// Inserts one question inside the caller's transaction.
@@ -114,7 +127,7 @@ impl Store {
         {
             let mut upsert = tx.prepare(UPSERT_CHECK_LABEL)?;
             for l in labels {
-                upsert.execute(params![l.item, l.check, verdict_text(l.verdict), l.note]).map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
+                upsert.execute(params![l.item, l.check, verdict_text(l.verdict), l.note, l.rater]).map_err(|e| foreign_key_error(e, || format!("item {}", l.item)))?;
             }
         }
         tx.commit()?;
@@ -143,11 +156,23 @@ impl Store {
     /// The check labels of the dataset's items, by item then check id.
     pub fn check_labels(&self, dataset: DatasetId) -> Result<Vec<CheckLabel>> {
         let mut stmt = self.conn.prepare(
-            "SELECT l.item_id, l.check_key, l.verdict, l.note FROM check_labels l JOIN items i ON i.id = l.item_id
+            "SELECT l.item_id, l.check_key, l.verdict, l.note, l.rater, l.created_at FROM check_labels l JOIN items i ON i.id = l.item_id
              WHERE i.dataset_id = ?1 ORDER BY l.item_id, l.check_key",
         )?;
-        let rows = stmt.query_map([dataset], |r| Ok(CheckLabel { item: r.get(0)?, check: r.get(1)?, verdict: verdict_column(r, 2)?, note: r.get(3)? }))?.collect::<rusqlite::Result<_>>()?;
+        let rows = stmt.query_map([dataset], check_label_from_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// The labels of one item, by check id.
+    pub fn item_check_labels(&self, item: ItemId) -> Result<Vec<CheckLabel>> {
+        let mut stmt = self.conn.prepare("SELECT item_id, check_key, verdict, note, rater, created_at FROM check_labels WHERE item_id = ?1 ORDER BY check_key")?;
+        let rows = stmt.query_map([item], check_label_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Removes the expert's label of `check` on `item` (an undo); whether there was one.
+    pub fn delete_check_label(&mut self, item: ItemId, check: &str) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM check_labels WHERE item_id = ?1 AND check_key = ?2", params![item, check])? > 0)
     }
 
     pub fn score_labels(&self, dataset: DatasetId) -> Result<Vec<ScoreLabel>> {
@@ -188,13 +213,30 @@ impl Store {
 
     /// Records the expert's ruling on an open question; a question is answered once.
     pub fn answer_question(&mut self, id: QuestionId, ruling: &str) -> Result<Question> {
-        self.answer_question_with_label(id, ruling, None)
+        self.answer_question_with_label(id, ruling, None, "")
+    }
+
+    /// Takes back the ruling on a question (an undo), which is open again. The label its answer
+    /// recorded, if any, stays: labels have their own undo.
+    pub fn reopen_question(&mut self, id: QuestionId) -> Result<Question> {
+        let tx = self.conn.transaction()?;
+        let status: Option<QuestionStatus> = tx.query_row("SELECT status FROM questions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match status {
+            None => return Err(StoreError::not_found(format!("question {id}"))),
+            Some(QuestionStatus::Open) => return Err(StoreError::Conflict(format!("question {id} is not answered"))),
+            Some(QuestionStatus::Answered) => {}
+        }
+        tx.execute("DELETE FROM rulings WHERE question_id = ?1", [id])?;
+        tx.execute("UPDATE questions SET status = 'open' WHERE id = ?1", [id])?;
+        tx.commit()?;
+        self.question(id)
     }
 
     /// Records the expert's ruling on an open question and, when `label` is given, that
     /// verdict as the expert's label of the question's check on its item (with the ruling as
-    /// its note), in one transaction. A label needs a question about one check on one item.
-    pub fn answer_question_with_label(&mut self, id: QuestionId, ruling: &str, label: Option<Verdict>) -> Result<Question> {
+    /// its note), in one transaction, both recorded as given by `rater`. A label needs a
+    /// question about one check on one item.
+    pub fn answer_question_with_label(&mut self, id: QuestionId, ruling: &str, label: Option<Verdict>, rater: &str) -> Result<Question> {
         if ruling.trim().is_empty() {
             return Err(StoreError::Invalid("a ruling cannot be blank".into()));
         }
@@ -206,13 +248,13 @@ impl Store {
             Some((QuestionStatus::Answered, ..)) => return Err(StoreError::Conflict(format!("question {id} is already answered"))),
             Some((QuestionStatus::Open, item, check)) => (item, check),
         };
-        tx.execute("INSERT INTO rulings (question_id, text) VALUES (?1, ?2)", params![id, ruling])?;
+        tx.execute("INSERT INTO rulings (question_id, text, rater) VALUES (?1, ?2, ?3)", params![id, ruling, rater])?;
         tx.execute("UPDATE questions SET status = 'answered' WHERE id = ?1", [id])?;
         if let Some(verdict) = label {
             let (Some(item), Some(check)) = (item, check) else {
                 return Err(StoreError::Invalid(format!("question {id} is not about one check on one item, so a label cannot apply")));
             };
-            tx.execute(UPSERT_CHECK_LABEL, params![item, check, verdict_text(verdict), ruling])?;
+            tx.execute(UPSERT_CHECK_LABEL, params![item, check, verdict_text(verdict), ruling, rater])?;
         }
         tx.commit()?;
         self.question(id)
@@ -230,10 +272,16 @@ mod tests {
         let p = project(&mut store, "p");
         let d = store.import_dataset(p.id, "d", "", &[item("a", Some("x")), item("b", Some("y"))]).unwrap();
         let items = store.items(d.id).unwrap();
-        let label = |i: usize, check: &str, verdict| CheckLabel { item: items[i].id, check: check.into(), verdict, note: String::new() };
+        let label = |i: usize, check: &str, verdict| CheckLabel { item: items[i].id, check: check.into(), verdict, note: String::new(), rater: "ana".into(), created_at: String::new() };
         store.set_check_labels(&[label(0, "k", Verdict::Pass), label(1, "k", Verdict::Fail)]).unwrap();
         store.set_check_labels(&[label(0, "k", Verdict::Fail)]).unwrap();
-        assert_eq!(store.check_labels(d.id).unwrap(), vec![label(0, "k", Verdict::Fail), label(1, "k", Verdict::Fail)]);
+        let stored = |labels: Vec<CheckLabel>| labels.into_iter().map(|l| (l.created_at.is_empty(), CheckLabel { created_at: String::new(), ..l })).collect::<Vec<_>>();
+        assert_eq!(stored(store.check_labels(d.id).unwrap()), vec![(false, label(0, "k", Verdict::Fail)), (false, label(1, "k", Verdict::Fail))]);
+        // An undo removes one label; a second undo of the same finds nothing.
+        assert!(store.delete_check_label(items[1].id, "k").unwrap());
+        assert!(!store.delete_check_label(items[1].id, "k").unwrap());
+        assert_eq!(stored(store.item_check_labels(items[0].id).unwrap()), vec![(false, label(0, "k", Verdict::Fail))]);
+        store.set_check_labels(&[label(1, "k", Verdict::Fail)]).unwrap();
         assert!(matches!(store.set_check_labels(&[label(0, "j", Verdict::Pass), CheckLabel { item: ItemId(999), ..label(0, "k", Verdict::Pass) }]), Err(StoreError::NotFound { .. })));
         assert_eq!(store.check_labels(d.id).unwrap().len(), 2, "the failed batch added nothing");
         store.set_score_labels(&[ScoreLabel { item: items[1].id, score: 3.0, note: "weak".into() }]).unwrap();
@@ -264,13 +312,20 @@ mod tests {
         assert!(matches!(store.answer_question(ids[1], " "), Err(StoreError::Invalid(_))));
         assert!(matches!(store.answer_question(QuestionId(99), "x"), Err(StoreError::NotFound { .. })));
         // A label needs a question about one check on one item; refused, nothing is recorded.
-        assert!(matches!(store.answer_question_with_label(ids[1], "they do", Some(Verdict::Pass)), Err(StoreError::Invalid(_))));
+        assert!(matches!(store.answer_question_with_label(ids[1], "they do", Some(Verdict::Pass), "ana"), Err(StoreError::Invalid(_))));
         let open = store.questions(p.id, Some(QuestionStatus::Open)).unwrap();
         assert_eq!((open.len(), open[0].id, open[0].ruling.is_none()), (1, ids[1], true));
         assert_eq!(store.questions(p.id, None).unwrap().len(), 2);
         let about_pair = NewQuestion { item: Some(item_id), check: Some("k".into()), why: "p_pass 0.49".into(), ..Default::default() };
         let id = store.add_questions(p.id, &[about_pair]).unwrap()[0];
-        store.answer_question_with_label(id, "it passes", Some(Verdict::Pass)).unwrap();
-        assert_eq!(store.check_labels(d.id).unwrap(), vec![CheckLabel { item: item_id, check: "k".into(), verdict: Verdict::Pass, note: "it passes".into() }]);
+        let answered = store.answer_question_with_label(id, "it passes", Some(Verdict::Pass), "ana").unwrap();
+        assert_eq!(answered.ruling.unwrap().rater, "ana");
+        let labels = store.check_labels(d.id).unwrap();
+        assert_eq!(labels, vec![CheckLabel { item: item_id, check: "k".into(), verdict: Verdict::Pass, note: "it passes".into(), rater: "ana".into(), created_at: labels[0].created_at.clone() }]);
+        // Undone, the question is open again and can be answered anew; twice is a conflict.
+        let reopened = store.reopen_question(id).unwrap();
+        assert_eq!((reopened.status, reopened.ruling), (QuestionStatus::Open, None));
+        assert!(matches!(store.reopen_question(id), Err(StoreError::Conflict(_))));
+        assert_eq!(store.answer_question(id, "it fails").unwrap().ruling.unwrap().text, "it fails");
     }
 }

@@ -112,6 +112,11 @@ fn reference_recovery(backends: &Backends, config: &ProjectConfig, set: &SetVers
     Ok(Some(ReferenceRecovery { statements: statements.len(), recovered, similarity: RECOVERED_SIMILARITY }))
 }
 
+/// Of the judge runs `wanted` keeps, the latest finished one, else the latest of any status.
+pub fn latest_judge_run(runs: &[Run], wanted: impl Fn(&Run) -> bool) -> Option<&Run> {
+    runs.iter().filter(|r| r.kind == RunKind::Judge && wanted(r)).max_by_key(|r| (r.status == RunStatus::Done, r.id.0))
+}
+
 /// The judge run a report reads: `run` if given (it must judge `set`), else the set's latest
 /// finished judge run, else its latest judge run of any status.
 pub fn report_run(store: &Store, project: &Project, set: &SetVersion, run: Option<RunId>) -> Result<Run> {
@@ -122,8 +127,7 @@ pub fn report_run(store: &Store, project: &Project, set: &SetVersion, run: Optio
         }
         return Ok(run);
     }
-    let runs: Vec<Run> = store.runs(project.id)?.into_iter().filter(|r| r.kind == RunKind::Judge && r.set_version == Some(set.id)).collect();
-    runs.iter().rev().find(|r| r.status == RunStatus::Done).or(runs.last()).cloned().ok_or_else(|| {
+    latest_judge_run(&store.runs(project.id)?, |r| r.set_version == Some(set.id)).cloned().ok_or_else(|| {
         assay_store::StoreError::NoneYet(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number))
             .into()
     })

@@ -156,7 +156,7 @@ pub(crate) async fn events(State(state): State<AppState>, ApiPath(id): ApiPath<i
     Ok(event_stream(&state, &run, first_unseen(&headers), json_event))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(crate) struct GoldQuery {
     /// Evaluator-set version; default the latest.
     pub(crate) set: Option<u32>,

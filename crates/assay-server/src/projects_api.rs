@@ -15,10 +15,10 @@ use assay_core::{EvaluatorSet, Judgment, Verdict};
 use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::preview::{preview_ruling, RulingPreview};
 use assay_pipeline::refine::{refine, RefineReport};
-use assay_pipeline::report::{report, report_run, SetReport};
+use assay_pipeline::report::{latest_judge_run, report, report_run, SetReport};
 use assay_pipeline::{run_discovery, run_judging, start_discovery, start_judge_run, Backends, DiscoverOptions, ProjectConfig, DEFAULT_CHUNK_ITEMS};
 use assay_store::dataset_file::{read_items, DatasetFileError, FieldMap, Format};
-use assay_store::{CheckLabel, ConfigOrigin, Dataset, Item, ItemId, NewItem, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, RunKind, RunStatus, SetDiff, SetVersion, Store};
+use assay_store::{CheckLabel, ConfigOrigin, Dataset, Item, ItemId, NewItem, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, RunStatus, SetDiff, SetVersion, Store};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -211,7 +211,7 @@ pub(crate) async fn store_dataset(state: &AppState, project: String, dataset: St
 const ITEMS_PER_PAGE: usize = 50;
 const MAX_PER_PAGE: usize = 500;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(crate) struct ItemsQuery {
     /// Only items whose key, input or output contain this text.
     #[serde(default)]
@@ -269,8 +269,7 @@ pub(crate) fn item_detail(store: &Store, name: &str, dataset: &str, key: &str) -
     let dataset = store.dataset_or_latest(&project, Some(dataset))?;
     let item = store.item_by_key(dataset.id, key)?;
     let runs = store.runs(project.id)?;
-    let latest = runs.iter().rev().filter(|r| r.kind == RunKind::Judge && r.dataset == Some(dataset.id)).max_by_key(|r| (r.status == RunStatus::Done, r.id.0));
-    let (run, set, judgments) = match latest {
+    let (run, set, judgments) = match latest_judge_run(&runs, |r| r.dataset == Some(dataset.id)) {
         Some(r) => {
             let set = r.set_version.map(|v| store.set_version_by_id(v)).transpose()?.map(|v| v.number);
             (Some(r.id.0), set, store.judgments(r.id)?.into_iter().filter(|j| j.item_id == item.fields.key).collect())
@@ -364,20 +363,14 @@ pub(crate) fn set_diff(store: &Store, name: &str, from: u32, to: u32) -> Result<
     }
     // The latest judge run of each version, on the dataset the newer one was judged on.
     let runs = store.runs(project.id)?;
-    let latest = |v: &SetVersion, dataset: Option<assay_store::DatasetId>| {
-        runs.iter()
-            .rev()
-            .filter(|r| r.kind == RunKind::Judge && r.set_version == Some(v.id) && (dataset.is_none() || r.dataset == dataset))
-            .max_by_key(|r| (r.status == RunStatus::Done, r.id.0))
-            .cloned()
-    };
-    let run_b = latest(&b, None);
-    let run_a = run_b.as_ref().and_then(|r| latest(&a, r.dataset));
+    let run_b = latest_judge_run(&runs, |r| r.set_version == Some(b.id));
+    let run_a = run_b.and_then(|rb| latest_judge_run(&runs, |r| r.set_version == Some(a.id) && r.dataset == rb.dataset));
     let (mut verdicts_changed, mut kappas) = (Vec::new(), [(None, 0), (None, 0)]);
-    if let (Some(ra), Some(rb)) = (&run_a, &run_b) {
+    if let (Some(ra), Some(rb)) = (run_a, run_b) {
         let dataset = rb.dataset.ok_or_else(|| ApiError::Internal(format!("run {} has no dataset", rb.id)))?;
         let keys: HashMap<ItemId, String> = store.items(dataset)?.into_iter().map(|i| (i.id, i.fields.key)).collect();
-        let labels: HashMap<(String, String), Verdict> = store.check_labels(dataset)?.into_iter().filter_map(|l| Some(((keys.get(&l.item)?.clone(), l.check), l.verdict))).collect();
+        let check_labels = store.check_labels(dataset)?;
+        let labels: HashMap<(&str, &str), Verdict> = check_labels.iter().filter_map(|l| Some(((keys.get(&l.item)?.as_str(), l.check.as_str()), l.verdict))).collect();
         let (ja, jb) = (store.judgments(ra.id)?, store.judgments(rb.id)?);
         let before: HashMap<(&str, &str), Verdict> = ja.iter().map(|j| ((j.item_id.as_str(), j.check_id.as_str()), j.verdict)).collect();
         for j in &jb {
@@ -389,7 +382,7 @@ pub(crate) fn set_diff(store: &Store, name: &str, from: u32, to: u32) -> Result<
         }
         for (slot, judgments) in kappas.iter_mut().zip([&ja, &jb]) {
             let (judge, expert): (Vec<bool>, Vec<bool>) =
-                judgments.iter().filter_map(|j| Some((j.verdict == Verdict::Pass, *labels.get(&(j.item_id.clone(), j.check_id.clone()))? == Verdict::Pass))).unzip();
+                judgments.iter().filter_map(|j| Some((j.verdict == Verdict::Pass, *labels.get(&(j.item_id.as_str(), j.check_id.as_str()))? == Verdict::Pass))).unzip();
             *slot = (assay_core::metrics::cohen_kappa(&judge, &expert), judge.len());
         }
     }
@@ -411,7 +404,7 @@ pub(crate) struct StartedRun {
     resumed: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(crate) struct Discover {
     /// Default: the project's most recent dataset.
     pub(crate) dataset: Option<String>,
@@ -441,7 +434,7 @@ pub(crate) async fn start_discovery_run(state: &AppState, name: String, req: Dis
     .await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(crate) struct StartJudgeRun {
     /// Evaluator-set version; default the latest.
     pub(crate) set: Option<u32>,
@@ -545,7 +538,7 @@ pub(crate) async fn run_events(State(state): State<AppState>, ApiPath((name, id)
 
 // ---- reports, the expert's questions and labels, refinement ----
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize)]
 pub(crate) struct ReportQuery {
     /// Default: the latest version.
     pub(crate) set: Option<u32>,
@@ -809,7 +802,7 @@ pub(crate) enum ReviewFilter {
     Near,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct ReviewQuery {
     /// Only this check's pairs.
     #[serde(default, deserialize_with = "empty_as_none")]
@@ -863,16 +856,17 @@ pub(crate) fn review_queue(store: &Store, name: &str, query: &ReviewQuery) -> Re
     let run = report_run(store, &project, &set, None)?;
     let dataset = store.dataset(run.dataset.ok_or_else(|| ApiError::Internal(format!("run {} has no dataset", run.id)))?)?;
     let items: HashMap<String, Item> = store.items(dataset.id)?.into_iter().map(|i| (i.fields.key.clone(), i)).collect();
-    let mut labels: HashMap<(ItemId, String), CheckLabel> = store.check_labels(dataset.id)?.into_iter().map(|l| ((l.item, l.check.clone()), l)).collect();
+    let check_labels = store.check_labels(dataset.id)?;
+    let labels: HashMap<(ItemId, &str), &CheckLabel> = check_labels.iter().map(|l| ((l.item, l.check.as_str()), l)).collect();
     let checks: HashMap<&str, (usize, &assay_core::Check)> = set.set.checks.iter().enumerate().map(|(n, c)| (c.id.as_str(), (n, c))).collect();
     let mut judged: Vec<(ItemId, usize, Judgment)> = store.judgments(run.id)?.into_iter().filter_map(|j| Some((items.get(&j.item_id)?.id, checks.get(j.check_id.as_str())?.0, j))).collect();
     judged.sort_by_key(|(item, check, _)| (item.0, *check));
     let pairs = judged.len();
-    let labelled = judged.iter().filter(|(item, _, j)| labels.contains_key(&(*item, j.check_id.clone()))).count();
+    let labelled = judged.iter().filter(|(item, _, j)| labels.contains_key(&(*item, j.check_id.as_str()))).count();
     let kept: Vec<(ItemId, Judgment)> = judged
         .into_iter()
         .filter(|(item, _, j)| {
-            let label = labels.get(&(*item, j.check_id.clone()));
+            let label = labels.get(&(*item, j.check_id.as_str()));
             query.check.as_ref().is_none_or(|c| *c == j.check_id)
                 && match query.filter {
                     ReviewFilter::All => true,
@@ -887,7 +881,7 @@ pub(crate) fn review_queue(store: &Store, name: &str, query: &ReviewQuery) -> Re
     let total = kept.len();
     let position = query.i.unwrap_or(1).clamp(1, total.max(1)).min(total);
     let pair = (position > 0).then(|| kept.into_iter().nth(position - 1)).flatten().map(|(item, judgment)| {
-        let label = labels.remove(&(item, judgment.check_id.clone()));
+        let label = labels.get(&(item, judgment.check_id.as_str())).map(|l| (*l).clone());
         let check = checks[judgment.check_id.as_str()].1.clone();
         ReviewPair { item: items[&judgment.item_id].clone(), check, judgment, label }
     });
@@ -938,7 +932,7 @@ pub(crate) async fn delete_label(State(state): State<AppState>, ApiPath(name): A
     Ok(Json(with_store(&state, move |store| remove_label(store, &name, &req)).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(crate) struct Refine {
     /// Default: the latest version.
     pub(crate) set: Option<u32>,

@@ -2,7 +2,7 @@
 //! function, and answers with a redirect to the page that shows the result (post/redirect/get),
 //! or the form again with what was wrong.
 
-use super::pages::{question_page, safe_next, LoginView, UploadView};
+use super::pages::{question_page, safe_next, Draft, LoginView, UploadView};
 use super::{page, percent_encode, reviewer, see_other, set_cookie, Frame, UiError, REVIEWER_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::limits::JudgeOptionsRequest;
@@ -175,11 +175,8 @@ pub(crate) async fn answer(State(state): State<AppState>, headers: HeaderMap, Ap
     match saved {
         Ok(detail) => Ok(see_other(&detail.next_question().map_or(format!("/ui/p/{project}/questions"), |n| format!("/ui/p/{project}/questions/{n}")))),
         Err(e) if e.status() == StatusCode::BAD_REQUEST => {
-            let status = e.status();
-            question_page(&state, &headers, project, id, form.ruling, form.label, None, status).await.map(|mut r| {
-                r.headers_mut().insert("x-assay-error", header::HeaderValue::from_str(&e.to_string().replace(['\r', '\n'], " ")).unwrap_or(header::HeaderValue::from_static("invalid")));
-                r
-            })
+            let draft = Draft { ruling: form.ruling, label: form.label, preview: None, error: Some(e.to_string()) };
+            question_page(&state, &headers, project, id, draft, StatusCode::BAD_REQUEST).await
         }
         Err(e) => Err(e.into()),
     }
@@ -190,7 +187,7 @@ pub(crate) async fn preview(State(state): State<AppState>, headers: HeaderMap, A
     let req = PreviewRuling { ruling: form.ruling.clone(), label: verdict(&form.label)? };
     let name = project.clone();
     let preview = waited_for(&state, move |store, backends| ruling_preview(store, backends, &name, id, &req)).await?;
-    question_page(&state, &headers, project, id, form.ruling, form.label, Some(preview), StatusCode::OK).await
+    question_page(&state, &headers, project, id, Draft { ruling: form.ruling, label: form.label, preview: Some(preview), error: None }, StatusCode::OK).await
 }
 
 pub(crate) async fn reopen(State(state): State<AppState>, ApiPath((project, id)): ApiPath<(String, i64)>) -> Action {

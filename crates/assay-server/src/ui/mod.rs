@@ -124,8 +124,7 @@ fn environment() -> &'static Environment<'static> {
                 format!("{}…", v.chars().take(n).collect::<String>())
             }
         });
-        // A URL path segment or query value: everything but unreserved characters escaped.
-        env.add_filter("urlencode", |v: String| v.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>());
+        env.add_filter("urlencode", |v: String| escape_url(&v, b""));
         env.add_global("version", env!("CARGO_PKG_VERSION"));
         env.add_global("css", concat!("/ui/static/ui-", env!("CARGO_PKG_VERSION"), ".css"));
         env.add_global("js", concat!("/ui/static/ui-", env!("CARGO_PKG_VERSION"), ".js"));
@@ -263,8 +262,14 @@ pub(crate) fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> Heade
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}")).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// A path (slashes kept) or query value, escaped for a URL.
 pub(crate) fn percent_encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    escape_url(s, b"/")
+}
+
+/// Every byte but unreserved characters and `keep` as `%XX`.
+fn escape_url(s: &str, keep: &[u8]) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 fn percent_decode(s: &str) -> String {

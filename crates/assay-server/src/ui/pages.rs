@@ -123,12 +123,6 @@ impl RunStatusView {
                 self.done = event["done"].as_u64().unwrap_or(0);
                 self.total = event["total"].as_u64().unwrap_or(0);
             }
-            Some("gold") => {
-                self.status = "running".into();
-                self.stage = Some("optimising".into());
-                self.done = event["stored"].as_u64().unwrap_or(self.done);
-                self.total = event["items"].as_u64().unwrap_or(self.total);
-            }
             _ => {}
         }
         self
@@ -254,27 +248,29 @@ pub(crate) struct QuestionPage {
     pub draft: String,
     pub draft_label: String,
     pub preview: Option<assay_pipeline::preview::RulingPreview>,
+    /// Why the draft was not saved.
+    pub error: Option<String>,
 }
 
 pub(crate) async fn question(State(state): State<AppState>, headers: HeaderMap, ApiPath((name, id)): ApiPath<(String, i64)>) -> Page {
-    question_page(&state, &headers, name, id, String::new(), String::new(), None, StatusCode::OK).await
+    question_page(&state, &headers, name, id, Draft::default(), StatusCode::OK).await
 }
 
-#[allow(clippy::too_many_arguments)] // the page's parts, each from the form that asked for it
-pub(crate) async fn question_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    name: String,
-    id: i64,
-    draft: String,
-    draft_label: String,
-    preview: Option<assay_pipeline::preview::RulingPreview>,
-    status: StatusCode,
-) -> Page {
+/// What the expert wrote on the question page, shown again with a preview or an error.
+#[derive(Default)]
+pub(crate) struct Draft {
+    pub ruling: String,
+    pub label: String,
+    pub preview: Option<assay_pipeline::preview::RulingPreview>,
+    pub error: Option<String>,
+}
+
+pub(crate) async fn question_page(state: &AppState, headers: &HeaderMap, name: String, id: i64, draft: Draft, status: StatusCode) -> Page {
     let frame = Frame::new(state, headers, format!("Question {id} · {name}"), Some(&name), Some(format!("/v1/projects/{name}/questions/{id}")));
     let project = name.clone();
     let question = with_store(state, move |store| question_detail(store, &name, id)).await?;
-    page("question.html", frame, QuestionPage { question, project, draft, draft_label, preview }, status)
+    let view = QuestionPage { question, project, draft: draft.ruling, draft_label: draft.label, preview: draft.preview, error: draft.error };
+    page("question.html", frame, view, status)
 }
 
 pub(crate) async fn review(State(state): State<AppState>, headers: HeaderMap, ApiPath(name): ApiPath<String>, ApiQuery(query): ApiQuery<ReviewQuery>) -> Page {

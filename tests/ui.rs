@@ -206,6 +206,26 @@ async fn the_expert_journey_in_a_browser() {
     // Before the queue, the only labels were those the answers gave, also Dr Ada's.
     assert_eq!((mine.len(), labels["labels"].as_array().unwrap().len()), (labelled_before + 5, labelled_before + 5), "{labels}");
 
+    // The report's confusion matrix: each cell opens the review queue on its pairs.
+    b.goto(&format!("{}/ui/p/ife/report", server.base)).await;
+    let cell = b.wait_for("table.confusion a", RUN).await;
+    let count: usize = cell.text().await.unwrap().parse().unwrap();
+    cell.click().await.unwrap();
+    b.wait_for("#cell", WAIT).await;
+    let shown = b.text("#position").await;
+    assert!(if count == 0 { shown.starts_with("Nothing") } else { shown.starts_with(&format!("1 of {count}")) }, "{shown} for a cell of {count}");
+    b.shot("confusion-cell").await;
+
+    // An item, a version and a check page, each with its JSON twin.
+    let (_, detail) = api(&server, "GET", "/v1/projects/ife", None);
+    let dataset = detail["datasets"][0]["name"].as_str().unwrap().to_string();
+    let (_, page1) = api(&server, "GET", &format!("/v1/projects/ife/datasets/{dataset}/items?per_page=2"), None);
+    let key = page1["items"][0]["key"].as_str().unwrap().to_string();
+    b.goto(&format!("{}/ui/p/ife/data/{dataset}/items/{key}", server.base)).await;
+    b.wait_for_text("h1", &key, WAIT).await;
+    b.goto(&format!("{}/ui/p/ife/sets/1", server.base)).await;
+    b.wait_for_text("h1", "v1", WAIT).await;
+
     // A ruling previewed, then saved.
     let (_, open) = api(&server, "GET", "/v1/projects/ife/questions", None);
     let about_pair = open["questions"].as_array().unwrap().iter().find(|q| q["item_key"].is_string() && q["check"].is_string()).cloned().expect("an open question about one pair");
@@ -229,6 +249,20 @@ async fn the_expert_journey_in_a_browser() {
     assert!(b.exists(".word-diff ins").await, "the rulings show as inserted words");
     b.shot("diff").await;
 
+    // A check's page: where it comes from; "drop this check" goes through refine.
+    let (_, v2) = api(&server, "GET", "/v1/projects/ife/sets/2", None);
+    assert!(v2["set"]["checks"].as_array().unwrap().len() >= 2, "discovery wrote several checks: {v2}");
+    let dropped = v2["set"]["checks"][0]["id"].as_str().unwrap().to_string();
+    b.goto(&format!("{}/ui/p/ife/sets/2/checks/{dropped}", server.base)).await;
+    let (_, check) = api(&server, "GET", &format!("/v1/projects/ife/sets/2/checks/{dropped}"), None);
+    let origin = b.text("#origin").await;
+    assert_eq!(origin.starts_with("Written from error cluster"), check["origin"].is_object(), "{origin} / {}", check["origin"]);
+    b.shot("check").await;
+    b.fill("#check-why", "it repeats another check").await;
+    b.click("#drop").await;
+    b.wait_for_text("h1", "v2 → v3", RUN).await;
+    assert!(b.text("main").await.contains(&format!("− {dropped}")), "the check is removed");
+
     // Optimise, then critique a gold output; a proposed check is adopted by answering its question.
     b.goto(&format!("{}/ui/p/ife", server.base)).await;
     b.execute("document.querySelector('details').open = true; return true;", vec![]).await;
@@ -245,10 +279,10 @@ async fn the_expert_journey_in_a_browser() {
         b.click("#save").await;
         b.goto(&format!("{}/ui/p/ife", server.base)).await;
         b.click("#refine").await;
-        b.wait_for_text("h1", "→ v3", RUN).await;
+        b.wait_for_text("h1", "v3 → v4", RUN).await;
         assert!(b.text("main").await.contains("Added"), "the proposed check is in v3");
     } else {
-        let (_, gold) = api(&server, "GET", "/v1/projects/ife/gold?set=2", None);
+        let (_, gold) = api(&server, "GET", "/v1/projects/ife/gold", None);
         assert!(gold["gold"].as_array().unwrap().iter().any(|g| g["status"] == "rejected"), "{gold}");
     }
     b.close().await;

@@ -17,15 +17,19 @@ pub struct Agreement {
     pub fail_precision: Option<f64>,
     /// Of the expert's FAILs, the fraction the judge also failed; `None` if the expert never failed.
     pub fail_recall: Option<f64>,
+    /// The pairs behind the numbers.
+    pub confusion: Confusion,
 }
 
 /// The 2x2 table of judge against expert verdicts.
-#[derive(Debug, Clone, Copy, Default)]
-struct Confusion {
-    both_pass: usize,
-    judge_only_pass: usize,
-    expert_only_pass: usize,
-    both_fail: usize,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Confusion {
+    pub both_pass: usize,
+    /// The judge passed what the expert failed.
+    pub judge_only_pass: usize,
+    /// The judge failed what the expert passed.
+    pub expert_only_pass: usize,
+    pub both_fail: usize,
 }
 
 impl Confusion {
@@ -83,6 +87,7 @@ pub fn agreement(judge_pass: &[bool], expert_pass: &[bool]) -> Option<Agreement>
         kappa: c.kappa(),
         fail_precision: ratio(c.both_fail, c.both_fail + c.expert_only_pass),
         fail_recall: ratio(c.both_fail, c.both_fail + c.judge_only_pass),
+        confusion: c,
     })
 }
 
@@ -285,6 +290,7 @@ mod tests {
         // The judge failed 25 (15 rightly); the expert failed 20 (15 caught).
         assert!(close(a.fail_precision.unwrap(), 15.0 / 25.0));
         assert!(close(a.fail_recall.unwrap(), 15.0 / 20.0));
+        assert_eq!(a.confusion, Confusion { both_pass: 20, judge_only_pass: 5, expert_only_pass: 10, both_fail: 15 });
 
         let all_pass = agreement(&[true, true], &[true, true]).unwrap();
         assert_eq!((all_pass.kappa, all_pass.fail_precision, all_pass.fail_recall), (None, None, None));

@@ -101,7 +101,7 @@ impl Discovery<'_, '_> {
         let (outputs, failed, dataset) = self.generate(items)?;
         let (points, annotations, unparseable) = self.annotate(items, &outputs)?;
         let taxonomy = cluster(&points);
-        self.store.save_cluster_tree(self.run, &taxonomy.tree)?;
+        let cluster_ids = self.store.save_cluster_tree(self.run, &taxonomy.tree)?;
         let mut checks = Vec::new();
         let mut fallbacks = 0;
         let kept: Vec<_> = taxonomy.leaves.iter().take(self.options.checks).collect();
@@ -114,6 +114,7 @@ impl Discovery<'_, '_> {
             .collect();
         let writer = self.backends.role(&self.config.roles.check_writer)?;
         let answers = writer.chat(&requests, &mut |done| (self.progress)("writing checks", done, requests.len()))?;
+        let mut origins = Vec::new();
         for (rank, (errors, answer)) in cluster_errors.iter().zip(answers).enumerate() {
             // A question another cluster already got says nothing about this cluster.
             let parsed = answer.ok().as_deref().and_then(parse_check).filter(|(q, _, _)| !checks.iter().any(|c: &Check| &c.question == q));
@@ -129,6 +130,7 @@ impl Discovery<'_, '_> {
                     fallback_check(check_id(&format!("c{}", rank + 1), errors[0]), errors)
                 }
             };
+            origins.push((check.id.clone(), cluster_ids[kept[rank].node]));
             checks.push(check);
         }
         let from_clusters = checks.len();
@@ -149,6 +151,8 @@ impl Discovery<'_, '_> {
             checks.len() - from_clusters
         );
         let version: SetVersion = self.store.create_set_version(self.project.id, &EvaluatorSet::new(None, checks.clone())?, &reason)?;
+        origins.retain(|(id, _)| checks.iter().any(|c| c.id == *id));
+        self.store.record_check_origins(version.id, &origins)?;
         Ok(DiscoveryReport {
             run: self.run,
             outputs_dataset: dataset.name,

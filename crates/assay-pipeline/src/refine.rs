@@ -1,8 +1,9 @@
 //! Refinement (`assay refine`): a new evaluator-set version from what the expert and the
 //! latest report say about the current one.
 //! - A ruling on a question about a check is folded into that check verbatim (and the check
-//!   writer rewrites the question around it); a ruling that says "drop" drops the check, and
-//!   one that says "add" on a question proposing a check (an uncovered prompt constraint, a
+//!   writer rewrites the question around it); a ruling that says "drop" drops the check, one
+//!   that says "split" splits it by its FAIL rationales' clusters (when they form two or more),
+//!   and one that says "add" on a question proposing a check (an uncovered prompt constraint, a
 //!   rejected gold output) adds that check.
 //! - Low agreement with expert labels, a high flip rate or poor separation get the check
 //!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
@@ -60,6 +61,22 @@ struct Findings {
     drop: Option<String>,
     threshold: Option<(f32, String)>,
     incoherent: bool,
+    /// The expert asked for a split.
+    split: bool,
+}
+
+/// The FAIL rationales of `check` among `judgments`, clustered by meaning: the groups of two or
+/// more (the rest are left out). Two groups or more suggest the check tests several criteria;
+/// refinement splits it along them, the workbench's check page shows them.
+pub fn fail_rationale_groups(embedder: &crate::Role, judgments: &[Judgment], check: &str) -> Result<Vec<Vec<String>>> {
+    let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == check).flat_map(fail_rationales).map(str::to_string).collect();
+    if rationales.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let vectors = embedder.embed(&rationales)?;
+    let points: Vec<ErrorPoint> =
+        rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
+    Ok(cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect())
 }
 
 /// Folds an expert's ruling into a check's pass criteria, verbatim, so the judge reads the
@@ -93,6 +110,8 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 let f = &mut findings[i];
                 if ruling.to_lowercase().starts_with("drop") {
                     f.drop = Some(format!("the expert ruled: {ruling}"));
+                } else if ruling.to_lowercase().starts_with("split") {
+                    f.split = true;
                 } else {
                     f.rulings.push(ruling_on_item(store, q, ruling)?);
                 }
@@ -115,6 +134,9 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             diagnose(f, c);
         }
     }
+    for f in findings.iter_mut().filter(|f| f.split) {
+        f.incoherent = true;
+    }
 
     // Splits: FAIL rationales of incoherent checks, clustered.
     let writer = backends.role(&config.roles.check_writer)?;
@@ -124,11 +146,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         if !f.incoherent || f.drop.is_some() {
             continue;
         }
-        let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == set.set.checks[i].id).flat_map(fail_rationales).map(str::to_string).collect();
-        let vectors = embedder.embed(&rationales)?;
-        let points: Vec<ErrorPoint> =
-            rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
-        let groups: Vec<Vec<String>> = cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect();
+        let groups = fail_rationale_groups(&embedder, &judgments, &set.set.checks[i].id)?;
         if groups.len() >= 2 {
             split_into[i] = Some(groups);
         }

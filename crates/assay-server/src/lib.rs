@@ -420,6 +420,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/sets", post(projects_api::import_set))
         .route("/v1/projects/{project}/sets/{version}", get(projects_api::show_set))
         .route("/v1/projects/{project}/sets/{from}/diff/{to}", get(projects_api::diff_sets))
+        .route("/v1/projects/{project}/sets/{version}/checks/{check}", get(projects_api::show_check))
+        .route("/v1/projects/{project}/checks/{check}/ruling", post(projects_api::rule_check))
         .route("/v1/projects/{project}/discover", post(projects_api::discover))
         .route("/v1/projects/{project}/runs", post(projects_api::start_run))
         .route("/v1/projects/{project}/runs/{run}", get(projects_api::show_run))

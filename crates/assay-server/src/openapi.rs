@@ -210,10 +210,17 @@ fn project_paths(limits: &Limits) -> Value {
     let version = [("project", "Name"), ("version", "Version")];
     let run = [("project", "Name"), ("run", "Id")];
     let item = json!({"type": "object", "required": ["input"], "properties": {"id": {"oneOf": [{"type": "string", "pattern": "\\S"}, {"type": "integer", "minimum": i64::MIN, "maximum": u64::MAX}]}, "input": text(), "output": {"type": "string"}, "context": {"type": "string"}, "reference": {}, "metadata": {"type": "object"}}});
-    let label = json!({"type": "object", "additionalProperties": false, "required": ["item"], "properties": {"item": {"type": "string", "description": "The item's id in the dataset"}, "check": text(), "verdict": {"enum": ["PASS", "FAIL"]}, "score": {"type": "number"}, "note": {"type": "string"}},
+    let label = json!({"type": "object", "additionalProperties": false, "required": ["item"], "properties": {"item": {"type": "string", "description": "The item's id in the dataset"}, "check": text(), "verdict": {"enum": ["PASS", "FAIL"]}, "score": {"type": "number"}, "note": {"type": "string"}, "rater": {"type": "string", "description": "Who gives it (a reviewer name)"}},
         "oneOf": [{"required": ["check", "verdict"], "not": {"required": ["score"]}}, {"required": ["score"], "not": {"anyOf": [{"required": ["check"]}, {"required": ["verdict"]}]}}], "description": "Either check and verdict, or score"});
     let query_version = json!({"type": "integer", "minimum": 1, "maximum": u32::MAX});
-    json!({
+    let dataset = [("project", "Name"), ("dataset", "Name")];
+    let question = [("project", "Name"), ("question", "Id")];
+    let verdict = json!({"enum": ["PASS", "FAIL"]});
+    let dataset_query = ("dataset", schema("Name"), "Default: the project's most recent dataset");
+    let ruling =
+        json!({"type": "object", "required": ["ruling"], "properties": {"ruling": text(), "label": verdict.clone(), "rater": {"type": "string", "description": "Who answers (a reviewer name)"}}});
+    let mut paths = workbench_paths(&dataset, &question, &verdict);
+    let loop_paths = json!({
         "/v1/projects": {
             "get": {"summary": "Projects in the server's store (--db)", "responses": ok("{projects: [{id, name, task, generation_prompt, expert_notes, config, created_at}]}", "application/json")},
             "post": {"summary": "Create a project (`assay project create`); 409 when the name is taken", "requestBody": body(json!({"type": "object", "required": ["name", "generation_prompt"], "properties": {
@@ -240,7 +247,7 @@ fn project_paths(limits: &Limits) -> Value {
             "requestBody": body(schema("JudgeRunRequest")), "responses": answers("202", "{run, resumed}: poll GET .../runs/{run}", "application/json")}},
         "/v1/projects/{project}/runs/{run}": {"get": {"summary": "A run: status (queued, running, done, failed), progress_done / progress_total (judgments), error; stage while this server works on it", "parameters": parameters(&run, &[]),
             "responses": ok("{run: {id, kind, status, set_version, dataset, params, progress_done, progress_total, error, created_at, updated_at}, stage: {stage, done, total} | null}", "application/json")}},
-        "/v1/projects/{project}/runs/{run}/judgments": {"get": {"summary": "The judgments a judge run has stored", "parameters": parameters(&run, &[]),
+        "/v1/projects/{project}/runs/{run}/judgments": {"get": {"summary": "The judgments a judge run has stored", "parameters": parameters(&run, &[("item", json!({"type": "string"}), "Only this item's (its id in the dataset)"), ("check", json!({"type": "string"}), "Only this check's")]),
             "responses": ok("{judgments: [{item_id, check_id, verdict, p_pass, logprob_pass, logprob_fail, off_format_mass, rationale?, samples?, flip_rate?}]}", "application/json")}},
         "/v1/projects/{project}/report": {"get": {"summary": "Per-check consistency, separation, cohesion and agreement with expert labels (`assay report --json`, no plots)",
             "parameters": parameters(&project, &[("set", query_version.clone(), "Default: the latest version"), ("run", schema("Id"), "Default: the set's latest finished judge run")]),
@@ -250,13 +257,58 @@ fn project_paths(limits: &Limits) -> Value {
             "responses": ok("{questions: [{id, project, item, item_key, check, why, options, status, ruling, created_at}]}", "application/json")}},
         "/v1/projects/{project}/questions/{question}/answer": {"post": {"summary": "The expert's ruling (`assay answer`); with label, also the expert's label of the question's check on its item; 409 if already answered",
             "parameters": parameters(&[("project", "Name"), ("question", "Id")], &[]),
-            "requestBody": body(json!({"type": "object", "required": ["ruling"], "properties": {"ruling": text(), "label": {"enum": ["PASS", "FAIL"]}}})), "responses": ok("the answered question", "application/json")}},
-        "/v1/projects/{project}/labels": {"post": {"summary": "Expert labels of checks on items, or whole-output scores, all or nothing (`assay label`)", "parameters": parameters(&project, &[]),
+            "requestBody": body(ruling), "responses": ok("the answered question", "application/json")}},
+        "/v1/projects/{project}/labels": {"get": {"summary": "The expert's labels of checks on items of a dataset, with who gave them and when", "parameters": parameters(&project, &[dataset_query]),
+            "responses": ok("{dataset, labels: [{item, check, verdict, note, rater, created_at}]}", "application/json")}, "post": {"summary": "Expert labels of checks on items, or whole-output scores, all or nothing (`assay label`)", "parameters": parameters(&project, &[]),
             "requestBody": body(json!({"type": "object", "required": ["labels"], "properties": {"dataset": {"$ref": "#/components/schemas/Name", "description": "Default: the project's most recent dataset"}, "labels": {"type": "array", "minItems": 1, "items": label, "description": "Items of the dataset"}}})),
             "responses": ok("{dataset, check_labels, score_labels}", "application/json")}},
         "/v1/projects/{project}/refine": {"post": {"summary": "A new evaluator-set version from rulings and the latest report (`assay refine`); waits for it", "parameters": parameters(&project, &[]),
             "requestBody": body(json!({"type": "object", "properties": {"set": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Default: the latest version"}, "seed": schema("Seed")}})),
             "responses": ok("{from, to (null: no new version), changes: [{check, action, why}], unreadable_rewrites}", "application/json")}}
+    });
+    for (path, item) in loop_paths.as_object().expect("an object") {
+        match paths.get_mut(path) {
+            Some(Value::Object(methods)) => methods.extend(item.as_object().expect("an object").clone()),
+            _ => paths[path] = item.clone(),
+        }
+    }
+    paths
+}
+
+/// The routes the expert workbench reads and writes through (`projects_api.rs`), as any client.
+fn workbench_paths(dataset: &[(&str, &str)], question: &[(&str, &str)], verdict: &Value) -> Value {
+    let project = [("project", "Name")];
+    let positive = json!({"type": "integer", "minimum": 1, "maximum": u32::MAX});
+    json!({
+        "/v1/projects/{project}/datasets/{dataset}/items": {"get": {"summary": "One page of a dataset's items in file order, those whose id, input or output contain q",
+            "parameters": parameters(dataset, &[("q", json!({"type": "string"}), "Text to search for"), ("page", positive.clone(), "From 1"), ("per_page", json!({"type": "integer", "minimum": 1, "maximum": 500}), "Default 50")]),
+            "responses": ok("{dataset, q, page, per_page, total, pages, items: [{id, dataset, key, input, output, context, reference, metadata}]}", "application/json")}},
+        "/v1/projects/{project}/datasets/{dataset}/items/{item}": {"get": {"summary": "One item with the expert's labels and the verdicts of the latest judge run on its dataset",
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": schema("Name")}, {"name": "dataset", "in": "path", "required": true, "schema": schema("Name")}, {"name": "item", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
+            "responses": ok("{dataset, item, labels, run, set, judgments}", "application/json")}},
+        "/v1/projects/{project}/sets/{version}/checks/{check}": {"get": {"summary": "One check of a version: its rulings, its line of the report, the error cluster it was written from, its FAIL rationales clustered",
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": schema("Name")}, {"name": "version", "in": "path", "required": true, "schema": schema("Version")}, {"name": "check", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
+            "responses": ok("{set, check, rulings, run, report, origin: {cluster, run, label, errors} | null, fail_groups}", "application/json")}},
+        "/v1/projects/{project}/checks/{check}/ruling": {"post": {"summary": "The expert's ruling on a check of the latest version, unasked (recorded as an answered question): \"drop ...\" drops it and \"split ...\" splits it by its FAIL rationales at the next refinement; other words are folded in",
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": schema("Name")}, {"name": "check", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
+            "requestBody": body(json!({"type": "object", "required": ["ruling"], "properties": {"ruling": text(), "rater": {"type": "string"}}})), "responses": answers("201", "the answered question", "application/json")}},
+        "/v1/projects/{project}/runs/{run}/events": {"get": {"summary": "A run's events as server-sent events (id: its index; Last-Event-ID resumes after it): progress {stage, done, total}, then end {run}",
+            "parameters": parameters(&[("project", "Name"), ("run", "Id")], &[]), "responses": ok("event stream", "text/event-stream")}},
+        "/v1/projects/{project}/questions/{question}": {"get": {"summary": "One question with its item, its check, the judge's verdict on the pair, and its place among the open questions",
+            "parameters": parameters(question, &[]), "responses": ok("{id, ..., item, check, judgment, position, open, next}", "application/json")}},
+        "/v1/projects/{project}/questions/{question}/preview": {"post": {"summary": "What a draft ruling would change, nothing stored: the question's check judged again with the ruling folded in on the latest run's items; the verdicts that flip and kappa before and after on labelled items",
+            "parameters": parameters(question, &[]), "requestBody": body(json!({"type": "object", "required": ["ruling"], "properties": {"ruling": text(), "label": verdict.clone()}})),
+            "responses": ok("{question, check, set, run, judged, flips: [{item, before, after, p_pass_before, p_pass_after}], labelled, kappa_before, kappa_after}", "application/json")}},
+        "/v1/projects/{project}/questions/{question}/reopen": {"post": {"summary": "Take back the ruling on a question (an undo): it is open again; 409 if it is open",
+            "parameters": parameters(question, &[]), "responses": ok("the question", "application/json")}},
+        "/v1/projects/{project}/review": {"get": {"summary": "The labelling queue: the (item, check) pairs of the latest version's judge run a filter keeps, and the one at position i with the judge's verdict and the expert's label",
+            "parameters": parameters(&project, &[
+                ("filter", json!({"enum": ["all", "unlabelled", "disagree", "flips", "near"]}), "Default all"), ("check", json!({"type": "string"}), "Only this check's pairs"),
+                ("judge", verdict.clone(), "Only pairs the judge gave this verdict"), ("expert", verdict.clone(), "Only pairs the expert labelled so"), ("i", positive, "Position, from 1"),
+                ("last_item", json!({"type": "string"}), "The pair labelled just before, offered for undo"), ("last_check", json!({"type": "string"}), "Its check")]),
+            "responses": ok("{query, set, run, dataset, checks, total, position, labelled, pairs, pair: {item, check, judgment, label} | null}", "application/json")}},
+        "/v1/projects/{project}/labels/remove": {"post": {"summary": "Remove the expert's label of a check on an item (an undo); 404 if there is none", "parameters": parameters(&project, &[]),
+            "requestBody": body(json!({"type": "object", "required": ["item", "check"], "properties": {"dataset": schema("Name"), "item": {"type": "string"}, "check": {"type": "string"}}})), "responses": ok("{removed}", "application/json")}},
     })
 }
 

@@ -14,7 +14,7 @@ use crate::{ApiJson, ApiPath, ApiQuery, AppState};
 use assay_core::{EvaluatorSet, Judgment, Verdict};
 use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::preview::{preview_ruling, RulingPreview};
-use assay_pipeline::refine::{refine, RefineReport};
+use assay_pipeline::refine::{fail_rationale_groups, refine, RefineReport};
 use assay_pipeline::report::{latest_judge_run, report, report_run, SetReport};
 use assay_pipeline::{run_discovery, run_judging, start_discovery, start_judge_run, Backends, DiscoverOptions, ProjectConfig, DEFAULT_CHUNK_ITEMS};
 use assay_store::dataset_file::{read_items, DatasetFileError, FieldMap, Format};
@@ -309,6 +309,74 @@ pub(crate) fn set_version(store: &Store, name: &str, number: u32) -> Result<SetV
 
 pub(crate) async fn show_set(State(state): State<AppState>, ApiPath((name, number)): ApiPath<(String, u32)>) -> Result<Json<SetVersion>, ApiError> {
     Ok(Json(with_store(&state, move |store| set_version(store, &name, number)).await?))
+}
+
+/// One check of a version: its text, the expert's rulings about it, its line of the version's
+/// report, the error cluster discovery wrote it from, and its FAIL rationales clustered.
+#[derive(Serialize)]
+pub(crate) struct CheckView {
+    set: SetVersion,
+    check: assay_core::Check,
+    rulings: Vec<QuestionView>,
+    /// The judge run the report line and rationales come from; none before any.
+    run: Option<i64>,
+    report: Option<assay_pipeline::report::CheckReport>,
+    origin: Option<assay_store::CheckOrigin>,
+    fail_groups: Vec<Vec<String>>,
+}
+
+pub(crate) fn check_view(store: &Store, backends: &Backends, name: &str, number: u32, key: &str) -> Result<CheckView, ApiError> {
+    let project = store.project_by_name(name)?;
+    let set = store.set_version_or_latest(&project, Some(number))?;
+    let check = set.set.checks.iter().find(|c| c.id == key).cloned().ok_or_else(|| ApiError::RecordNotFound(format!("check '{key}' of v{number} not found")))?;
+    let rulings = question_list(store, name, true)?.questions.into_iter().filter(|q| q.question.asked.check.as_deref() == Some(key)).collect();
+    let (run, report, fail_groups) = match report_run(store, &project, &set, None) {
+        Ok(run) => {
+            let line = report(store, backends, &project, &set, &run, None)?.checks.into_iter().find(|c| c.id == key);
+            let embedder = backends.role(&ProjectConfig::of(&project)?.roles.embedder)?;
+            (Some(run.id.0), line, fail_rationale_groups(&embedder, &store.judgments(run.id)?, key)?)
+        }
+        Err(_) => (None, None, Vec::new()),
+    };
+    Ok(CheckView { origin: store.check_origin(project.id, set.number, key)?, set, check, rulings, run, report, fail_groups })
+}
+
+pub(crate) async fn show_check(State(state): State<AppState>, ApiPath((name, number, check)): ApiPath<(String, u32, String)>) -> Result<Json<CheckView>, ApiError> {
+    Ok(Json(waited_for(&state, move |store, backends| check_view(store, backends, &name, number, &check)).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CheckRuling {
+    /// Kept verbatim: "drop ..." drops the check at the next refinement, "split ..." splits it
+    /// by its FAIL rationales, anything else is folded into it.
+    pub(crate) ruling: String,
+    #[serde(default)]
+    pub(crate) rater: String,
+}
+
+/// The expert rules on a check unasked (the check page's "drop" and "split"): recorded as an
+/// answered question about it, which the next refinement reads like any other.
+pub(crate) fn rule_on_check(store: &mut Store, name: &str, key: &str, req: &CheckRuling) -> Result<QuestionView, ApiError> {
+    let project = store.project_by_name(name)?;
+    let set = store.set_version_or_latest(&project, None)?;
+    if !set.set.checks.iter().any(|c| c.id == key) {
+        return Err(ApiError::RecordNotFound(format!("check '{key}' of v{} not found", set.number)));
+    }
+    if req.ruling.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("a ruling cannot be blank".into()));
+    }
+    let asked = assay_store::NewQuestion { item: None, check: Some(key.to_string()), why: format!("the expert ruled on check '{key}' from its page"), ..Default::default() };
+    let id = store.add_questions(project.id, &[asked])?[0];
+    let answered = store.answer_question_with_label(id, &req.ruling, None, &req.rater)?;
+    QuestionView::of(store, answered)
+}
+
+pub(crate) async fn rule_check(
+    State(state): State<AppState>,
+    ApiPath((name, check)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<CheckRuling>,
+) -> Result<(StatusCode, Json<QuestionView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(with_store(&state, move |store| rule_on_check(store, &name, &check, &req)).await?)))
 }
 
 /// Two versions compared: their checks (added, removed, changed, with a word-level diff of
@@ -809,6 +877,10 @@ pub(crate) struct ReviewQuery {
     pub(crate) check: Option<String>,
     #[serde(default)]
     pub(crate) filter: ReviewFilter,
+    /// Only pairs the judge gave this verdict, and the expert this label (a cell of the
+    /// report's confusion matrix).
+    pub(crate) judge: Option<Verdict>,
+    pub(crate) expert: Option<Verdict>,
     /// Position in the filtered queue, from 1.
     pub(crate) i: Option<usize>,
     /// The pair labelled just before (item key, check), which the page offers to undo.
@@ -868,6 +940,8 @@ pub(crate) fn review_queue(store: &Store, name: &str, query: &ReviewQuery) -> Re
         .filter(|(item, _, j)| {
             let label = labels.get(&(*item, j.check_id.as_str()));
             query.check.as_ref().is_none_or(|c| *c == j.check_id)
+                && query.judge.is_none_or(|v| v == j.verdict)
+                && query.expert.is_none_or(|v| label.is_some_and(|l| l.verdict == v))
                 && match query.filter {
                     ReviewFilter::All => true,
                     ReviewFilter::Unlabelled => label.is_none(),

@@ -2,8 +2,8 @@
 //! run so that the checks made from its leaves can be traced back to the errors behind them.
 
 use crate::error::foreign_key_error;
-use crate::{ClusterId, ErrorId, Result, RunId, Store, StoreError};
-use rusqlite::params;
+use crate::{ClusterId, ErrorId, ProjectId, Result, RunId, SetVersionId, Store, StoreError};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// A cluster to save; `parent` is the index of an earlier cluster in the same list.
@@ -23,7 +23,49 @@ pub struct ErrorCluster {
     pub members: Vec<ErrorId>,
 }
 
+/// The error cluster a check was written from, with its errors' descriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOrigin {
+    pub cluster: ClusterId,
+    /// The discovery run whose errors were clustered.
+    pub run: RunId,
+    pub label: String,
+    pub errors: Vec<String>,
+}
+
 impl Store {
+    /// Records which cluster each of a version's checks was written from.
+    pub fn record_check_origins(&mut self, version: SetVersionId, origins: &[(String, ClusterId)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare("INSERT OR REPLACE INTO check_origins (set_version_id, check_key, cluster_id) VALUES (?1, ?2, ?3)")?;
+            for (check, cluster) in origins {
+                insert.execute(params![version, check, cluster]).map_err(|e| foreign_key_error(e, || format!("cluster {cluster} or version {version}")))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Where the check `check` of the project comes from: the cluster its most recent
+    /// recorded version at or before `number` wrote it from; `None` for checks no discovery
+    /// wrote (prompt constraints, imports, splits).
+    pub fn check_origin(&self, project: ProjectId, number: u32, check: &str) -> Result<Option<CheckOrigin>> {
+        let found: Option<(ClusterId, RunId, String)> = self
+            .conn
+            .query_row(
+                "SELECT c.id, c.run_id, c.label FROM check_origins o JOIN set_versions v ON v.id = o.set_version_id JOIN error_clusters c ON c.id = o.cluster_id
+                 WHERE v.project_id = ?1 AND v.number <= ?2 AND o.check_key = ?3 ORDER BY v.number DESC LIMIT 1",
+                params![project, number, check],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((cluster, run, label)) = found else { return Ok(None) };
+        let mut stmt = self.conn.prepare("SELECT e.description FROM cluster_members m JOIN annotation_errors e ON e.id = m.error_id WHERE m.cluster_id = ?1 ORDER BY e.id")?;
+        let errors = stmt.query_map([cluster], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(Some(CheckOrigin { cluster, run, label, errors }))
+    }
+
     /// Saves a whole tree for a discovery run in one transaction. Parents come before their
     /// children; members must be stored errors. Returns the clusters' ids in list order.
     pub fn save_cluster_tree(&mut self, run: RunId, clusters: &[NewCluster]) -> Result<Vec<ClusterId>> {
@@ -97,5 +139,14 @@ mod tests {
         let unknown = [NewCluster { parent: None, label: "z".into(), members: vec![e[0], ErrorId(999)] }];
         assert!(matches!(store.save_cluster_tree(run, &unknown), Err(StoreError::NotFound { .. })));
         assert_eq!(store.cluster_tree(run).unwrap(), saved);
+
+        // A check's origin is found from its version and the versions after it.
+        let v1 = store.create_set_version(p.id, &assay_core::EvaluatorSet::new(None, vec![check("c1", "Short?")]).unwrap(), "discovery").unwrap();
+        store.record_check_origins(v1.id, &[("c1".into(), ids[1])]).unwrap();
+        let v2 = store.create_set_version(p.id, &assay_core::EvaluatorSet::new(None, vec![check("c1", "Short enough?")]).unwrap(), "refined").unwrap();
+        let origin = store.check_origin(p.id, v2.number, "c1").unwrap().unwrap();
+        assert_eq!((origin.cluster, origin.run, origin.label.as_str(), origin.errors), (ids[1], run, "length", vec!["too long".to_string(), "wordy".to_string()]));
+        assert_eq!(store.check_origin(p.id, v2.number, "c9").unwrap(), None);
+        assert!(store.record_check_origins(v1.id, &[("c2".into(), ClusterId(999))]).is_err());
     }
 }

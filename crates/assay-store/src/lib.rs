@@ -28,7 +28,7 @@ mod sets;
 mod text_enum;
 
 pub use annotations::{AnnotatedError, Annotation, NewGeneration, Severity, Span, StoredError, StoredGeneration};
-pub use clusters::{ErrorCluster, NewCluster};
+pub use clusters::{CheckOrigin, ErrorCluster, NewCluster};
 pub use datasets::{Dataset, Item, NewItem};
 pub use error::{Result, StoreError};
 pub use expert::{CheckLabel, NewQuestion, Question, QuestionStatus, Ruling, ScoreLabel};

@@ -8,8 +8,8 @@ use crate::error::ApiError;
 use crate::limits::JudgeOptionsRequest;
 use crate::optimise_api::{critique_output, start_optimise, CritiqueRequest, StartOptimise};
 use crate::projects_api::{
-    answer as record_answer, new_project, record_labels, refine_version, remove_label, ruling_preview, start_discovery_run, start_judge, store_dataset, waited_for, with_store, AddLabels, Answer,
-    CreateProject, Discover, PreviewRuling, Refine, RemoveLabel, ReviewFilter, StartJudgeRun,
+    answer as record_answer, new_project, record_labels, refine_version, remove_label, rule_on_check, ruling_preview, start_discovery_run, start_judge, store_dataset, waited_for, with_store,
+    AddLabels, Answer, CheckRuling, CreateProject, Discover, PreviewRuling, Refine, RemoveLabel, ReviewFilter, StartJudgeRun,
 };
 use crate::{ApiPath, AppState};
 use assay_core::Verdict;
@@ -214,13 +214,18 @@ pub(crate) struct LabelForm {
     #[serde(default)]
     only: String,
     #[serde(default)]
+    judge: String,
+    #[serde(default)]
+    expert: String,
+    #[serde(default)]
     i: String,
 }
 
 impl LabelForm {
     fn queue(&self, at: usize) -> String {
         let filter = serde_json::to_value(self.filter).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        format!("review?filter={filter}&check={}&i={at}", percent_encode(&self.only))
+        let cell: String = [("judge", &self.judge), ("expert", &self.expert)].iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("&{k}={}", percent_encode(v))).collect();
+        format!("review?filter={filter}&check={}{cell}&i={at}", percent_encode(&self.only))
     }
 }
 
@@ -249,6 +254,39 @@ pub(crate) async fn undo_label(State(state): State<AppState>, ApiPath(project): 
 }
 
 #[derive(Deserialize)]
+pub(crate) struct CheckActionForm {
+    /// "drop" or "split".
+    action: String,
+    #[serde(default)]
+    why: String,
+}
+
+/// "Drop this check" and "split this check": the expert's ruling on the check, then a
+/// refinement, which reads it like any other; shows the diff to the new version.
+pub(crate) async fn check_action(State(state): State<AppState>, headers: HeaderMap, ApiPath((project, check)): ApiPath<(String, String)>, Form(form): Form<CheckActionForm>) -> Action {
+    if form.action != "drop" && form.action != "split" {
+        return Err(UiError(ApiError::InvalidRequest(format!("action: {:?} is neither drop nor split", form.action))));
+    }
+    let ruling = format!("{} this check{}", form.action, if form.why.trim().is_empty() { String::new() } else { format!(": {}", form.why.trim()) });
+    let req = CheckRuling { ruling, rater: reviewer(&headers) };
+    let name = project.clone();
+    let refined = waited_for(&state, move |store, backends| {
+        rule_on_check(store, &name, &check, &req)?;
+        refine_version(store, backends, &name, &Refine { set: None, seed: None })
+    })
+    .await?;
+    Ok(refined_to(&project, &refined))
+}
+
+/// The diff to the version a refinement made, or the version when nothing changed.
+fn refined_to(project: &str, refined: &assay_pipeline::refine::RefineReport) -> Response {
+    see_other(&match refined.to {
+        Some(to) => format!("/ui/p/{project}/sets/{}/diff/{to}", refined.from),
+        None => format!("/ui/p/{project}/sets/{}", refined.from),
+    })
+}
+
+#[derive(Deserialize)]
 pub(crate) struct RefineForm {
     #[serde(default)]
     set: String,
@@ -259,10 +297,7 @@ pub(crate) async fn refine(State(state): State<AppState>, ApiPath(project): ApiP
     let req = Refine { set: number("set", &form.set)?, seed: None };
     let name = project.clone();
     let refined = waited_for(&state, move |store, backends| refine_version(store, backends, &name, &req)).await?;
-    Ok(see_other(&match refined.to {
-        Some(to) => format!("/ui/p/{project}/sets/{}/diff/{to}", refined.from),
-        None => format!("/ui/p/{project}/sets/{}", refined.from),
-    }))
+    Ok(refined_to(&project, &refined))
 }
 
 #[derive(Deserialize)]

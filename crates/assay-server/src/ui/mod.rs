@@ -88,6 +88,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/p/{project}/runs/{run}/live", get(pages::run_live))
         .route("/ui/p/{project}/sets/{version}", get(pages::set))
         .route("/ui/p/{project}/sets/{version}/checks/{check}", get(pages::check))
+        .route("/ui/p/{project}/checks/{check}", post(actions::check_action))
         .route("/ui/p/{project}/sets/{from}/diff/{to}", get(pages::diff))
         .route("/ui/p/{project}/report", get(pages::report))
         .route("/ui/p/{project}/questions", get(pages::questions))

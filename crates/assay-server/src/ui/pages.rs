@@ -3,11 +3,10 @@
 
 use super::{page, percent_encode, Frame, UiError};
 use crate::background::{event_stream, first_unseen};
-use crate::error::ApiError;
 use crate::optimise_api::{gold_list, optimise_view, GoldQuery};
 use crate::projects_api::{
-    item_detail, item_page, project_detail, project_list, project_report, question_detail, question_list, review_queue, run_view, set_diff, set_version, waited_for, with_store, ItemsQuery,
-    ReportQuery, ReviewQuery,
+    check_view, item_detail, item_page, project_detail, project_list, project_report, question_detail, question_list, review_queue, run_view, set_diff, set_version, waited_for, with_store,
+    ItemsQuery, ReportQuery, ReviewQuery,
 };
 use crate::{ApiPath, ApiQuery, AppState};
 use assay_pipeline::report::{render_plots, Plot, SetReport};
@@ -170,27 +169,10 @@ pub(crate) async fn set(State(state): State<AppState>, headers: HeaderMap, ApiPa
     page("set.html", frame, view, StatusCode::OK)
 }
 
-/// A check of a version with the expert's rulings about it and its line of the version's report.
-#[derive(Serialize)]
-struct CheckPage {
-    set: assay_store::SetVersion,
-    check: assay_core::Check,
-    rulings: Vec<crate::projects_api::QuestionView>,
-    report: Option<assay_pipeline::report::CheckReport>,
-    run: Option<i64>,
-}
-
 pub(crate) async fn check(State(state): State<AppState>, headers: HeaderMap, ApiPath((name, number, check)): ApiPath<(String, u32, String)>) -> Page {
-    let frame = Frame::new(&state, &headers, format!("{check} · v{number} · {name}"), Some(&name), Some(format!("/v1/projects/{name}/sets/{number}")));
-    let view = waited_for(&state, move |store, backends| {
-        let set = set_version(store, &name, number)?;
-        let found = set.set.checks.iter().find(|c| c.id == check).cloned().ok_or_else(|| ApiError::RecordNotFound(format!("check '{check}' of v{number} not found")))?;
-        let rulings = question_list(store, &name, true)?.questions.into_iter().filter(|q| q.question.asked.check.as_deref() == Some(check.as_str())).collect();
-        let report = project_report(store, backends, &name, &ReportQuery { set: Some(number), run: None }).ok();
-        let run = report.as_ref().map(|r| r.run.0);
-        Ok(CheckPage { report: report.and_then(|r| r.checks.into_iter().find(|c| c.id == check)), set, check: found, rulings, run })
-    })
-    .await?;
+    let json = format!("/v1/projects/{name}/sets/{number}/checks/{}", percent_encode(&check));
+    let frame = Frame::new(&state, &headers, format!("{check} · v{number} · {name}"), Some(&name), Some(json));
+    let view = waited_for(&state, move |store, backends| check_view(store, backends, &name, number, &check)).await?;
     page("check.html", frame, view, StatusCode::OK)
 }
 

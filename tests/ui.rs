@@ -188,12 +188,15 @@ async fn the_expert_journey_in_a_browser() {
     // Five labels by keyboard only in the unlabelled queue; the last one undone and given again.
     b.goto(&format!("{}/ui/p/ife/review?filter=unlabelled", server.base)).await;
     let labelled_before = api(&server, "GET", "/v1/projects/ife/labels", None).1["labels"].as_array().unwrap().len();
+    b.wait_for("#position", WAIT).await;
+    b.execute("window.__labelling = true; return true;", vec![]).await;
     for n in 0..5 {
         let position = b.text("#position").await;
         b.press(if n % 2 == 0 { "p" } else { "f" }).await;
         b.wait_for_text_matching("#position", "the next pair", |t| t != position, WAIT).await;
     }
     b.shot("labelled").await;
+    assert_eq!(b.execute("return window.__labelling === true;", vec![]).await, json!(true), "htmx swapped each next pair in, no reload");
     b.press("u").await;
     b.wait_for_gone("#undo-last", WAIT).await;
     let labels = api(&server, "GET", "/v1/projects/ife/labels", None).1;

@@ -195,7 +195,11 @@ async fn the_expert_journey_in_a_browser() {
         b.press(if n % 2 == 0 { "p" } else { "f" }).await;
         b.wait_for_text_matching("#position", "the next pair", |t| t != position, WAIT).await;
     }
-    b.shot("labelled").await;
+    // A taller window for the README's picture of the review view.
+    b.client().set_window_size(1280, 1100).await.unwrap();
+    let picture = b.shot("labelled").await;
+    std::fs::copy(&picture, common::repo_root().join("target/ui/review-view.png")).unwrap();
+    b.client().set_window_size(1280, 800).await.unwrap();
     assert_eq!(b.execute("return window.__labelling === true;", vec![]).await, json!(true), "htmx swapped each next pair in, no reload");
     b.press("u").await;
     b.wait_for_gone("#undo-last", WAIT).await;

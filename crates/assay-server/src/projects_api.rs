@@ -272,7 +272,7 @@ pub(crate) fn item_detail(store: &Store, name: &str, dataset: &str, key: &str) -
     let (run, set, judgments) = match latest_judge_run(&runs, |r| r.dataset == Some(dataset.id)) {
         Some(r) => {
             let set = r.set_version.map(|v| store.set_version_by_id(v)).transpose()?.map(|v| v.number);
-            (Some(r.id.0), set, store.judgments(r.id)?.into_iter().filter(|j| j.item_id == item.fields.key).collect())
+            (Some(r.id.0), set, store.item_judgments(r.id, item.id)?)
         }
         None => (None, None, Vec::new()),
     };
@@ -702,7 +702,7 @@ pub(crate) fn question_detail(store: &Store, name: &str, id: i64) -> Result<Ques
     let check = question.asked.proposed_check.clone().or_else(|| set.as_ref().and_then(|s| s.set.checks.iter().find(|c| Some(&c.id) == question.asked.check.as_ref()).cloned()));
     let judgment = match (&item, &question.asked.check, &set) {
         (Some(item), Some(check), Some(set)) => match report_run(store, &project, set, None) {
-            Ok(run) => store.judgments(run.id)?.into_iter().find(|j| j.item_id == item.fields.key && j.check_id == *check),
+            Ok(run) => store.item_judgments(run.id, item.id)?.into_iter().find(|j| j.check_id == *check),
             Err(_) => None,
         },
         _ => None,

@@ -91,6 +91,27 @@ fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+const JUDGMENT_SELECT: &str = "SELECT i.key, c.key, j.verdict, j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale, j.samples, j.flip_rate
+     FROM judgments j JOIN items i ON i.id = j.item_id JOIN checks c ON c.id = j.check_id";
+
+fn judgment_from_row(r: &rusqlite::Row) -> rusqlite::Result<Judgment> {
+    Ok(Judgment {
+        item_id: r.get(0)?,
+        check_id: r.get(1)?,
+        verdict: verdict_column(r, 2)?,
+        p_pass: r.get::<_, f64>(3)? as f32,
+        logprob_pass: r.get::<_, f64>(4)? as f32,
+        logprob_fail: r.get::<_, f64>(5)? as f32,
+        off_format_mass: r.get::<_, f64>(6)? as f32,
+        rationale: r.get(7)?,
+        samples: match r.get::<_, Option<String>>(8)? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e)))?,
+            None => Vec::new(),
+        },
+        flip_rate: r.get::<_, Option<f64>>(9)?.map(|f| f as f32),
+    })
+}
+
 impl Store {
     /// Queues a run. A judge run needs a set version and a dataset of the same project whose
     /// items all have outputs; its progress total is items x checks.
@@ -262,30 +283,16 @@ impl Store {
     /// The run's judgments by item then check order.
     pub fn judgments(&self, run: RunId) -> Result<Vec<Judgment>> {
         self.run(run)?;
-        let mut stmt = self.conn.prepare(
-            "SELECT i.key, c.key, j.verdict, j.p_pass, j.logprob_pass, j.logprob_fail, j.off_format_mass, j.rationale, j.samples, j.flip_rate
-             FROM judgments j JOIN items i ON i.id = j.item_id JOIN checks c ON c.id = j.check_id
-             WHERE j.run_id = ?1 ORDER BY i.id, c.position",
-        )?;
-        let rows = stmt
-            .query_map([run], |r| {
-                Ok(Judgment {
-                    item_id: r.get(0)?,
-                    check_id: r.get(1)?,
-                    verdict: verdict_column(r, 2)?,
-                    p_pass: r.get::<_, f64>(3)? as f32,
-                    logprob_pass: r.get::<_, f64>(4)? as f32,
-                    logprob_fail: r.get::<_, f64>(5)? as f32,
-                    off_format_mass: r.get::<_, f64>(6)? as f32,
-                    rationale: r.get(7)?,
-                    samples: match r.get::<_, Option<String>>(8)? {
-                        Some(json) => serde_json::from_str(&json).map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e)))?,
-                        None => Vec::new(),
-                    },
-                    flip_rate: r.get::<_, Option<f64>>(9)?.map(|f| f as f32),
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(&format!("{JUDGMENT_SELECT} WHERE j.run_id = ?1 ORDER BY i.id, c.position"))?;
+        let rows = stmt.query_map([run], judgment_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The run's judgments of one item, in check order (the index on (run, item) finds them).
+    pub fn item_judgments(&self, run: RunId, item: ItemId) -> Result<Vec<Judgment>> {
+        self.run(run)?;
+        let mut stmt = self.conn.prepare(&format!("{JUDGMENT_SELECT} WHERE j.run_id = ?1 AND j.item_id = ?2 ORDER BY c.position"))?;
+        let rows = stmt.query_map(params![run, item], judgment_from_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 }
@@ -348,6 +355,8 @@ mod tests {
         assert_eq!(store.insert_judgments(run, &judgments).unwrap(), 0);
         assert!(store.pending_pairs(run).unwrap().is_empty());
         assert_eq!(store.judgments(run).unwrap(), judgments);
+        // One item's judgments, in check order.
+        assert_eq!(store.item_judgments(run, all[4].item).unwrap(), judgments[4..8].to_vec());
         assert_eq!(store.run(run).unwrap().progress_done, 12);
         let done = store.set_run_status(run, RunStatus::Done, None).unwrap();
         assert_eq!(done.status, RunStatus::Done);

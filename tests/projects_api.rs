@@ -256,3 +256,122 @@ fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
     let second = gold[1]["id"].as_i64().unwrap();
     assert_error(server.post(&format!("/v1/projects/other/gold/{second}/critique"), &json!({"note": "x"})), 404, "a gold output of another project");
 }
+
+/// Server-sent events as (id, event, data) triples, one per blank-line-ended block.
+fn sse_blocks(text: &str) -> Vec<(String, String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+            Some((field("id: ").unwrap_or_default(), field("event: ").unwrap_or_default(), serde_json::from_str(&field("data: ")?).ok()?))
+        })
+        .collect()
+}
+
+/// What the workbench reads and undoes, through the JSON API any client gets: items paged and
+/// searched, one item's verdicts, judgments filtered, a run's events resumed after
+/// `Last-Event-ID`, labels with who gave them and their undo, the review queue and its filters,
+/// one question, a ruling previewed, answered and taken back, a check's page and a ruling on it
+/// that refinement reads, and the diff of the versions.
+#[test]
+fn the_workbench_api_reads_back_previews_and_undoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("assay.db"));
+    let project = json!({"name": "ifeval", "generation_prompt": "Follow every instruction in the user's request exactly.", "config": small_config()});
+    assert_eq!(server.post("/v1/projects", &project).0, 201);
+    assert_eq!(server.post("/v1/projects/ifeval/datasets", &json!({"name": "gpt4", "items": ifeval_items(3)})).0, 201);
+    assert_eq!(server.post("/v1/projects/ifeval/sets", &json!({"checks": serde_json::from_str::<Value>(IFEVAL_CHECKS).unwrap()})).0, 201);
+    let (_, started) = server.post("/v1/projects/ifeval/runs", &json!({}));
+    let run_id = started["run"]["id"].clone();
+    assert_eq!(finished_run(&server, &run_id, Duration::from_secs(300))["status"], "done");
+
+    // Items, paged and searched by the database; one item with its verdicts.
+    let (status, page) = server.get_json("/v1/projects/ifeval/datasets/gpt4/items?per_page=2&page=2");
+    assert_eq!((status, &page["total"], &page["pages"], page["items"].as_array().unwrap().len()), (200, &json!(3), &json!(2), 1), "{page}");
+    let needle: String = ifeval_items(3)[1]["input"].as_str().unwrap().chars().take(30).collect();
+    let (_, found) = server.get_json(&format!("/v1/projects/ifeval/datasets/gpt4/items?q={}", needle.replace(' ', "%20").replace('"', "%22")));
+    assert_eq!((&found["total"], &found["items"][0]["key"]), (&json!(1), &json!("ifeval-1")), "{found}");
+    assert_error(server.get_json("/v1/projects/ifeval/datasets/gpt4/items?per_page=0"), 400, "an empty page");
+    let (status, item) = server.get_json("/v1/projects/ifeval/datasets/gpt4/items/ifeval-0");
+    assert_eq!((status, item["judgments"].as_array().unwrap().len(), &item["run"]), (200, 2, &run_id), "{item}");
+    assert_error(server.get_json("/v1/projects/ifeval/datasets/gpt4/items/nope"), 404, "an unknown item");
+    let (_, of_item) = server.get_json(&format!("/v1/projects/ifeval/runs/{run_id}/judgments?item=ifeval-0&check=on_topic"));
+    assert_eq!(of_item["judgments"].as_array().unwrap().len(), 1, "{of_item}");
+
+    // The run's events: progress, then end; after Last-Event-ID only what follows it.
+    let (status, text, _) = server.call(ureq::get(&format!("{}/v1/projects/ifeval/runs/{run_id}/events", server.base)), None);
+    let events = sse_blocks(&text);
+    assert_eq!(status, 200);
+    assert!(events.len() >= 2 && events.iter().rev().skip(1).all(|(_, kind, _)| kind == "progress"), "{text}");
+    let (last_id, kind, end) = events.last().unwrap();
+    assert_eq!((kind.as_str(), &end["run"]["status"]), ("end", &json!("done")), "{text}");
+    let before_last = (last_id.parse::<usize>().unwrap() - 1).to_string();
+    let (_, resumed, _) = server.call(ureq::get(&format!("{}/v1/projects/ifeval/runs/{run_id}/events", server.base)).set("Last-Event-ID", &before_last), None);
+    assert_eq!(sse_blocks(&resumed).iter().map(|(id, _, _)| id.clone()).collect::<Vec<_>>(), vec![last_id.clone()], "{resumed}");
+
+    // Labels with their rater, read back and undone.
+    let labels = json!({"labels": [{"item": "ifeval-0", "check": "on_topic", "verdict": "FAIL", "rater": "ana"}, {"item": "ifeval-1", "check": "on_topic", "verdict": "PASS", "rater": "ana"}]});
+    assert_eq!(server.post("/v1/projects/ifeval/labels", &labels).0, 200);
+    let (_, listed) = server.get_json("/v1/projects/ifeval/labels");
+    assert_eq!(listed["labels"].as_array().unwrap().iter().map(|l| (l["item"].as_str().unwrap(), l["rater"].as_str().unwrap())).collect::<Vec<_>>(), vec![("ifeval-0", "ana"), ("ifeval-1", "ana")]);
+    let remove = json!({"item": "ifeval-1", "check": "on_topic"});
+    assert_eq!(server.post("/v1/projects/ifeval/labels/remove", &remove), (200, json!({"removed": true})));
+    assert_error(server.post("/v1/projects/ifeval/labels/remove", &remove), 404, "a label already removed");
+
+    // The review queue: 6 pairs, 1 labelled; filters by label, by check and by verdicts.
+    let (_, all) = server.get_json("/v1/projects/ifeval/review?i=99");
+    assert_eq!((&all["total"], &all["position"], &all["labelled"], &all["pairs"]), (&json!(6), &json!(6), &json!(1), &json!(6)), "clamped to the last: {all}");
+    let (_, unlabelled) = server.get_json("/v1/projects/ifeval/review?filter=unlabelled");
+    assert_eq!(unlabelled["total"], 5, "{unlabelled}");
+    let (_, failed_by_expert) = server.get_json("/v1/projects/ifeval/review?check=on_topic&expert=FAIL");
+    assert_eq!((&failed_by_expert["total"], &failed_by_expert["pair"]["item"]["key"]), (&json!(1), &json!("ifeval-0")), "{failed_by_expert}");
+    let verdict = item["judgments"].as_array().unwrap().iter().find(|j| j["check_id"] == "on_topic").unwrap()["verdict"].clone();
+    let disagree = server.get_json("/v1/projects/ifeval/review?filter=disagree").1["total"].clone();
+    assert_eq!(disagree, json!(if verdict == "FAIL" { 0 } else { 1 }), "the one label disagrees iff the judge passed it");
+
+    // One question; a ruling previewed (nothing stored), answered, and taken back.
+    let (_, questions) = server.get_json("/v1/projects/ifeval/questions");
+    let open = questions["questions"].as_array().unwrap().len();
+    let pair_question = questions["questions"].as_array().unwrap().iter().find(|q| q["item_key"].is_string() && q["check"].is_string()).expect("a question about a pair").clone();
+    let path = format!("/v1/projects/ifeval/questions/{}", pair_question["id"]);
+    let (status, detail) = server.get_json(&path);
+    assert_eq!((status, &detail["open"], detail["item"]["key"].as_str().is_some(), detail["judgment"]["check_id"] == pair_question["check"]), (200, &json!(open), true, true), "{detail}");
+    let (status, preview) = server.post(&format!("{path}/preview"), &json!({"ruling": "Any answer on the subject counts.", "label": "PASS"}));
+    assert_eq!((status, &preview["judged"], &preview["check"]), (200, &json!(3), &pair_question["check"]), "{preview}");
+    assert!(preview["flips"].is_array() && preview.get("kappa_after").is_some(), "{preview}");
+    assert_eq!(server.get_json(&path).1["status"], "open", "a preview stores nothing");
+    assert_error(server.post(&format!("{path}/preview"), &json!({"ruling": " "})), 400, "a blank draft");
+    let (_, answered) = server.post(&format!("{path}/answer"), &json!({"ruling": "Any answer on the subject counts.", "rater": "ana"}));
+    assert_eq!((&answered["status"], &answered["ruling"]["rater"]), (&json!("answered"), &json!("ana")), "{answered}");
+    let (status, reopened) = server.post(&format!("{path}/reopen"), &json!({}));
+    assert_eq!((status, &reopened["status"], &reopened["ruling"]), (200, &json!("open"), &Value::Null), "{reopened}");
+    assert_error(server.post(&format!("{path}/reopen"), &json!({})), 409, "reopening an open question");
+
+    // A check's page; a ruling on the check that refinement reads; the diff of the versions.
+    let (status, check) = server.get_json("/v1/projects/ifeval/sets/1/checks/on_topic");
+    assert_eq!((status, &check["run"], &check["report"]["id"], &check["origin"]), (200, &run_id, &json!("on_topic"), &Value::Null), "an imported check has no cluster: {check}");
+    assert_error(server.get_json("/v1/projects/ifeval/sets/1/checks/nope"), 404, "an unknown check");
+    let (status, ruled) = server.post("/v1/projects/ifeval/checks/on_topic/ruling", &json!({"ruling": "drop this check: the prompt sets no topic", "rater": "ana"}));
+    assert_eq!((status, &ruled["status"]), (201, &json!("answered")), "{ruled}");
+    let (_, refined) = server.post("/v1/projects/ifeval/refine", &json!({}));
+    assert_eq!(refined["to"], 2, "{refined}");
+    let (status, diff) = server.get_json("/v1/projects/ifeval/sets/1/diff/2");
+    assert_eq!((status, &diff["removed"][0]["id"]), (200, &json!("on_topic")), "{diff}");
+    assert!(diff["words"].is_array() && diff["verdicts_changed"].is_array(), "{diff}");
+
+    let (_, doc) = server.get_json("/openapi.json");
+    for route in [
+        "/v1/projects/{project}/datasets/{dataset}/items",
+        "/v1/projects/{project}/datasets/{dataset}/items/{item}",
+        "/v1/projects/{project}/runs/{run}/events",
+        "/v1/projects/{project}/questions/{question}",
+        "/v1/projects/{project}/questions/{question}/preview",
+        "/v1/projects/{project}/questions/{question}/reopen",
+        "/v1/projects/{project}/review",
+        "/v1/projects/{project}/labels/remove",
+        "/v1/projects/{project}/sets/{version}/checks/{check}",
+        "/v1/projects/{project}/checks/{check}/ruling",
+    ] {
+        assert!(doc["paths"][route].is_object(), "openapi.json lacks {route}");
+    }
+    assert!(doc["paths"]["/v1/projects/{project}/labels"]["get"].is_object() && doc["paths"]["/v1/projects/{project}/labels"]["post"].is_object());
+}

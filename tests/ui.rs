@@ -145,6 +145,9 @@ async fn the_expert_journey_in_a_browser() {
         assert_eq!(b.text(&format!("{row} .kappa")).await, kappa, "kappa of {}", c["id"]);
     }
     assert!(b.exists("figure.plot svg").await, "plots inline");
+    // Air-gapped: every resource the page loaded came from this server.
+    let loaded = b.execute("return performance.getEntriesByType('resource').map(e => e.name);", vec![]).await;
+    assert!(loaded.as_array().unwrap().iter().all(|u| u.as_str().unwrap().starts_with(&server.base)), "{loaded}");
     let alternate = b.attr("link[rel=alternate]", "href").await.unwrap();
     assert!(alternate.starts_with("/v1/projects/ife/report"), "{alternate}");
 
@@ -189,6 +192,20 @@ async fn the_expert_journey_in_a_browser() {
     b.goto(&format!("{}/ui/p/ife/review?filter=unlabelled", server.base)).await;
     let labelled_before = api(&server, "GET", "/v1/projects/ife/labels", None).1["labels"].as_array().unwrap().len();
     b.wait_for("#position", WAIT).await;
+    // `?` shows the keys; single-key shortcuts can be turned off there (WCAG 2.1.4).
+    b.press("?").await;
+    b.wait_for("#help[open]", WAIT).await;
+    b.click("#shortcuts-toggle").await;
+    b.press("Escape").await;
+    b.wait_for_gone("#help[open]", WAIT).await;
+    let position = b.text("#position").await;
+    b.press("p").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.text("#position").await, position, "shortcuts off: p labels nothing");
+    b.press("?").await;
+    b.click("#shortcuts-toggle").await;
+    b.press("Escape").await;
+    b.wait_for_gone("#help[open]", WAIT).await;
     b.execute("window.__labelling = true; return true;", vec![]).await;
     for n in 0..5 {
         let position = b.text("#position").await;

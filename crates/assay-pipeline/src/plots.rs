@@ -227,7 +227,7 @@ mod tests {
     fn unwritable_path_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("x.svg");
-        let err = separation_svg("t", &[0.5], &[]).unwrap_err();
+        let err = write_plot(&path, &separation_svg("t", &[0.5], &[]).unwrap()).unwrap_err();
         assert!(err.to_string().contains("x.svg"), "{err}");
     }
 }

@@ -24,6 +24,7 @@ mod optimise_api;
 mod pipeline_backend;
 mod projects_api;
 mod ui;
+mod word_diff;
 
 use crate::background::BackgroundRuns;
 use crate::error::ApiError;

@@ -401,7 +401,7 @@ pub(crate) struct SetDiffView {
 struct FieldWords {
     check: String,
     field: String,
-    segments: Vec<crate::ui::WordSegment>,
+    segments: Vec<crate::word_diff::WordSegment>,
 }
 
 #[derive(Serialize)]
@@ -426,7 +426,7 @@ pub(crate) fn set_diff(store: &Store, name: &str, from: u32, to: u32) -> Result<
             _ => c.threshold.map_or("0.5 (default)".into(), |t| t.to_string()),
         };
         for field in &change.fields {
-            words.push(FieldWords { check: change.id.clone(), field: field.clone(), segments: crate::ui::word_diff(&text(&change.before, field), &text(&change.after, field)) });
+            words.push(FieldWords { check: change.id.clone(), field: field.clone(), segments: crate::word_diff::word_diff(&text(&change.before, field), &text(&change.after, field)) });
         }
     }
     // The latest judge run of each version, on the dataset the newer one was judged on.
@@ -819,12 +819,15 @@ pub(crate) async fn add_labels(State(state): State<AppState>, ApiPath(name): Api
     Ok(Json(with_store(&state, move |store| record_labels(store, &name, &req)).await?))
 }
 
-/// An expert label, its item named by key.
+/// An expert label, its item named by key (as labels are given).
 #[derive(Serialize)]
 pub(crate) struct LabelView {
     item: String,
-    #[serde(flatten)]
-    label: CheckLabel,
+    check: String,
+    verdict: Verdict,
+    note: String,
+    rater: String,
+    created_at: String,
 }
 
 #[derive(Serialize)]
@@ -844,7 +847,11 @@ pub(crate) async fn list_labels(State(state): State<AppState>, ApiPath(name): Ap
         let project = store.project_by_name(&name)?;
         let dataset = store.dataset_or_latest(&project, query.dataset.as_deref())?;
         let keys: HashMap<ItemId, String> = store.items(dataset.id)?.into_iter().map(|i| (i.id, i.fields.key)).collect();
-        let labels = store.check_labels(dataset.id)?.into_iter().map(|label| LabelView { item: keys.get(&label.item).cloned().unwrap_or_default(), label }).collect();
+        let labels = store
+            .check_labels(dataset.id)?
+            .into_iter()
+            .map(|l| LabelView { item: keys.get(&l.item).cloned().unwrap_or_default(), check: l.check, verdict: l.verdict, note: l.note, rater: l.rater, created_at: l.created_at })
+            .collect();
         Ok(LabelList { dataset: dataset.name, labels })
     })
     .await?;

@@ -14,9 +14,6 @@
 
 mod actions;
 mod pages;
-mod word_diff;
-
-pub(crate) use word_diff::{word_diff, WordSegment};
 
 use crate::error::ApiError;
 use crate::AppState;

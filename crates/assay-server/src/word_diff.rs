@@ -41,12 +41,13 @@ pub(crate) fn word_diff(before: &str, after: &str) -> Vec<WordSegment> {
             if i < a.len() && j < b.len() && a[i] == b[j] {
                 ops.push((WordChange::Same, a[i]));
                 (i, j) = (i + 1, j + 1);
-            } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-                ops.push((WordChange::Added, b[j]));
-                j += 1;
-            } else {
+            } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+                // On a tie the old words go first: "[-old-] {+new+}" reads as a replacement.
                 ops.push((WordChange::Removed, a[i]));
                 i += 1;
+            } else {
+                ops.push((WordChange::Added, b[j]));
+                j += 1;
             }
         }
     }

@@ -215,8 +215,11 @@ fn optimisation_over_http_streams_progress_and_stores_gold_outputs() {
     assert_eq!((last_kind.as_str(), &last["run"]["status"]), ("end", &json!("done")), "{text}");
     let gold_events: Vec<&Value> = events.iter().filter(|(k, _)| k == "gold").map(|(_, e)| e).collect();
     assert_eq!(gold_events.len(), 2, "{text}");
+    // Every run's log also carries `progress` (items with a gold output, of all), as discovery
+    // and judge runs do.
+    assert!(events.iter().any(|(k, e)| k == "progress" && e["stage"] == "optimising" && e["total"] == 2), "{text}");
     for (k, e) in &events {
-        assert!(["generation", "gold", "end"].contains(&k.as_str()), "{k}");
+        assert!(["progress", "generation", "gold", "end"].contains(&k.as_str()), "{k}");
         if k == "generation" {
             assert!(e["evaluations"].as_u64().unwrap() <= 4 && e["best_passes"].as_u64().unwrap() <= 2, "{e}");
         }

@@ -2,7 +2,10 @@
 //! `/openapi.json`, a fixed number of examples each from a fixed seed, the coverage and fuzzing
 //! phases, every check but `negative_data_rejection` (the server also takes `null` for optional
 //! fields and ignores unknown ones, as OpenAI's API does; the document states what it needs,
-//! not everything it tolerates). It must find no server error, no crash (the server still
+//! not everything it tolerates). Responses must come within 45 s, past the server's own 30 s
+//! request deadline, not schemathesis' default 10 s: speed is measured in benchmarks, and a
+//! request waiting behind the discovery and judge runs the fuzzer starts in the background can
+//! take over 10 s on a busy 2-core machine. It must find no server error, no crash (the server still
 //! answers after), and no schema-valid request rejected. The server runs with small limits,
 //! which the document publishes, so that generated requests stay cheap on a CPU; the hooks in
 //! `tests/python/schemathesis_hooks.py` make list ids unique, which JSON Schema cannot state.
@@ -43,7 +46,7 @@ fn schemathesis_finds_no_server_error_no_crash_and_no_valid_request_rejected() {
     let out = Command::new(python.with_file_name("schemathesis"))
         .args(["run", &format!("{}/openapi.json", server.base), "--header", "Authorization: Bearer fuzz-key"])
         .args(["--max-examples", EXAMPLES_PER_OPERATION, "--seed", "1", "--workers", "1", "--phases", "examples,coverage,fuzzing"])
-        .args(["--checks", "all", "--exclude-checks", "negative_data_rejection", "--request-timeout", "60", "--no-color"])
+        .args(["--checks", "all", "--exclude-checks", "negative_data_rejection", "--max-response-time", "45", "--request-timeout", "60", "--no-color"])
         .env("PYTHONPATH", common::repo_root().join("tests/python"))
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .current_dir(work.path())

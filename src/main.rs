@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
         // started a pool yet.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    if let Err(e) = assay_kernels::cpu::CpuKernel::set_preferred(&cli.global.cpu_kernel) {
+        eprintln!("error: --cpu-kernel: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Models => commands::models::run(&cli.global),
         Command::Generate(args) => commands::generate::run(&cli.global, args),

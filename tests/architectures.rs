@@ -15,7 +15,7 @@
 //! every architecture.
 
 use assay_engine::model::random::synthetic_tokenizer;
-use assay_engine::{LanguageModel, MatmulPath, MatmulPolicy, ModelFiles};
+use assay_engine::{LanguageModel, MatmulPolicy, ModelFiles};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models as ct;
@@ -70,7 +70,7 @@ fn ours(varmap: &VarMap, config: &Value, dir: &std::path::Path) -> LanguageModel
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab = config["vocab_size"].as_u64().unwrap() as usize;
     synthetic_tokenizer(vocab).unwrap().save(dir.join("tokenizer.json"), false).unwrap();
-    let exact = MatmulPolicy { dense_min_rows: 0, keep_quantized: false, ..MatmulPolicy::for_device(&Device::Cpu) };
+    let exact = MatmulPolicy::dense_f32(&Device::Cpu);
     LanguageModel::load_with_policy("test", &ModelFiles::Checkpoint(dir.to_path_buf()), &Device::Cpu, exact).unwrap()
 }
 
@@ -91,8 +91,8 @@ fn compare(name: &str, lm: &LanguageModel, theirs: Option<&mut dyn Theirs>, fres
     let vocab = lm.model.config().vocab_size;
     let mut worst = 0f32;
     let ids = prompt(prefill_len, vocab);
-    let whole = lm.logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
-    let decoded = lm.logits_along(&ids, 1, MatmulPath::Dense).unwrap();
+    let whole = lm.logits_along(&ids, ids.len()).unwrap();
+    let decoded = lm.logits_along(&ids, 1).unwrap();
     for (pos, (a, b)) in whole.iter().zip(&decoded).enumerate() {
         let r = relative(a, b);
         assert!(r <= TOLERANCE, "{name}: our prompt and our decoding differ at {pos}: {r:.2e}");
@@ -103,7 +103,7 @@ fn compare(name: &str, lm: &LanguageModel, theirs: Option<&mut dyn Theirs>, fres
         assert!(r <= TOLERANCE, "{name}: prompt of {prefill_len}: relative difference {r:.2e}");
     }
     let ids = prompt(decode_len, vocab);
-    let ours = lm.logits_along(&ids, 1, MatmulPath::Dense).unwrap();
+    let ours = lm.logits_along(&ids, 1).unwrap();
     for (pos, row) in ours.iter().enumerate() {
         let r = relative(row, &fresh.last_logits(&ids[pos..pos + 1], pos));
         worst = worst.max(r);

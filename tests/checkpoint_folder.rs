@@ -6,7 +6,7 @@
 mod common;
 
 use assay_engine::gguf::GgufFile;
-use assay_engine::{LanguageModel, MatmulPath, MatmulPolicy, ModelFiles, TextTokenizer};
+use assay_engine::{LanguageModel, MatmulPolicy, ModelFiles, TextTokenizer};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
@@ -20,11 +20,11 @@ fn unpermute(w: &Tensor, heads: usize) -> Tensor {
 fn exported_checkpoint_matches_the_gguf_model() {
     let dev = Device::Cpu;
     let gguf_path = common::smollm2_path();
-    let mut file = GgufFile::open(&gguf_path).unwrap();
+    let file = GgufFile::open(&gguf_path).unwrap();
     let cfg = assay_engine::language_model::model_config(&ModelFiles::Gguf(gguf_path.clone())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = HashMap::new();
-    let mut get = |name: &str| file.tensor(name, &dev).unwrap().dequantize(&dev).unwrap();
+    let get = |name: &str| file.tensor(name, &dev).unwrap().dequantize(&dev).unwrap();
     tensors.insert("model.embed_tokens.weight".to_string(), get("token_embd.weight"));
     tensors.insert("model.norm.weight".to_string(), get("output_norm.weight"));
     for i in 0..cfg.n_layers {
@@ -55,14 +55,14 @@ fn exported_checkpoint_matches_the_gguf_model() {
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     TextTokenizer::from_gguf(&file).unwrap().save(&dir.path().join("tokenizer.json")).unwrap();
 
-    let dense = MatmulPolicy { dense_min_rows: 0, keep_quantized: false, ..MatmulPolicy::for_device(&dev) };
+    let dense = MatmulPolicy::dense_f32(&dev);
     let from_gguf = LanguageModel::load_with_policy("gguf", &ModelFiles::Gguf(gguf_path), &dev, dense).unwrap();
     let from_dir = LanguageModel::load_with_policy("dir", &ModelFiles::Checkpoint(dir.path().to_path_buf()), &dev, dense).unwrap();
     let text = "Patients with iron deficiency anemia often report fatigue, pallor and shortness of breath.";
     let ids = from_gguf.tokenizer.encode(text).unwrap();
     assert_eq!(from_dir.tokenizer.encode(text).unwrap(), ids);
-    let a = from_gguf.logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
-    let b = from_dir.logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
+    let a = from_gguf.logits_along(&ids, ids.len()).unwrap();
+    let b = from_dir.logits_along(&ids, ids.len()).unwrap();
     let diff = a.last().unwrap().iter().zip(b.last().unwrap()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-3, "logits differ by {diff}");
 }

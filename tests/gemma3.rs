@@ -14,7 +14,7 @@ mod common;
 use assay_core::SamplingParams;
 use assay_engine::gguf::GgufFile;
 use assay_engine::sampling::argmax;
-use assay_engine::{Engine, EngineConfig, EngineModel, LanguageModel, MatmulPath, ModelFiles, TextTokenizer};
+use assay_engine::{Engine, EngineConfig, EngineModel, LanguageModel, ModelFiles, TextTokenizer};
 use candle_core::Device;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -83,7 +83,7 @@ fn logits_and_greedy_tokens_follow_llama_cpp() {
         assert_eq!(lm.tokenizer.encode_prompt(&g.prompt).unwrap(), g.ids, "prompt ids of {:?}", g.prompt);
         // Along llama.cpp's trajectory: the prompt in one pass, then one token at a time.
         let tokens: Vec<u32> = g.ids.iter().chain(&g.greedy[..g.greedy.len() - 1]).copied().collect();
-        let ours = lm.logits_along(&tokens, g.ids.len(), MatmulPath::Dense).unwrap().split_off(g.ids.len() - 1);
+        let ours = lm.logits_along(&tokens, g.ids.len()).unwrap().split_off(g.ids.len() - 1);
         let (mut worst, mut clear) = (0f32, 0);
         for (step, (row, top)) in ours.iter().zip(&g.top).enumerate() {
             for &(id, logit) in top {

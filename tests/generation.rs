@@ -5,7 +5,7 @@
 mod common;
 
 use assay_core::{FinishReason, Generation, SamplingParams};
-use assay_engine::{ChatMessage, Engine, EngineConfig, EngineError, EngineModel, MatmulPath};
+use assay_engine::{ChatMessage, Engine, EngineConfig, EngineError, EngineModel};
 
 /// Chat prompt ids.
 fn chat(p: &str) -> Vec<u32> {
@@ -32,7 +32,7 @@ fn prefill_in_small_steps_equals_one_pass_and_the_first_logits_equal_the_model_a
     assert_eq!(pieces, whole, "chunking does not change a row's arithmetic");
     assert!(small.stats().scheduler.steps as usize >= ids.len() / 7, "{:?}", small.stats());
     // The engine's first log-probabilities are the model's own on the whole prompt.
-    let logits = common::smollm2().logits_along(&ids, ids.len(), MatmulPath::Dense).unwrap();
+    let logits = common::smollm2().logits_along(&ids, ids.len()).unwrap();
     let last = logits.last().unwrap();
     let lse = assay_engine::sampling::log_sum_exp(last);
     let first = &whole.logprobs.as_ref().unwrap()[0];

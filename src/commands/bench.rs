@@ -4,8 +4,8 @@
 use crate::options::{BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
 use assay_core::SamplingParams;
-use assay_engine::projection::Projection;
-use assay_engine::{EngineConfig, GenEvent, MatmulPath, MatmulPolicy, RequestOptions};
+use assay_engine::projection::{LoadedWeight, Projection};
+use assay_engine::{EngineConfig, GenEvent, MatmulPolicy, RequestOptions, WeightCopy};
 use candle_core::{Device, Module, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,7 +47,7 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
     anyhow::ensure!(args.repeats > 0 && args.gen_tokens > 0 && args.prompt_tokens > 0, "repeats, gen-tokens and prompt-tokens must be > 0");
     // One sequence as `assay generate` runs it; nothing kept between runs, so each computes
     // its prompt.
-    let config = EngineConfig { path: MatmulPath::ByRows, prefix_sharing: false, ..super::engine_config(global) };
+    let config = EngineConfig { prefix_sharing: false, ..super::engine_config(global) };
     let (engine, lm) = super::start_engine(global, &args.model, config)?;
     let file = args.prompt_file.clone().unwrap_or_else(default_prompt_file);
     let mut prompt = lm.tokenizer.encode(&load_text(&file)?)?;
@@ -97,20 +97,22 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
     Ok(())
 }
 
+/// The projections of the model's first layer (and its LM head), as the file stores them, timed
+/// through each CPU kernel on its blocks and through dense f32 weights.
 fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
-    let cfg = assay_engine::language_model::model_config(&super::resolver(global).resolve(&args.model)?)?;
+    let files = super::resolver(global).resolve(&args.model)?;
+    let assay_engine::ModelFiles::Gguf(path) = &files else { anyhow::bail!("bench matmul reads a GGUF file's blocks; {} is not one", args.model) };
+    let file = assay_engine::gguf::GgufFile::open(path)?;
     let dev = Device::Cpu;
-    let h = cfg.hidden_size;
-    let shapes = [
-        ("qkv", h, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim),
-        ("out", cfg.n_heads * cfg.head_dim, h),
-        ("gate_up", h, 2 * cfg.intermediate_size),
-        ("down", cfg.intermediate_size, h),
-        ("lm_head", h, cfg.vocab_size),
+    let blocks = |name: &str| -> Result<LoadedWeight> { Ok(LoadedWeight::File(file.tensor_blocks(name)?)) };
+    let head = if file.has_tensor("output.weight") { "output.weight" } else { "token_embd.weight" };
+    let shapes: Vec<(&str, Vec<&str>)> = vec![
+        ("qkv", vec!["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]),
+        ("out", vec!["blk.0.attn_output.weight"]),
+        ("gate_up", vec!["blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"]),
+        ("down", vec!["blk.0.ffn_down.weight"]),
+        ("lm_head", vec![head]),
     ];
-    let cpu = MatmulPolicy::for_device(&dev);
-    let always_dense = MatmulPolicy { dense_min_rows: 0, ..cpu };
-    let always_quantized = MatmulPolicy { dense_min_rows: usize::MAX, ..cpu };
     let time = |p: &Projection, x: &Tensor| -> Result<f64> {
         let reps = 5;
         p.forward(x)?;
@@ -122,20 +124,27 @@ fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
             .collect::<candle_core::Result<_>>()?;
         Ok(median(&mut runs))
     };
+    let mut policies = vec![("dense_f32".to_string(), MatmulPolicy::dense_f32(&dev))];
+    for kernel in assay_kernels::cpu::CpuKernel::all_available() {
+        policies.push((format!("int8_{kernel:?}").to_lowercase(), MatmulPolicy { weights: WeightCopy::Int8Blocks(kernel), fused_attention: true }));
+    }
     let mut results = Vec::new();
-    eprintln!("{:<8} {:>6} {:>12} {:>12} {:>10}", "shape", "rows", "dense ms", "q8_0 ms", "q8_0/dense");
-    for (name, k, n) in shapes {
-        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
-        let dense = Projection::from_dense(w.clone(), None, always_dense)?;
-        let quant = Projection::from_dense(w, None, always_quantized)?;
+    eprintln!("{:<8} {:>6} {:>11} {:>9} {}", "shape", "rows", "GMAC", "formats", policies.iter().map(|(n, _)| format!("{:>14}", format!("{n} ms"))).collect::<String>());
+    for (name, tensors) in shapes {
+        let parts: Vec<LoadedWeight> = tensors.iter().map(|t| blocks(t)).collect::<Result<_>>()?;
+        let formats: Vec<String> = tensors.iter().map(|t| Ok(format!("{:?}", file.tensor_blocks(t)?.dtype))).collect::<Result<_>>()?;
+        let projections: Vec<Projection> = policies.iter().map(|(_, p)| Projection::new(parts.clone(), None, *p, &dev)).collect::<candle_core::Result<_>>()?;
+        let (n, k) = (projections[0].out_features(), file.tensor_blocks(tensors[0])?.dims[1]);
         for &rows in &args.rows {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?;
-            let (d, q) = (time(&dense, &x)?, time(&quant, &x)?);
-            eprintln!("{name:<8} {rows:>6} {d:>12.3} {q:>12.3} {:>10.2}", q / d);
-            results.push(serde_json::json!({"shape": name, "k": k, "n": n, "rows": rows, "dense_ms": d, "q8_0_ms": q}));
+            let ms: Vec<f64> = projections.iter().map(|p| time(p, &x)).collect::<Result<_>>()?;
+            let gmac = (rows * n * k) as f64 / 1e9;
+            eprintln!("{name:<8} {rows:>6} {gmac:>11.4} {:>9} {}", formats.join("+"), ms.iter().map(|m| format!("{m:>14.3}")).collect::<String>());
+            let timings: serde_json::Map<String, serde_json::Value> = policies.iter().zip(&ms).map(|((n, _), m)| (format!("{n}_ms"), serde_json::json!(m))).collect();
+            results.push(serde_json::json!({"shape": name, "k": k, "n": n, "rows": rows, "formats": formats, "timings": timings}));
         }
     }
-    println!("{}", serde_json::json!({ "engine": "assay", "bench": "matmul", "threads": candle_core::utils::get_num_threads(), "results": results }));
+    println!("{}", serde_json::json!({ "engine": "assay", "bench": "matmul", "model": args.model, "threads": candle_core::utils::get_num_threads(), "results": results }));
     Ok(())
 }
 

@@ -21,7 +21,7 @@ pub fn run(global: &GlobalOptions, args: &GenerateArgs) -> Result<()> {
     };
     params.validate()?;
     // One sequence: the quantized path for its single decode row is fastest.
-    let (engine, lm) = super::start_engine(global, &args.model, assay_engine::EngineConfig { path: assay_engine::MatmulPath::ByRows, ..super::engine_config(global) })?;
+    let (engine, lm) = super::start_engine(global, &args.model, super::engine_config(global))?;
     let prompt = if args.raw {
         lm.tokenizer.encode_prompt(&args.prompt)?
     } else {

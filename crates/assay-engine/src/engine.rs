@@ -23,7 +23,6 @@ use crate::error::{EngineError, Result};
 use crate::judge::{JudgeJob, Labels};
 use crate::kv_pool::KvPool;
 use crate::language_model::LanguageModel;
-use crate::projection::MatmulPath;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
 use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams, TokenLogprob};
@@ -50,20 +49,13 @@ pub struct EngineConfig {
     /// `Queued` requests waiting or running before more are refused.
     pub max_queue: usize,
     pub prefix_sharing: bool,
-    pub path: MatmulPath,
 }
 
 impl EngineConfig {
-    /// Many concurrent sequences whose outputs must not depend on each other (the server, the
-    /// pipeline, judging): dense matmuls, prefixes shared.
+    /// Many concurrent sequences, prefixes shared (every engine: a row's arithmetic does not
+    /// depend on the rows beside it, so one sequence alone computes the same).
     pub fn batched(kv_cache_bytes: usize) -> Self {
-        Self { kv_cache_bytes, step_tokens: DEFAULT_STEP_TOKENS, max_queue: usize::MAX, prefix_sharing: true, path: MatmulPath::Dense }
-    }
-
-    /// One sequence at a time (`assay generate`): the quantized path for its single decode row
-    /// is fastest.
-    pub fn single_stream(kv_cache_bytes: usize) -> Self {
-        Self { path: MatmulPath::ByRows, ..Self::batched(kv_cache_bytes) }
+        Self { kv_cache_bytes, step_tokens: DEFAULT_STEP_TOKENS, max_queue: usize::MAX, prefix_sharing: true }
     }
 }
 
@@ -519,7 +511,7 @@ struct Worker {
 impl Worker {
     fn new(lm: Arc<LanguageModel>, pool: KvPool, shared: Arc<Shared>) -> Self {
         let c = shared.config;
-        let scheduler = Scheduler::new(pool, SchedulerConfig { step_tokens: c.step_tokens, prefix_sharing: c.prefix_sharing, path: c.path });
+        let scheduler = Scheduler::new(pool, SchedulerConfig { step_tokens: c.step_tokens, prefix_sharing: c.prefix_sharing });
         Self { lm, scheduler, requests: HashMap::new(), next_request: 0, shared, generated: 0, judged: 0 }
     }
 
@@ -620,7 +612,7 @@ impl Worker {
                 match new_pool(&self.lm, self.shared.config) {
                     Ok(pool) => {
                         let c = self.shared.config;
-                        self.scheduler = Scheduler::new(pool, SchedulerConfig { step_tokens: c.step_tokens, prefix_sharing: c.prefix_sharing, path: c.path });
+                        self.scheduler = Scheduler::new(pool, SchedulerConfig { step_tokens: c.step_tokens, prefix_sharing: c.prefix_sharing });
                     }
                     Err(e) => {
                         tracing::error!("cannot rebuild the KV pool of {}, stopping its engine: {e}", self.lm.name);

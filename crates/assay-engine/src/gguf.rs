@@ -1,19 +1,51 @@
 //! Reading GGUF files: header, metadata and tensors, validated up front so that a truncated
-//! or corrupt file is reported with its name before any weight is loaded.
+//! or corrupt file is reported with its name before any weight is loaded. The tensor data is
+//! memory-mapped: a tensor is a view of the file's own blocks (`FileBlocks`), read only when
+//! the loader repacks or dequantizes it, so loading never holds a second copy of the file.
 
 use crate::error::{EngineError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
+use memmap2::Mmap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An open GGUF file whose header was read and whose tensor table fits inside the file.
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: BufReader<File>,
+    map: Arc<Mmap>,
+}
+
+/// One tensor's bytes in a mapped GGUF file, as the file stores them.
+#[derive(Clone)]
+pub struct FileBlocks {
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+    pub dtype: GgmlDType,
+    /// Candle's order: `[rows, columns]` for a matrix.
+    pub dims: Vec<usize>,
+}
+
+impl std::fmt::Debug for FileBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileBlocks({:?} {:?}, {} bytes)", self.dtype, self.dims, self.len)
+    }
+}
+
+impl FileBlocks {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+
+    /// The tensor as candle's quantized tensor on `device` (a copy of the blocks).
+    pub fn qtensor(&self, device: &Device) -> candle_core::Result<QTensor> {
+        candle_core::quantized::ggml_file::qtensor_from_ggml(self.dtype, self.bytes(), self.dims.clone(), device)
+    }
 }
 
 impl GgufFile {
@@ -23,7 +55,7 @@ impl GgufFile {
         }
         let file = File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
         let file_len = file.metadata().map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?.len();
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::new(file.try_clone().map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?);
         let corrupt = |reason: String| EngineError::CorruptGguf { path: path.to_path_buf(), reason };
         // candle's reader divides by this value unchecked. A header it cannot read is left for
         // it to report.
@@ -47,7 +79,9 @@ impl GgufFile {
                 return Err(corrupt(format!("tensor {name} ends at byte {end} but the file has {file_len} bytes (truncated download?)")));
             }
         }
-        Ok(Self { path: path.to_path_buf(), content, reader })
+        // SAFETY: model files are not modified while a model is loaded from them.
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+        Ok(Self { path: path.to_path_buf(), content, map: Arc::new(map) })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,7 +130,8 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
-    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+    /// A tensor's blocks, viewed in the mapped file (`open` checked that they lie inside it).
+    pub fn tensor_blocks(&self, name: &str) -> Result<FileBlocks> {
         let path = self.path.clone();
         let info = self.content.tensor_infos.get(name).ok_or_else(|| EngineError::InvalidModel { path: path.clone(), reason: format!("missing tensor {name}") })?;
         // candle views the bytes of an empty tensor (a dangling pointer) as blocks: undefined
@@ -104,7 +139,13 @@ impl GgufFile {
         if info.shape.elem_count() == 0 {
             return Err(EngineError::CorruptGguf { path, reason: format!("tensor {name} has a zero dimension: {:?}", info.shape.dims()) });
         }
-        info.read(&mut self.reader, self.content.tensor_data_offset, device).map_err(|e| EngineError::CorruptGguf { path, reason: format!("tensor {name}: {e}") })
+        let len = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        Ok(FileBlocks { map: self.map.clone(), start, len, dtype: info.ggml_dtype, dims: info.shape.dims().to_vec() })
+    }
+
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
+        self.tensor_blocks(name)?.qtensor(device).map_err(|e| EngineError::CorruptGguf { path: self.path.clone(), reason: format!("tensor {name}: {e}") })
     }
 }
 

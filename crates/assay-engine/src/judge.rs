@@ -406,7 +406,7 @@ pub fn score_alone(lm: &LanguageModel, prompt: &[u32], labels: &Labels) -> Resul
     let (a, b) = (&ids.pass, &ids.fail);
     let along = |label: &[u32]| {
         let tokens: Vec<u32> = prompt.iter().chain(&label[..label.len() - 1]).copied().collect();
-        lm.logits_along(&tokens, tokens.len(), crate::projection::MatmulPath::Dense).map(|rows| rows[prompt.len() - 1..].to_vec())
+        lm.logits_along(&tokens, tokens.len()).map(|rows| rows[prompt.len() - 1..].to_vec())
     };
     let lp = |row: &[f32], id: u32| row[id as usize] - crate::sampling::log_sum_exp(row);
     let pass_rows = along(a)?;

@@ -9,7 +9,7 @@ use crate::kv_pool::{KvPool, BLOCK_SIZE};
 use crate::model::random::{synthetic_tokenizer, RandomSpec};
 use crate::model::weights::{GgufWeights, RandomWeights, SafetensorsWeights};
 use crate::model::{architecture, Decoder, ModelConfig};
-use crate::projection::{MatmulPath, MatmulPolicy};
+use crate::projection::MatmulPolicy;
 use crate::registry::ModelFiles;
 use crate::tokenizer::TextTokenizer;
 use candle_core::Device;
@@ -37,7 +37,7 @@ impl LanguageModel {
     }
 
     fn from_gguf(name: &str, path: &Path, device: &Device, policy: MatmulPolicy) -> Result<Self> {
-        let mut file = GgufFile::open(path)?;
+        let file = GgufFile::open(path)?;
         // Architecture and shape errors first: they say the most about a wrong file.
         let arch = architecture(file.string("general.architecture")?, path)?;
         let config = arch.config_from_gguf(&file)?;
@@ -46,7 +46,7 @@ impl LanguageModel {
         let beside = path.with_file_name("tokenizer.json");
         let tokenizer =
             if beside.is_file() { TextTokenizer::from_file(&beside, &["</s>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"], Some("<s>"))? } else { TextTokenizer::from_gguf(&file)? };
-        let model = Decoder::load(config, &mut GgufWeights { file: &mut file, device: device.clone() }, device, policy)?;
+        let model = Decoder::load(config, &mut GgufWeights { file: &file, device: device.clone() }, device, policy)?;
         let template = match file.string("tokenizer.chat_template") {
             Ok(source) => ChatTemplate::new(name, source, tokenizer.bos_token(), tokenizer.eos_token())?,
             Err(_) => fallback_template(name, &tokenizer)?,
@@ -116,7 +116,7 @@ impl LanguageModel {
     /// The logits at every position of `tokens` run as one sequence in a pool of its own (what
     /// the model computes with nothing shared and nothing batched: references, tests): the
     /// first `prefill` tokens in one pass, then one token per pass, the shape of decoding.
-    pub fn logits_along(&self, tokens: &[u32], prefill: usize, path: MatmulPath) -> Result<Vec<Vec<f32>>> {
+    pub fn logits_along(&self, tokens: &[u32], prefill: usize) -> Result<Vec<Vec<f32>>> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -133,7 +133,7 @@ impl LanguageModel {
         for end in std::iter::once(prefill).chain(prefill + 1..=tokens.len()) {
             let mut batch = StepBatch::default();
             batch.push(&tokens[start..end], start, &table, 0..end - start);
-            out.extend(self.model.forward(&batch, &mut pool, path)?.to_vec2::<f32>()?);
+            out.extend(self.model.forward(&batch, &mut pool)?.to_vec2::<f32>()?);
             start = end;
         }
         Ok(out)

@@ -41,6 +41,6 @@ pub use engine::{Admission, Embeddings, Engine, EngineConfig, EngineModel, Engin
 pub use error::{EngineError, Result};
 pub use language_model::LanguageModel;
 pub use model::ModelConfig;
-pub use projection::{MatmulPath, MatmulPolicy};
+pub use projection::{MatmulPolicy, WeightCopy};
 pub use registry::{Manifest, ModelFiles, ModelResolver};
 pub use tokenizer::TextTokenizer;

@@ -1,151 +1,203 @@
-//! Linear projections with two matmul paths, chosen per call by the number of rows.
+//! Linear projections `y = x W^T (+ b)`, over whichever copy of the weights the policy keeps.
 //!
-//! On the CPU, candle's quantized matmul is fast for one row (decode: a SIMD dot product per
-//! output, bound by the bandwidth of the small quantized weights) but has no batched kernel,
-//! so a prompt of T tokens costs T matrix-vector products. A dequantized f32 copy of the same
-//! weights goes through gemm, which is several times faster per token once T reaches a few
-//! rows; on CPUs with AVX-512 the dense copy is packed once for our own kernel
-//! (`packed_gemm`), 2.5-3x faster than gemm's AVX2 kernels at 64 rows here. Every source
-//! format (Q4_1, Q4_K, f16, ...) is requantized to Q8_0 for the quantized path: Q8_0 has a
-//! SIMD dot product in candle and loses almost nothing against the source.
-//! BENCHMARKS.md has the crossover measurement behind `MatmulPolicy::dense_min_rows`.
+//! On the CPU the default keeps only the file's quantized blocks, repacked once at load into
+//! `assay-kernels`' tiles, and multiplies every call (one decode row or a 2,048-token prefill)
+//! by the int8 kernels: activations quantized per block, integer dot products, no f32 copy of
+//! any weight. Formats without a kernel (F16, Q5_0's cousins, ...) and float checkpoints are
+//! quantized to Q8_0 at load. A row's arithmetic never depends on the other rows of the call,
+//! so batched and solo generation agree bit for bit.
+//!
+//! Two other policies exist for references and accelerators: dense f32 weights (exact
+//! arithmetic; on AVX-512 CPUs through `packed_gemm`, elsewhere candle's matmul, cuBLAS on
+//! GPUs), and candle's own `QMatMul` on the file's blocks with candle's attention ops, which
+//! reproduces upstream `quantized_llama` exactly.
 
+use crate::gguf::FileBlocks;
 use crate::packed_gemm::PackedWeights;
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use assay_kernels::cpu::{BlockFormat, CpuKernel, QuantMatrix, QuantizedRows};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Result, Tensor};
+use std::sync::Arc;
 
-/// The format of the quantized copy.
+/// Which copy of the weights a model keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuantizedFormat {
-    /// Requantize everything to Q8_0 (fast SIMD dot product; the default).
-    Q8_0,
-    /// Keep the file's own blocks (smaller, and bit-for-bit the arithmetic of llama.cpp-style
-    /// engines; Q4_1 has no SIMD path in candle, so slower).
-    Source,
+pub enum WeightCopy {
+    /// The file's blocks repacked for the CPU's int8 kernels (the CPU default).
+    Int8Blocks(CpuKernel),
+    /// f32 values (accelerators; exact CPU references).
+    DenseF32,
+    /// candle's `QMatMul` on the file's own blocks (upstream candle's arithmetic).
+    CandleBlocks,
 }
 
-/// Which weight copies a model keeps and when it uses each.
+/// How a model's projections and attention compute.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatmulPolicy {
-    /// Calls with at least this many rows use the dense copy; fewer use the quantized one.
-    pub dense_min_rows: usize,
-    /// Keep a quantized copy for calls with few rows.
-    pub keep_quantized: bool,
-    pub quantized_format: QuantizedFormat,
+    pub weights: WeightCopy,
     /// Attention through the fused CPU kernel (`cpu_attention`) where the CPU runs it; off,
     /// attention uses candle's ops and reproduces upstream's arithmetic exactly.
     pub fused_attention: bool,
 }
 
 impl MatmulPolicy {
-    /// Both paths on the CPU; dense only on accelerators, where cuBLAS is fast at every shape
-    /// and a second copy would only cost memory.
+    /// The CPU: int8 kernels on the file's blocks (the kernel `CpuKernel::preferred` names;
+    /// dense f32 where it names none) and fused attention; accelerators: dense weights and
+    /// candle's ops.
     pub fn for_device(device: &Device) -> Self {
-        if device.is_cpu() {
-            Self { dense_min_rows: 4, keep_quantized: true, quantized_format: QuantizedFormat::Q8_0, fused_attention: true }
-        } else {
-            Self { dense_min_rows: 0, keep_quantized: false, quantized_format: QuantizedFormat::Q8_0, fused_attention: false }
+        match (device.is_cpu(), CpuKernel::preferred()) {
+            (true, Some(kernel)) => Self { weights: WeightCopy::Int8Blocks(kernel), fused_attention: true },
+            (true, None) => Self::dense_f32(device),
+            (false, _) => Self { weights: WeightCopy::DenseF32, fused_attention: false },
         }
     }
 
-    /// Every matmul through the file's own quantized blocks and attention through candle's
-    /// ops, as upstream candle's `quantized_llama` does (reference comparisons).
-    pub fn source_quantized() -> Self {
-        Self { dense_min_rows: usize::MAX, keep_quantized: true, quantized_format: QuantizedFormat::Source, fused_attention: false }
+    /// Exact f32 arithmetic on the dequantized weights (the reference the quantized paths
+    /// are measured against).
+    pub fn dense_f32(device: &Device) -> Self {
+        Self { weights: WeightCopy::DenseF32, fused_attention: device.is_cpu() }
+    }
+
+    /// Every matmul through candle's `QMatMul` on the file's own blocks and attention through
+    /// candle's ops, as upstream candle's `quantized_llama` does (reference comparisons).
+    pub fn upstream_candle() -> Self {
+        Self { weights: WeightCopy::CandleBlocks, fused_attention: false }
     }
 }
 
-/// Which path a forward pass takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatmulPath {
-    /// Per call, by its number of rows (`MatmulPolicy::dense_min_rows`).
-    ByRows,
-    /// Always the dense f32 path.
-    Dense,
+/// One weight matrix `[out, in]` as its source holds it.
+#[derive(Debug, Clone)]
+pub enum LoadedWeight {
+    /// A GGUF tensor's blocks in the mapped file.
+    File(FileBlocks),
+    /// Float values (safetensors checkpoints, random weights).
+    Dense(Tensor),
 }
 
-/// One weight matrix `[out, in]` as loaded: f32 values, and the file's quantized blocks when
-/// the file had them.
-#[derive(Debug, Clone)]
-pub struct LoadedWeight {
-    pub dense: Tensor,
-    pub source: Option<std::sync::Arc<QTensor>>,
+impl LoadedWeight {
+    /// The f32 values on `device`.
+    pub fn dense(&self, device: &Device) -> Result<Tensor> {
+        match self {
+            Self::File(b) => b.qtensor(&Device::Cpu)?.dequantize(device),
+            Self::Dense(t) => t.to_device(device)?.to_dtype(DType::F32),
+        }
+    }
+
+    /// The weights in the int8 kernels' tiles: the file's blocks where a kernel reads their
+    /// format, else the f32 values quantized to Q8_0.
+    pub fn quant_matrix(&self) -> Result<QuantMatrix> {
+        let err = |e: assay_kernels::cpu::KernelError| candle_core::Error::Msg(e.to_string());
+        if let Self::File(b) = self {
+            if let ([n, k], Some(format)) = (b.dims.as_slice(), kernel_format(b.dtype)) {
+                if k % format.super_k() == 0 {
+                    return QuantMatrix::from_gguf(format, b.bytes(), *n, *k).map_err(err);
+                }
+            }
+        }
+        let w = self.dense(&Device::Cpu)?;
+        let (n, k) = w.dims2()?;
+        QuantMatrix::quantize_q8_0(&w.flatten_all()?.to_vec1::<f32>()?, n, k).map_err(err)
+    }
+
+    /// candle's `QMatMul` on the file's blocks (float weights quantized to Q8_0).
+    fn candle_qmatmul(&self) -> Result<QMatMul> {
+        match self {
+            Self::File(b) => QMatMul::from_qtensor(b.qtensor(&Device::Cpu)?),
+            Self::Dense(t) => QMatMul::from_qtensor(candle_core::quantized::QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::Q8_0)?),
+        }
+    }
 }
 
-/// The dense copy: packed for our AVX-512 kernel where the CPU has it (then the tensor is not
-/// kept), otherwise a tensor for candle's matmul (gemm on CPUs, cuBLAS on GPUs).
+fn kernel_format(dtype: GgmlDType) -> Option<BlockFormat> {
+    BlockFormat::from_ggml_name(&format!("{dtype:?}")).ok()
+}
+
+/// The copy a projection multiplies by.
 #[derive(Debug, Clone)]
-enum DenseCopy {
+enum Weights {
+    /// Stacked parts, each written to its own columns of the output.
+    Int8 { parts: Vec<Arc<QuantMatrix>>, kernel: CpuKernel },
+    /// f32 packed for our AVX-512 kernel.
     Packed(PackedWeights),
+    /// f32 for candle's matmul.
     Tensor(Tensor),
+    /// candle's quantized matmul per part, outputs concatenated.
+    Candle(Vec<QMatMul>),
 }
 
 /// `y = x W^T (+ b)` for `x` of shape `[rows, in]`.
 #[derive(Debug, Clone)]
 pub struct Projection {
-    /// The f32 weights `[out, in]` for calls with many rows.
-    dense: DenseCopy,
-    /// Quantized copy of `dense` for calls with fewer than `dense_min_rows` rows, as row
-    /// blocks whose outputs are concatenated (one block unless the source format is kept for
-    /// stacked weights).
-    quantized: Vec<QMatMul>,
+    weights: Weights,
     bias: Option<Tensor>,
-    dense_min_rows: usize,
+    out: usize,
 }
 
 impl Projection {
     /// Stacks `parts` (weights that read the same input, e.g. q, k and v) into one projection
     /// whose output is their outputs side by side. `bias` is `[sum of out]`.
-    pub fn new(parts: Vec<LoadedWeight>, bias: Option<Tensor>, policy: MatmulPolicy) -> Result<Self> {
-        let dense: Vec<Tensor> = parts.iter().map(|p| p.dense.to_dtype(DType::F32)).collect::<Result<_>>()?;
-        let dense = if dense.len() == 1 { dense[0].contiguous()? } else { Tensor::cat(&dense, 0)? };
-        let q8 = |w: &Tensor| -> Result<QMatMul> { QMatMul::from_qtensor(QTensor::quantize(w, GgmlDType::Q8_0)?) };
-        let quantizable = dense.dim(1)? % GgmlDType::Q8_0.block_size() == 0;
-        let quantized = match (policy.keep_quantized && quantizable, policy.quantized_format) {
-            (false, _) => Vec::new(),
-            (true, QuantizedFormat::Q8_0) => vec![q8(&dense)?],
-            (true, QuantizedFormat::Source) => parts
-                .into_iter()
-                .map(|p| match p.source {
-                    Some(q) => QMatMul::from_arc(q),
-                    None => q8(&p.dense.to_dtype(DType::F32)?),
-                })
-                .collect::<Result<_>>()?,
+    pub fn new(parts: Vec<LoadedWeight>, bias: Option<Tensor>, policy: MatmulPolicy, device: &Device) -> Result<Self> {
+        let weights = match policy.weights {
+            WeightCopy::Int8Blocks(kernel) if device.is_cpu() => Weights::Int8 { parts: parts.iter().map(|p| p.quant_matrix().map(Arc::new)).collect::<Result<_>>()?, kernel },
+            WeightCopy::CandleBlocks if device.is_cpu() => Weights::Candle(parts.iter().map(LoadedWeight::candle_qmatmul).collect::<Result<_>>()?),
+            _ => {
+                let dense: Vec<Tensor> = parts.iter().map(|p| p.dense(device)).collect::<Result<_>>()?;
+                let dense = if dense.len() == 1 { dense[0].contiguous()? } else { Tensor::cat(&dense, 0)? };
+                let (n, k) = dense.dims2()?;
+                match device.is_cpu() {
+                    true => PackedWeights::new(&dense.flatten_all()?.to_vec1::<f32>()?, n, k).map_or(Weights::Tensor(dense), Weights::Packed),
+                    false => Weights::Tensor(dense),
+                }
+            }
+        };
+        Self::from_weights(weights, bias)
+    }
+
+    /// A projection over matrices already repacked (shared with another user, e.g. tied
+    /// embeddings).
+    pub fn from_quant_matrices(parts: Vec<Arc<QuantMatrix>>, kernel: CpuKernel) -> Result<Self> {
+        Self::from_weights(Weights::Int8 { parts, kernel }, None)
+    }
+
+    fn from_weights(weights: Weights, bias: Option<Tensor>) -> Result<Self> {
+        let out = match &weights {
+            Weights::Int8 { parts, .. } => parts.iter().map(|p| p.n()).sum(),
+            Weights::Packed(p) => p.n(),
+            Weights::Tensor(t) => t.dim(0)?,
+            Weights::Candle(parts) => parts.iter().map(|q| q_out(q)).sum::<Result<usize>>()?,
         };
         let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
-        let (n, k) = dense.dims2()?;
-        let packed = match dense.device().is_cpu() {
-            true => PackedWeights::new(&dense.flatten_all()?.to_vec1::<f32>()?, n, k),
-            false => None,
-        };
-        let dense = packed.map_or(DenseCopy::Tensor(dense), DenseCopy::Packed);
-        Ok(Self { dense, quantized, bias, dense_min_rows: policy.dense_min_rows })
+        Ok(Self { weights, bias, out })
     }
 
     /// A projection of one float weight `[out, in]`.
     pub fn from_dense(weight: Tensor, bias: Option<Tensor>, policy: MatmulPolicy) -> Result<Self> {
-        Self::new(vec![LoadedWeight { dense: weight, source: None }], bias, policy)
+        let device = weight.device().clone();
+        Self::new(vec![LoadedWeight::Dense(weight)], bias, policy, &device)
     }
 
-    /// True when a call with `rows` rows takes the dense (batched) path.
-    pub fn uses_dense(&self, rows: usize) -> bool {
-        rows >= self.dense_min_rows || self.quantized.is_empty()
+    /// Output columns.
+    pub fn out_features(&self) -> usize {
+        self.out
     }
 }
 
-impl Projection {
-    /// `forward` on a given path (dense, or quantized when there is a quantized copy).
-    pub fn forward_on(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
-        let y = if dense || self.quantized.is_empty() {
-            match &self.dense {
-                DenseCopy::Packed(p) => packed_matmul(p, x)?,
-                DenseCopy::Tensor(w) => x.matmul(&w.t()?)?,
-            }
-        } else if let [one] = self.quantized.as_slice() {
-            one.forward(x)?
-        } else {
-            let parts: Vec<Tensor> = self.quantized.iter().map(|q| q.forward(x)).collect::<Result<_>>()?;
-            Tensor::cat(&parts, 1)?
+fn q_out(q: &QMatMul) -> Result<usize> {
+    match q {
+        QMatMul::QTensor(t) => Ok(t.shape().dims()[0]),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dim(0),
+    }
+}
+
+impl Module for Projection {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weights {
+            Weights::Int8 { parts, kernel } => int8_matmul(parts, *kernel, x, self.out)?,
+            Weights::Packed(p) => packed_matmul(p, x)?,
+            Weights::Tensor(w) => x.matmul(&w.t()?)?,
+            Weights::Candle(parts) => match parts.as_slice() {
+                [one] => one.forward(x)?,
+                parts => Tensor::cat(&parts.iter().map(|q| q.forward(x)).collect::<Result<Vec<_>>>()?, 1)?,
+            },
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -154,25 +206,50 @@ impl Projection {
     }
 }
 
-/// `x W^T` through the packed kernel; `x` is `[m, k]` f32 on the CPU.
-fn packed_matmul(p: &PackedWeights, x: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
+/// The f32 values of `x` (`[m, k]` on the CPU).
+fn cpu_f32(x: &Tensor) -> Result<(Tensor, usize)> {
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
     let m = x.dim(0)?;
-    let (storage, layout) = x.storage_and_layout();
-    let y = match &*storage {
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) => {
-            let start = layout.start_offset();
-            p.matmul(&data[start..start + x.elem_count()], m)
-        }
-        _ => candle_core::bail!("packed matmul needs f32 input on the CPU"),
-    };
-    Tensor::from_vec(y, (m, p.n()), x.device())
+    Ok((x, m))
 }
 
-impl Module for Projection {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_on(x, self.uses_dense(x.dim(0)?))
+fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    let (storage, layout) = x.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) => Ok(f(&data[layout.start_offset()..layout.start_offset() + x.elem_count()])),
+        _ => candle_core::bail!("the CPU kernels need f32 input on the CPU"),
     }
+}
+
+/// `x W^T` through the int8 kernels: `x` quantized once per block size the parts need.
+fn int8_matmul(parts: &[Arc<QuantMatrix>], kernel: CpuKernel, x: &Tensor, out: usize) -> Result<Tensor> {
+    let (x, m) = cpu_f32(x)?;
+    let k = x.dim(1)?;
+    let mut y = vec![0f32; m * out];
+    with_slice(&x, |data| {
+        let mut rows: Vec<QuantizedRows> = Vec::new();
+        let mut col0 = 0;
+        for p in parts {
+            let block = p.format().block();
+            let q = match rows.iter().position(|r| r.block() == block) {
+                Some(i) => &rows[i],
+                None => {
+                    rows.push(QuantizedRows::new(data, m, k, block));
+                    rows.last().expect("just pushed")
+                }
+            };
+            p.matmul(q, &mut y, out, col0, kernel);
+            col0 += p.n();
+        }
+    })?;
+    Tensor::from_vec(y, (m, out), x.device())
+}
+
+/// `x W^T` through the packed f32 kernel.
+fn packed_matmul(p: &PackedWeights, x: &Tensor) -> Result<Tensor> {
+    let (x, m) = cpu_f32(x)?;
+    let y = with_slice(&x, |data| p.matmul(data, m))?;
+    Tensor::from_vec(y, (m, p.n()), x.device())
 }
 
 #[cfg(test)]
@@ -180,21 +257,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_paths_compute_the_same_projection() -> Result<()> {
+    fn every_policy_computes_the_same_projection() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (96, 64), &dev)?;
         let b = Tensor::randn(0f32, 1.0, 96, &dev)?;
-        let policy = MatmulPolicy { dense_min_rows: 4, ..MatmulPolicy::for_device(&dev) };
-        let p = Projection::from_dense(w.clone(), Some(b.clone()), policy)?;
-        for rows in [1usize, 3, 4, 9] {
-            let x = Tensor::randn(0f32, 1.0, (rows, 64), &dev)?;
-            let want = x.matmul(&w.t()?)?.broadcast_add(&b)?;
-            let got = p.forward(&x)?;
-            let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        let mut policies = vec![(MatmulPolicy::dense_f32(&dev), 1e-5), (MatmulPolicy::upstream_candle(), 0.02)];
+        for kernel in CpuKernel::all_available() {
             // Q8_0 keeps ~8 bits per weight and per activation: relative error well under 2%.
-            let tol = if p.uses_dense(rows) { 1e-5 } else { 0.02 };
-            assert!(err <= tol * scale, "rows {rows}: err {err} scale {scale}");
+            policies.push((MatmulPolicy { weights: WeightCopy::Int8Blocks(kernel), fused_attention: true }, 0.02));
+        }
+        for (policy, tol) in policies {
+            let p = Projection::from_dense(w.clone(), Some(b.clone()), policy)?;
+            for rows in [1usize, 3, 4, 9] {
+                let x = Tensor::randn(0f32, 1.0, (rows, 64), &dev)?;
+                let want = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+                let got = p.forward(&x)?;
+                let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(err <= tol * scale, "{policy:?} rows {rows}: err {err} scale {scale}");
+            }
         }
         Ok(())
     }

@@ -22,7 +22,6 @@ use crate::batch::StepBatch;
 use crate::error::Result;
 use crate::kv_pool::{KvPool, PoolStats, BLOCK_SIZE};
 use crate::language_model::LanguageModel;
-use crate::projection::MatmulPath;
 use crate::radix_tree::{block_hashes, PrefixMatch, RadixTree};
 use crate::sampling::{process_rows, RowResult};
 use crate::sequence::{Owner, SeqId, SeqOutput, Sequence};
@@ -36,8 +35,6 @@ pub struct SchedulerConfig {
     /// Reuse computed prefixes through the radix tree (off: every sequence computes its
     /// whole prompt, as a naive engine would).
     pub prefix_sharing: bool,
-    /// Matmul path of every forward pass (`Dense` keeps rows independent of the batch).
-    pub path: MatmulPath,
 }
 
 /// Counters for metrics and tests.
@@ -312,7 +309,7 @@ impl Scheduler {
         if !lm.model.wants_cpu_blocks() {
             batch.find_shared_segments();
         }
-        let logits = lm.model.forward(&batch, &mut self.pool, self.config.path)?;
+        let logits = lm.model.forward(&batch, &mut self.pool)?;
         self.stats.steps += 1;
         self.stats.last_step_rows = batch.tokens.len();
 

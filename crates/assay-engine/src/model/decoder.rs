@@ -10,8 +10,10 @@ use crate::attention::{Attention, Heads};
 use crate::batch::StepBatch;
 use crate::error::{EngineError, Result};
 use crate::kv_pool::{KvLayout, KvPool};
-use crate::projection::{MatmulPath, MatmulPolicy, Projection};
-use candle_core::{DType, Device, Tensor};
+use crate::projection::{LoadedWeight, MatmulPolicy, Projection, WeightCopy};
+use assay_kernels::cpu::QuantMatrix;
+use candle_core::{DType, Device, Module, Tensor};
+use std::sync::Arc;
 
 struct Layer {
     attn_norm: Tensor,
@@ -42,8 +44,8 @@ struct RopeTable {
 pub struct Decoder {
     config: ModelConfig,
     device: Device,
-    /// `[vocab, hidden]` f32, for the input lookup.
-    embed: Tensor,
+    /// `[vocab, hidden]`, for the input lookup.
+    embed: EmbeddingTable,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Projection,
@@ -63,7 +65,8 @@ impl Decoder {
             Ok(if c.norm_weight_offset != 0.0 { (t + c.norm_weight_offset as f64)? } else { t })
         };
         let embed = load(src, Weight::Embed)?;
-        let lm_head_weight = if src.has(Weight::LmHead) { load(src, Weight::LmHead)? } else { embed.clone() };
+        let lm_head_weight = src.has(Weight::LmHead).then(|| load(src, Weight::LmHead)).transpose()?;
+        let proj = |parts: Vec<LoadedWeight>, bias: Option<Tensor>| Projection::new(parts, bias, policy, device);
         let mut layers = Vec::with_capacity(c.n_layers);
         let mut ropes: Vec<RopeTable> = Vec::new();
         let factors = match (src.has(Weight::RopeFreqs), c.rope_scaling) {
@@ -93,30 +96,33 @@ impl Decoder {
             };
             layers.push(Layer {
                 attn_norm: norm_of(src, w(AttnNorm))?,
-                qkv: Projection::new(vec![q, k, v], bias, policy)?,
+                qkv: proj(vec![q, k, v], bias)?,
                 q_norm: optional_norm(src, QNorm, c.qk_norm)?,
                 k_norm: optional_norm(src, KNorm, c.qk_norm)?,
-                out: Projection::new(vec![load(src, w(Out))?], None, policy)?,
+                out: proj(vec![load(src, w(Out))?], None)?,
                 post_attn_norm: optional_norm(src, PostAttnNorm, c.sandwich_norms)?,
                 ffn_norm: norm_of(src, w(FfnNorm))?,
-                gate_up: Projection::new(vec![load(src, w(Gate))?, load(src, w(Up))?], None, policy)?,
-                down: Projection::new(vec![load(src, w(Down))?], None, policy)?,
+                gate_up: proj(vec![load(src, w(Gate))?, load(src, w(Up))?], None)?,
+                down: proj(vec![load(src, w(Down))?], None)?,
                 post_ffn_norm: optional_norm(src, PostFfnNorm, c.sandwich_norms)?,
                 window: c.layer_window(i),
                 rope,
             });
         }
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
-        Ok(Self {
-            norm: norm_of(src, Weight::Norm)?,
-            lm_head: Projection::new(vec![lm_head_weight], None, policy)?,
-            embed: embed.dense,
-            layers,
-            ropes,
-            attention: Attention::for_model(heads, device.is_cpu(), policy.fused_attention),
-            device: device.clone(),
-            config,
-        })
+        // With int8 kernels the table stays in its blocks, shared with a tied LM head.
+        let (embed, lm_head) = match (policy.weights, device.is_cpu()) {
+            (WeightCopy::Int8Blocks(kernel), true) => {
+                let table = Arc::new(embed.quant_matrix()?);
+                let head = match lm_head_weight {
+                    Some(w) => proj(vec![w], None)?,
+                    None => Projection::from_quant_matrices(vec![table.clone()], kernel)?,
+                };
+                (EmbeddingTable::Blocks(table), head)
+            }
+            _ => (EmbeddingTable::Dense(embed.dense(device)?), proj(vec![lm_head_weight.unwrap_or(embed)], None)?),
+        };
+        Ok(Self { norm: norm_of(src, Weight::Norm)?, lm_head, embed, layers, ropes, attention: Attention::for_model(heads, device.is_cpu(), policy.fused_attention), device: device.clone(), config })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -143,14 +149,9 @@ impl Decoder {
 
     /// Runs the batch's new tokens through the model, writes their keys and values to their
     /// pool slots, and returns the logits `[logit rows, vocab]` of the rows the batch asks for.
-    /// `MatmulPath::Dense` makes each row's result independent of how many rows share a call.
-    pub fn forward(&self, batch: &StepBatch, pool: &mut KvPool, path: MatmulPath) -> Result<Tensor> {
-        let project = |p: &Projection, x: &Tensor| -> candle_core::Result<Tensor> {
-            match path {
-                MatmulPath::Dense => p.forward_on(x, true),
-                MatmulPath::ByRows => p.forward_on(x, p.uses_dense(x.dim(0)?)),
-            }
-        };
+    /// Each row's result is independent of how many rows share the step.
+    pub fn forward(&self, batch: &StepBatch, pool: &mut KvPool) -> Result<Tensor> {
+        let project = |p: &Projection, x: &Tensor| p.forward(x);
         let c = &self.config;
         let total = batch.tokens.len();
         if total == 0 {
@@ -168,7 +169,7 @@ impl Decoder {
         let ropes: Vec<(Tensor, Tensor)> =
             self.ropes.iter().map(|r| Ok((r.cos.index_select(&positions, 0)?.reshape((total, 1, hd / 2))?, r.sin.index_select(&positions, 0)?.reshape((total, 1, hd / 2))?))).collect::<Result<_>>()?;
         let spans = batch.query_spans();
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let mut x = self.embed.lookup(&ids, &batch.tokens)?;
         if let Some(s) = c.embed_scale {
             x = (x * s as f64)?;
         }
@@ -225,6 +226,26 @@ impl Decoder {
         let x = x.reshape((t, n, 1, d))?;
         let y = if self.config.rope_interleaved { candle_nn::rotary_emb::rope_i(&x, cos, sin)? } else { candle_nn::rotary_emb::rope(&x, cos, sin)? };
         Ok(y.reshape((t, n, d))?)
+    }
+}
+
+/// The input embeddings: f32 rows, or the file's blocks dequantized row by row as tokens
+/// arrive (no f32 copy of a 150k-token table).
+enum EmbeddingTable {
+    Dense(Tensor),
+    Blocks(Arc<QuantMatrix>),
+}
+
+impl EmbeddingTable {
+    /// The rows of `tokens` (`ids` holds them on the model's device).
+    fn lookup(&self, ids: &Tensor, tokens: &[u32]) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(t) => t.index_select(ids, 0)?,
+            Self::Blocks(m) => {
+                let rows: Vec<f32> = tokens.iter().flat_map(|&t| m.dequantize_row(t as usize)).collect();
+                Tensor::from_vec(rows, (tokens.len(), m.k()), ids.device())?
+            }
+        })
     }
 }
 

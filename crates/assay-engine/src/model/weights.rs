@@ -7,22 +7,24 @@ use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::projection::LoadedWeight;
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Tensors by role, whatever the file's naming.
 pub trait WeightSource {
-    /// The tensor (f32 values, and the file's quantized blocks when it has them), checked
+    /// The tensor as the source holds it (a GGUF file's blocks, or float values), checked
     /// against `shape`.
     fn load(&mut self, w: Weight, shape: &[usize]) -> Result<LoadedWeight>;
     fn has(&self, w: Weight) -> bool;
     /// The file (or generator) tensors come from, for errors.
     fn origin(&self) -> &Path;
+    /// Where float tensors (norms, biases) go.
+    fn device(&self) -> &Device;
 
-    /// The f32 tensor alone.
+    /// The tensor as f32 values on the source's device (norms, biases, RoPE factors).
     fn get(&mut self, w: Weight, shape: &[usize]) -> Result<Tensor> {
-        Ok(self.load(w, shape)?.dense)
+        let device = self.device().clone();
+        Ok(self.load(w, shape)?.dense(&device)?)
     }
 }
 
@@ -38,7 +40,7 @@ fn missing(origin: &Path, name: &str) -> EngineError {
 }
 
 pub struct GgufWeights<'a> {
-    pub file: &'a mut GgufFile,
+    pub file: &'a GgufFile,
     pub device: Device,
 }
 
@@ -48,9 +50,9 @@ impl WeightSource for GgufWeights<'_> {
         if !self.file.has_tensor(&name) {
             return Err(missing(self.file.path(), &name));
         }
-        let q = self.file.tensor(&name, &self.device)?;
-        check_shape(self.file.path(), &name, q.shape().dims(), shape)?;
-        Ok(LoadedWeight { dense: q.dequantize(&self.device)?, source: Some(Arc::new(q)) })
+        let blocks = self.file.tensor_blocks(&name)?;
+        check_shape(self.file.path(), &name, &blocks.dims, shape)?;
+        Ok(LoadedWeight::File(blocks))
     }
 
     fn has(&self, w: Weight) -> bool {
@@ -59,6 +61,10 @@ impl WeightSource for GgufWeights<'_> {
 
     fn origin(&self) -> &Path {
         self.file.path()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
     }
 }
 
@@ -95,7 +101,7 @@ impl WeightSource for SafetensorsWeights {
         }
         let t = self.shards.load(&name, &self.device).map_err(|e| EngineError::InvalidModel { path: self.dir.clone(), reason: format!("tensor {name}: {e}") })?;
         check_shape(&self.dir, &name, t.dims(), shape)?;
-        Ok(LoadedWeight { dense: t.to_dtype(DType::F32)?, source: None })
+        Ok(LoadedWeight::Dense(t))
     }
 
     fn has(&self, w: Weight) -> bool {
@@ -104,6 +110,10 @@ impl WeightSource for SafetensorsWeights {
 
     fn origin(&self) -> &Path {
         &self.dir
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
     }
 }
 
@@ -124,7 +134,7 @@ impl WeightSource for RandomWeights {
         let mut rng = SplitMix64::new(self.seed ^ fnv(&name));
         let is_norm = shape.len() == 1 && !name.ends_with(".bias");
         let values: Vec<f32> = (0..n).map(|_| if is_norm { 1.0 + 0.1 * rng.normal() } else { 0.02 * rng.normal() }).collect();
-        Ok(LoadedWeight { dense: Tensor::from_vec(values, shape, &self.device)?, source: None })
+        Ok(LoadedWeight::Dense(Tensor::from_vec(values, shape, &self.device)?))
     }
 
     fn has(&self, w: Weight) -> bool {
@@ -140,6 +150,10 @@ impl WeightSource for RandomWeights {
 
     fn origin(&self) -> &Path {
         &self.origin
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
     }
 }
 

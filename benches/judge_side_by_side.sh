@@ -6,11 +6,12 @@
 # evaluated once and each check evaluated after rewinding the KV cache to it. Rounds alternate
 # the engines so that both see the same machine load.
 #
-#   benches/judge_side_by_side.sh [ROUNDS] [THREADS]
+#   benches/judge_side_by_side.sh [ROUNDS] [THREADS] [MODEL_GGUF]   (default: SmolLM2-135M Q4_1; the 1.5B judge:
+#   models/local/qwen-judge/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf after `models/fetch judge`)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds="${1:-3}" threads="${2:-2}"
-model=models/local/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+model="${3:-models/local/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
 models/fetch >/dev/null
 benches/peer-venv >/dev/null

@@ -28,6 +28,7 @@ import glob
 import json
 import os
 import statistics
+import resource
 import sys
 import time
 
@@ -141,9 +142,11 @@ def main() -> int:
     a = ap.parse_args()
 
     llama_cpp.llama_log_set(_QUIET_LOG, None)
+    t_load = time.perf_counter()
     llm = Llama(model_path=a.model, n_ctx=4096, n_batch=4096, n_threads=a.threads,
                 n_threads_batch=a.threads, flash_attn=a.flash_attn, verbose=False)
-    res = {"engine": "llama.cpp", "version": llama_cpp.__version__, "threads": a.threads,
+    load_s = time.perf_counter() - t_load
+    res = {"engine": "llama.cpp", "version": llama_cpp.__version__, "threads": a.threads, "load_s": round(load_s, 3),
            "system_info": llama_cpp.llama_print_system_info().decode().strip(),
            "flash_attn": a.flash_attn}
 
@@ -176,6 +179,8 @@ def main() -> int:
 
     for k in keys:
         res[k] = round(statistics.median(r[k] for r in runs), 2)
+    # Peak resident memory, mapped model pages included (llama.cpp reads weights through mmap).
+    res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     res["runs"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                    for r in runs]
     if a.dump_workload:

@@ -6,6 +6,8 @@
 //! CPU has them, portable Rust elsewhere. A row's arithmetic never depends on how many rows
 //! share a call, so batched and solo generation give the same bits.
 //!
+//! `cpu` also holds the f32 GEMM of the exact reference path (`PackedWeights`).
+//!
 //! This crate knows blocks, tiles and rows; it must not know models, tensors by name or
 //! devices (`assay-engine` maps weights onto it).
 

@@ -18,6 +18,12 @@ pub fn run(global: &GlobalOptions, args: &crate::options::BenchArgs) -> Result<(
     }
 }
 
+/// The process's peak resident memory (VmHWM), in MiB; 0 where /proc does not say.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
 /// Median of `runs` (sorted in place).
 fn median(runs: &mut [f64]) -> f64 {
     runs.sort_by(f64::total_cmp);
@@ -48,7 +54,9 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
     // One sequence as `assay generate` runs it; nothing kept between runs, so each computes
     // its prompt.
     let config = EngineConfig { prefix_sharing: false, ..super::engine_config(global) };
+    let t_load = Instant::now();
     let (engine, lm) = super::start_engine(global, &args.model, config)?;
+    let load_s = t_load.elapsed().as_secs_f64();
     let file = args.prompt_file.clone().unwrap_or_else(default_prompt_file);
     let mut prompt = lm.tokenizer.encode(&load_text(&file)?)?;
     anyhow::ensure!(prompt.len() >= args.prompt_tokens, "{} has only {} tokens, fewer than --prompt-tokens {}", file.display(), prompt.len(), args.prompt_tokens);
@@ -85,12 +93,15 @@ fn gen(global: &GlobalOptions, args: &BenchGenArgs) -> Result<()> {
     eprintln!("assay {}: prompt {} tokens, {} decoded, {} runs", args.model, prompt.len(), args.gen_tokens, args.repeats);
     eprintln!("  prefill {prefill_tok_s:>8.1} tok/s   runs {runs_prefill:.1?}");
     eprintln!("  decode  {decode_tok_s:>8.1} tok/s   runs {runs_decode:.1?}");
+    let peak_rss_mib = peak_rss_mib();
+    eprintln!("  load {load_s:.2} s, peak resident memory {peak_rss_mib:.0} MiB (KV pool {} MiB)", global.kv_cache_mb);
     let threads = candle_core::utils::get_num_threads();
     println!(
         "{}",
         serde_json::json!({
             "engine": "assay", "model": args.model, "threads": threads, "prompt_tokens": prompt.len(),
             "gen_tokens": args.gen_tokens, "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s,
+            "load_s": load_s, "peak_rss_mib": peak_rss_mib, "kv_cache_mib": global.kv_cache_mb,
             "runs": {"prefill_tok_s": runs_prefill, "decode_tok_s": runs_decode}
         })
     );

@@ -42,6 +42,18 @@ impl FileBlocks {
         &self.map[self.start..self.start + self.len]
     }
 
+    /// Drops the mapped pages of these blocks from the process's resident memory once they were
+    /// copied (repacked, dequantized): the file stays in the page cache, and a later read maps
+    /// it again. Without this, loading would hold the file and its repacked copy at once.
+    pub fn release(&self) {
+        #[cfg(unix)]
+        // SAFETY: the map is a private read-only view of a file nobody modifies: dropped pages
+        // read back the same bytes.
+        unsafe {
+            let _ = self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.start, self.len);
+        }
+    }
+
     /// The tensor as candle's quantized tensor on `device` (a copy of the blocks).
     pub fn qtensor(&self, device: &Device) -> candle_core::Result<QTensor> {
         candle_core::quantized::ggml_file::qtensor_from_ggml(self.dtype, self.bytes(), self.dims.clone(), device)
@@ -300,7 +312,7 @@ mod proptests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.gguf");
         std::fs::write(&path, bytes).unwrap();
-        let mut gguf = match GgufFile::open(&path) {
+        let gguf = match GgufFile::open(&path) {
             Ok(gguf) => gguf,
             Err(e) => {
                 let e = e.to_string();
@@ -479,7 +491,7 @@ mod proptests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("model.gguf");
             std::fs::write(&path, bytes).unwrap();
-            let mut gguf = GgufFile::open(&path).unwrap();
+            let gguf = GgufFile::open(&path).unwrap();
             assert_eq!(gguf.tensor("blk.0.ffn_up.weight", &Device::Cpu).unwrap().shape().dims(), &[2, 256]);
             let tok = TextTokenizer::from_gguf(&gguf).unwrap();
             assert!(!tok.encode("hi").unwrap().is_empty());

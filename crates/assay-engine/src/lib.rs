@@ -25,7 +25,6 @@ pub mod judge;
 pub mod kv_pool;
 pub mod language_model;
 pub mod model;
-pub mod packed_gemm;
 pub mod projection;
 pub mod radix_tree;
 pub mod registry;

@@ -8,13 +8,12 @@
 //! so batched and solo generation agree bit for bit.
 //!
 //! Two other policies exist for references and accelerators: dense f32 weights (exact
-//! arithmetic; on AVX-512 CPUs through `packed_gemm`, elsewhere candle's matmul, cuBLAS on
+//! arithmetic; on AVX-512 CPUs through `assay_kernels::cpu::PackedWeights`, elsewhere candle's matmul, cuBLAS on
 //! GPUs), and candle's own `QMatMul` on the file's blocks with candle's attention ops, which
 //! reproduces upstream `quantized_llama` exactly.
 
 use crate::gguf::FileBlocks;
-use crate::packed_gemm::PackedWeights;
-use assay_kernels::cpu::{BlockFormat, CpuKernel, QuantMatrix, QuantizedRows};
+use assay_kernels::cpu::{BlockFormat, CpuKernel, PackedWeights, QuantMatrix, QuantizedRows};
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use std::sync::Arc;
@@ -77,7 +76,11 @@ impl LoadedWeight {
     /// The f32 values on `device`.
     pub fn dense(&self, device: &Device) -> Result<Tensor> {
         match self {
-            Self::File(b) => b.qtensor(&Device::Cpu)?.dequantize(device),
+            Self::File(b) => {
+                let t = b.qtensor(&Device::Cpu)?.dequantize(device);
+                b.release();
+                t
+            }
             Self::Dense(t) => t.to_device(device)?.to_dtype(DType::F32),
         }
     }
@@ -89,7 +92,9 @@ impl LoadedWeight {
         if let Self::File(b) = self {
             if let ([n, k], Some(format)) = (b.dims.as_slice(), kernel_format(b.dtype)) {
                 if k % format.super_k() == 0 {
-                    return QuantMatrix::from_gguf(format, b.bytes(), *n, *k).map_err(err);
+                    let m = QuantMatrix::from_gguf(format, b.bytes(), *n, *k).map_err(err);
+                    b.release();
+                    return m;
                 }
             }
         }
@@ -101,7 +106,11 @@ impl LoadedWeight {
     /// candle's `QMatMul` on the file's blocks (float weights quantized to Q8_0).
     fn candle_qmatmul(&self) -> Result<QMatMul> {
         match self {
-            Self::File(b) => QMatMul::from_qtensor(b.qtensor(&Device::Cpu)?),
+            Self::File(b) => {
+                let q = QMatMul::from_qtensor(b.qtensor(&Device::Cpu)?);
+                b.release();
+                q
+            }
             Self::Dense(t) => QMatMul::from_qtensor(candle_core::quantized::QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::Q8_0)?),
         }
     }
@@ -163,7 +172,7 @@ impl Projection {
             Weights::Int8 { parts, .. } => parts.iter().map(|p| p.n()).sum(),
             Weights::Packed(p) => p.n(),
             Weights::Tensor(t) => t.dim(0)?,
-            Weights::Candle(parts) => parts.iter().map(|q| q_out(q)).sum::<Result<usize>>()?,
+            Weights::Candle(parts) => parts.iter().map(q_out).sum::<Result<usize>>()?,
         };
         let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
         Ok(Self { weights, bias, out })

@@ -1,12 +1,15 @@
 //! CPU kernels: `QuantMatrix` (weights repacked from GGUF blocks) times `QuantizedRows`
-//! (activations quantized per block), on the best kernel this CPU runs or one forced by name.
+//! (activations quantized per block), on the best kernel this CPU runs or one forced by name;
+//! and `PackedWeights`, an f32 GEMM for the exact reference path.
 
+mod f32_gemm;
 mod portable;
 mod quant_matrix;
 mod rows;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
+pub use f32_gemm::{avx512_available, PackedWeights};
 pub use quant_matrix::{BlockFormat, QuantMatrix};
 pub use rows::QuantizedRows;
 

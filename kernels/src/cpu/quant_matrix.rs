@@ -21,6 +21,10 @@ use rayon::prelude::*;
 /// Output columns per tile.
 pub(crate) const TILE: usize = 16;
 
+/// Multiply-adds below which a product runs on the calling thread alone (about 5 us of work,
+/// the cost of handing work to another thread and waiting for it).
+const MIN_TASK_MACS: usize = 1 << 20;
+
 /// The GGUF block types the kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockFormat {
@@ -163,9 +167,9 @@ fn decode(format: BlockFormat, b: &[u8]) -> Decoded {
             } else {
                 &b[2..18]
             };
-            for i in 0..16 {
-                out.codes[i] = qs[i] & 0xF;
-                out.codes[i + 16] = qs[i] >> 4;
+            for (i, &q) in qs.iter().enumerate() {
+                out.codes[i] = q & 0xF;
+                out.codes[i + 16] = q >> 4;
             }
         }
         BlockFormat::Q5_0 | BlockFormat::Q5_1 => {
@@ -179,9 +183,9 @@ fn decode(format: BlockFormat, b: &[u8]) -> Decoded {
             };
             let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
             let qs = &b[at + 4..at + 20];
-            for j in 0..16 {
-                out.codes[j] = (qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8);
-                out.codes[j + 16] = (qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
+            for (j, &q) in qs.iter().enumerate() {
+                out.codes[j] = (q & 0xF) | ((((qh >> j) << 4) & 0x10) as u8);
+                out.codes[j + 16] = (q >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
             }
         }
         BlockFormat::Q4K | BlockFormat::Q5K => {
@@ -240,7 +244,7 @@ impl QuantMatrix {
     /// Repacks a GGUF tensor's blocks (`n` rows of `k` inputs, row-major as the file stores them).
     pub fn from_gguf(format: BlockFormat, blocks: &[u8], n: usize, k: usize) -> Result<Self, KernelError> {
         let l = format.layout();
-        if k == 0 || k % l.super_k != 0 {
+        if k == 0 || !k.is_multiple_of(l.super_k) {
             return Err(KernelError::RaggedRows { format, n, k, multiple: l.super_k });
         }
         let want = format.gguf_bytes(n, k);
@@ -265,7 +269,7 @@ impl QuantMatrix {
     /// 127 in f16, codes rounded to nearest) and repacks them.
     pub fn quantize_q8_0(w: &[f32], n: usize, k: usize) -> Result<Self, KernelError> {
         let format = BlockFormat::Q8_0;
-        if k == 0 || k % 32 != 0 || w.len() != n * k {
+        if k == 0 || !k.is_multiple_of(32) || w.len() != n * k {
             return Err(KernelError::RaggedRows { format, n, k, multiple: 32 });
         }
         let mut blocks = vec![0u8; format.gguf_bytes(n, k)];
@@ -349,7 +353,10 @@ impl QuantMatrix {
         const ROW_CHUNK: usize = 64;
         for r0 in (0..x.m()).step_by(ROW_CHUNK) {
             let rows = ROW_CHUNK.min(x.m() - r0);
-            (0..tiles).into_par_iter().with_min_len(2).for_each(|t| {
+            // One task per thread at most, and none smaller than MIN_TASK_MACS: waking a
+            // thread costs more than a small product (a decode row of a 135M model).
+            let tasks = (rows * self.n * self.k / MIN_TASK_MACS).clamp(1, rayon::current_num_threads());
+            let run = |t: usize| {
                 let cols = TILE.min(self.n - t * TILE);
                 // SAFETY: each task writes only its tile's columns of rows r0..r0 + rows, all
                 // within `y` (checked above).
@@ -360,7 +367,11 @@ impl QuantMatrix {
                     CpuKernel::Vnni => unsafe { super::vnni::tile_rows(self, t, x, r0, rows, y, ldy, cols) },
                     _ => super::portable::tile_rows(self, t, x, r0, rows, y, ldy, cols),
                 }
-            });
+            };
+            match tasks {
+                1 => (0..tiles).for_each(run),
+                _ => (0..tiles).into_par_iter().with_min_len(tiles / tasks).for_each(run),
+            }
         }
     }
 }

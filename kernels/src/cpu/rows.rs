@@ -24,22 +24,17 @@ pub struct QuantizedRows {
 impl QuantizedRows {
     /// Quantizes `x` (`[m, k]` row-major, `k` a multiple of `block`).
     pub fn new(x: &[f32], m: usize, k: usize, block: usize) -> Self {
-        assert!(block > 0 && k % block == 0 && x.len() == m * k, "x is not [m, k] in blocks of {block}");
+        assert!(block > 0 && k.is_multiple_of(block) && x.len() == m * k, "x is not [m, k] in blocks of {block}");
         let nb = k / block;
         let mut values = vec![0i8; m * k];
         let mut scales = vec![0f32; m * nb];
         let mut sums = vec![0i32; m * nb];
-        values.par_chunks_mut(block).zip(scales.par_iter_mut()).zip(sums.par_iter_mut()).zip(x.par_chunks(block)).with_min_len(64).for_each(|(((q, d), s), x)| {
-            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *d = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in q.iter_mut().zip(x) {
-                *q = (v * inv).round() as i8;
-                sum += *q as i32;
-            }
-            *s = sum;
-        });
+        // A few rows (decode) are quicker on the calling thread than handed to the pool.
+        if m * k < 1 << 16 {
+            values.chunks_mut(block).zip(scales.iter_mut()).zip(sums.iter_mut()).zip(x.chunks(block)).for_each(|(((q, d), s), x)| (*d, *s) = quantize_block(x, q));
+        } else {
+            values.par_chunks_mut(block).zip(scales.par_iter_mut()).zip(sums.par_iter_mut()).zip(x.par_chunks(block)).with_min_len(64).for_each(|(((q, d), s), x)| (*d, *s) = quantize_block(x, q));
+        }
         let scaled_sums = scales.iter().zip(&sums).map(|(d, s)| d * *s as f32).collect();
         Self { m, k, block, values, scales, sums, scaled_sums }
     }
@@ -59,6 +54,18 @@ impl QuantizedRows {
     pub(crate) fn blocks(&self) -> usize {
         self.k / self.block
     }
+}
+
+/// One block of `x` into `q`: its scale and the sum of its values.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, v) in q.iter_mut().zip(x) {
+        *q = (v * inv).round() as i8;
+        sum += *q as i32;
+    }
+    (amax / 127.0, sum)
 }
 
 #[cfg(test)]

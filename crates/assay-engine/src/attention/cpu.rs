@@ -19,7 +19,7 @@
 
 use super::QuerySpan;
 use crate::kv_pool::BLOCK_SIZE;
-use crate::packed_gemm::avx512_available;
+use assay_kernels::cpu::avx512_available;
 use rayon::prelude::*;
 
 /// Keys per block: two 16-lane vectors of scores per query row.

@@ -79,7 +79,7 @@ impl PackedWeights {
 }
 
 /// Whether this CPU runs AVX-512F (our kernels' baseline).
-pub(crate) fn avx512_available() -> bool {
+pub fn avx512_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")

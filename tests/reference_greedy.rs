@@ -114,3 +114,25 @@ fn shipped_paths_follow_exact_f32_arithmetic() {
         assert_eq!(flipped, 0, "prompt {p:?}: a clear greedy choice differs");
     }
 }
+
+#[test]
+fn every_cpu_kernel_computes_the_same_logits() {
+    use assay_engine::WeightCopy;
+    use assay_kernels::cpu::CpuKernel;
+    let kernels = CpuKernel::all_available();
+    let load = |k: CpuKernel| {
+        let policy = MatmulPolicy { weights: WeightCopy::Int8Blocks(k), fused_attention: true };
+        LanguageModel::load_with_policy("smollm2", &ModelFiles::Gguf(common::smollm2_path()), &Device::Cpu, policy).unwrap()
+    };
+    let first = load(kernels[0]);
+    let ids = prompt_ids(&first, PROMPTS[2]);
+    let reference = first.logits_along(&ids, ids.len() - 4).unwrap();
+    println!("kernels on this CPU: {kernels:?}");
+    for &k in &kernels[1..] {
+        let ours = load(k).logits_along(&ids, ids.len() - 4).unwrap();
+        // The same integer sums and the same fused f32 steps: the same bits. (Any difference
+        // would grow through the layers: a value that rounds to another int8 step moves the
+        // logits as much as quantization itself does.)
+        assert!(ours == reference, "{k:?} differs from {:?}", kernels[0]);
+    }
+}

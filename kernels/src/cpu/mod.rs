@@ -162,6 +162,25 @@ mod tests {
     }
 
     #[test]
+    fn every_kernel_gives_the_same_bits() {
+        for (format, dtype) in FORMATS {
+            let (n, k, m) = (40, 512, 11);
+            let (blocks, _) = candle_blocks(dtype, n, k, 5);
+            let w = QuantMatrix::from_gguf(format, &blocks, n, k).unwrap();
+            let x = QuantizedRows::new(&activations(m, k, 2), m, k, format.layout().block);
+            let outputs: Vec<Vec<f32>> = CpuKernel::all_available()
+                .into_iter()
+                .map(|kernel| {
+                    let mut y = vec![0f32; m * n];
+                    w.matmul(&x, &mut y, n, 0, kernel);
+                    y
+                })
+                .collect();
+            assert!(outputs.windows(2).all(|w| w[0] == w[1]), "{format:?}: kernels differ");
+        }
+    }
+
+    #[test]
     fn kernels_are_chosen_by_name() {
         assert!(matches!("portable".parse::<Choice>(), Ok(Choice(Some(CpuKernel::Portable)))));
         assert!(matches!("auto".parse::<Choice>(), Ok(Choice(None))));

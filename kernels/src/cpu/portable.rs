@@ -1,5 +1,6 @@
 //! The integer kernel in plain Rust: the same block arithmetic as the SIMD kernels (integer
-//! dot products per block, then `A dx isum - B dx sum` in f32), for CPUs without them. Each
+//! dot products per block, then `A dx isum - B dx sum` in f32 with the same fused
+//! multiply-adds, so the same bits), for CPUs without them. Each
 //! block's codes are unpacked once to i16 for all rows of the call, so the inner loop is a
 //! dot product of two i16 slices that the compiler vectorises (`pmaddwd` even on SSE2).
 
@@ -41,7 +42,8 @@ pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize,
                 let (dx, sum, dxs) = (x.scales[r * nb + kb], x.sums[r * nb + kb], x.scaled_sums[r * nb + kb]);
                 for col in 0..TILE {
                     let isum: i32 = unpacked[col][..l.block].iter().zip(&xb[..l.block]).map(|(&c, &v)| c as i32 * v as i32).sum();
-                    acc[col] += if l.mins { (isum as f32) * (a[col] * dx) - m[col] * dxs } else { ((isum - l.offset * sum) as f32) * (a[col] * dx) };
+                    // Fused multiply-adds in the SIMD kernels' order: the same bits as theirs.
+                    acc[col] = if l.mins { (-m[col]).mul_add(dxs, (isum as f32).mul_add(a[col] * dx, acc[col])) } else { ((isum - l.offset * sum) as f32).mul_add(a[col] * dx, acc[col]) };
                 }
             }
         }

@@ -370,7 +370,9 @@ impl QuantMatrix {
             };
             match tasks {
                 1 => (0..tiles).for_each(run),
-                _ => (0..tiles).into_par_iter().with_min_len(tiles / tasks).for_each(run),
+                // Four chunks per task, so a thread that lost its core to another process holds back
+                // a quarter of its share, not all of it.
+                _ => (0..tiles).into_par_iter().with_min_len((tiles / (4 * tasks)).max(1)).for_each(run),
             }
         }
     }

@@ -489,10 +489,19 @@ fn finding_16_the_cli_and_the_server_never_judge_one_run_at_once() {
     let db = dir.path().join("assay.db");
     let server = Server::start(&["--db", db.to_str().unwrap()]);
     assert_eq!(server.post("/v1/projects", &json!({"name": "p", "generation_prompt": "x"})).0, 201);
-    assert_eq!(server.post("/v1/projects/p/datasets", &json!({"name": "d", "items": ifeval_items(24)})).0, 201);
+    // Enough items that the server is still judging when the CLI (a model load away) asks.
+    let items = 32;
+    assert_eq!(server.post("/v1/projects/p/datasets", &json!({"name": "d", "items": ifeval_items(items)})).0, 201);
     assert_eq!(server.post("/v1/projects/p/sets", &json!({"checks": checks()})).0, 201);
     let (status, started) = server.post("/v1/projects/p/runs", &json!({"mode": "rationale", "rationale_tokens": 24}));
     assert_eq!(status, 202, "{started}");
+    // The server claims the run in the background after answering: wait until it runs.
+    let path = format!("/v1/projects/p/runs/{}", started["run"]["id"]);
+    let t0 = Instant::now();
+    while server.get_json(&path).1["run"]["status"] != "running" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the server never started the run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // While the server judges it, the CLI's same run is busy, not judged twice.
     let (ok, _, stderr) = assay_on(&db, &["run", "--project", "p", "--mode", "rationale", "--rationale-tokens", "24"]);
     let run = ended(&server, &format!("/v1/projects/p/runs/{}", started["run"]["id"]), Duration::from_secs(300));
@@ -502,7 +511,7 @@ fn finding_16_the_cli_and_the_server_never_judge_one_run_at_once() {
     let (ok, _, stderr) = assay_on(&db, &["run", "--project", "p", "--mode", "rationale", "--rationale-tokens", "24"]);
     assert!(ok, "{stderr}");
     let (_, judgments) = server.get_json(&format!("/v1/projects/p/runs/{}/judgments", started["run"]["id"]));
-    assert_eq!(judgments["judgments"].as_array().unwrap().len(), 48);
+    assert_eq!(judgments["judgments"].as_array().unwrap().len(), items * checks()["checks"].as_array().unwrap().len());
 }
 
 #[test]

@@ -62,7 +62,10 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(x) {
-        *q = (v * inv).round() as i8;
+        // Round half away from zero, as `f32::round`, without its libm call (no SSE4.1 in the
+        // baseline target): truncating casts vectorise.
+        let r = v * inv;
+        *q = (r + 0.5f32.copysign(r)) as i8;
         sum += *q as i32;
     }
     (amax / 127.0, sum)

@@ -3,6 +3,7 @@
 //! and `PackedWeights`, an f32 GEMM for the exact reference path.
 
 mod f32_gemm;
+mod matmul;
 mod portable;
 mod quant_matrix;
 mod rows;

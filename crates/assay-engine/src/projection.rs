@@ -85,6 +85,16 @@ impl LoadedWeight {
         }
     }
 
+    /// Whether the int8 kernels can hold the matrix: inputs in whole blocks of 32 (the file's
+    /// own format, or Q8_0). Others (a checkpoint with an odd width) keep f32 weights.
+    pub fn fits_int8_kernels(&self) -> bool {
+        let k = match self {
+            Self::File(b) => b.dims.last().copied().unwrap_or(0),
+            Self::Dense(t) => t.dims().last().copied().unwrap_or(0),
+        };
+        k > 0 && k.is_multiple_of(32)
+    }
+
     /// The weights in the int8 kernels' tiles: the file's blocks where a kernel reads their
     /// format, else the f32 values quantized to Q8_0.
     pub fn quant_matrix(&self) -> Result<QuantMatrix> {
@@ -146,7 +156,9 @@ impl Projection {
     /// whose output is their outputs side by side. `bias` is `[sum of out]`.
     pub fn new(parts: Vec<LoadedWeight>, bias: Option<Tensor>, policy: MatmulPolicy, device: &Device) -> Result<Self> {
         let weights = match policy.weights {
-            WeightCopy::Int8Blocks(kernel) if device.is_cpu() => Weights::Int8 { parts: parts.iter().map(|p| p.quant_matrix().map(Arc::new)).collect::<Result<_>>()?, kernel },
+            WeightCopy::Int8Blocks(kernel) if device.is_cpu() && parts.iter().all(LoadedWeight::fits_int8_kernels) => {
+                Weights::Int8 { parts: parts.iter().map(|p| p.quant_matrix().map(Arc::new)).collect::<Result<_>>()?, kernel }
+            }
             WeightCopy::CandleBlocks if device.is_cpu() => Weights::Candle(parts.iter().map(LoadedWeight::candle_qmatmul).collect::<Result<_>>()?),
             _ => {
                 let dense: Vec<Tensor> = parts.iter().map(|p| p.dense(device)).collect::<Result<_>>()?;
@@ -264,6 +276,18 @@ fn packed_matmul(p: &PackedWeights, x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_width_the_int8_kernels_cannot_block_keeps_f32_weights() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (24, 40), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (3, 40), &dev)?;
+        let policy = MatmulPolicy { weights: WeightCopy::Int8Blocks(CpuKernel::Portable), fused_attention: true };
+        let got = Projection::from_dense(w.clone(), None, policy)?.forward(&x)?;
+        let err = (got - x.matmul(&w.t()?)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-4, "{err}");
+        Ok(())
+    }
 
     #[test]
     fn every_policy_computes_the_same_projection() -> Result<()> {

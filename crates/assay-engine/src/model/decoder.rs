@@ -112,7 +112,7 @@ impl Decoder {
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         // With int8 kernels the table stays in its blocks, shared with a tied LM head.
         let (embed, lm_head) = match (policy.weights, device.is_cpu()) {
-            (WeightCopy::Int8Blocks(kernel), true) => {
+            (WeightCopy::Int8Blocks(kernel), true) if embed.fits_int8_kernels() => {
                 let table = Arc::new(embed.quant_matrix()?);
                 let head = match lm_head_weight {
                     Some(w) => proj(vec![w], None)?,

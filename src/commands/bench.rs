@@ -143,7 +143,7 @@ fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
     eprintln!("{:<8} {:>6} {:>11} {:>9} {}", "shape", "rows", "GMAC", "formats", policies.iter().map(|(n, _)| format!("{:>14}", format!("{n} ms"))).collect::<String>());
     for (name, tensors) in shapes {
         let parts: Vec<LoadedWeight> = tensors.iter().map(|t| blocks(t)).collect::<Result<_>>()?;
-        let formats: Vec<String> = tensors.iter().map(|t| Ok(format!("{:?}", file.tensor_blocks(t)?.dtype))).collect::<Result<_>>()?;
+        let formats: Vec<String> = parts.iter().map(|p| if let LoadedWeight::File(b) = p { format!("{:?}", b.dtype) } else { "f32".into() }).collect();
         let projections: Vec<Projection> = policies.iter().map(|(_, p)| Projection::new(parts.clone(), None, *p, &dev)).collect::<candle_core::Result<_>>()?;
         let (n, k) = (projections[0].out_features(), file.tensor_blocks(tensors[0])?.dims[1]);
         for &rows in &args.rows {

@@ -4,7 +4,7 @@
 //! block's codes are unpacked once to i16 for all rows of the call, so the inner loop is a
 //! dot product of two i16 slices that the compiler vectorises (`pmaddwd` even on SSE2).
 
-use super::quant_matrix::{f16_at, QuantMatrix, TILE};
+use super::quant_matrix::{f16_at, unpack, QuantMatrix, TILE};
 use super::rows::QuantizedRows;
 
 /// Rows `r0 .. r0 + rows` of `x` times tile `t` of `w`: `cols` outputs per row into `y` (row
@@ -50,22 +50,5 @@ pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize,
     }
     for (i, acc) in acc.iter().enumerate() {
         y[i * ldy..][..cols].copy_from_slice(&acc[..cols]);
-    }
-}
-
-/// One block's codes for the 16 columns of a tile (layout in `quant_matrix`), as i16 per column.
-fn unpack(bits: usize, block: usize, codes: &[u8], out: &mut [[i16; 32]; TILE]) {
-    for g in 0..block / 4 {
-        // 8-bit: group g is its own 64 bytes; 4-bit: groups 2h and 2h + 1 share 64 bytes.
-        let (bytes, shift) = if bits == 8 { (&codes[g * 64..][..64], None) } else { (&codes[(g / 2) * 64..][..64], Some(4 * (g % 2))) };
-        for (col, out) in out.iter_mut().enumerate() {
-            for byte in 0..4 {
-                let v = bytes[col * 4 + byte];
-                out[4 * g + byte] = match shift {
-                    None => v as i16,
-                    Some(s) => ((v >> s) & 0xF) as i16,
-                };
-            }
-        }
     }
 }

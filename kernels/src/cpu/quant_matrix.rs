@@ -325,9 +325,10 @@ impl QuantMatrix {
                     true => (d * blk[col] as i8 as f32, if l.mins { dmin * blk[TILE + col] as i8 as f32 } else { 0.0 }),
                     false => (d, dmin),
                 };
-                let codes = &blk[if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 }..];
-                for i in 0..l.block {
-                    let c = code(&l, codes, col, i) as f32;
+                let mut codes = [[0i16; 32]; TILE];
+                unpack(l.bits, l.block, &blk[if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 }..], &mut codes);
+                for &c in &codes[col][..l.block] {
+                    let c = c as f32;
                     out.push(if l.mins { a * c - m } else { a * (c - l.offset as f32) });
                 }
             }
@@ -340,17 +341,19 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16_at(b, 2 * i)).to_f32()
 }
 
-/// The code of input `i` of column `col` in one block's codes (layout in the module notes).
-pub(crate) fn code(l: &Layout, codes: &[u8], col: usize, i: usize) -> u8 {
-    let (group, byte) = (i / 4, i % 4);
-    if l.bits == 8 {
-        codes[group * 4 * TILE + col * 4 + byte]
-    } else {
-        let v = codes[(group / 2) * 4 * TILE + col * 4 + byte];
-        if group % 2 == 0 {
-            v & 0xF
-        } else {
-            v >> 4
+/// One block's codes for the 16 columns of a tile (layout in `quant_matrix`), as i16 per column.
+pub(crate) fn unpack(bits: usize, block: usize, codes: &[u8], out: &mut [[i16; 32]; TILE]) {
+    for g in 0..block / 4 {
+        // 8-bit: group g is its own 64 bytes; 4-bit: groups 2h and 2h + 1 share 64 bytes.
+        let (bytes, shift) = if bits == 8 { (&codes[g * 64..][..64], None) } else { (&codes[(g / 2) * 64..][..64], Some(4 * (g % 2))) };
+        for (col, out) in out.iter_mut().enumerate() {
+            for byte in 0..4 {
+                let v = bytes[col * 4 + byte];
+                out[4 * g + byte] = match shift {
+                    None => v as i16,
+                    Some(s) => ((v >> s) & 0xF) as i16,
+                };
+            }
         }
     }
 }

@@ -151,7 +151,6 @@ impl Decoder {
     /// pool slots, and returns the logits `[logit rows, vocab]` of the rows the batch asks for.
     /// Each row's result is independent of how many rows share the step.
     pub fn forward(&self, batch: &StepBatch, pool: &mut KvPool) -> Result<Tensor> {
-        let project = |p: &Projection, x: &Tensor| p.forward(x);
         let c = &self.config;
         let total = batch.tokens.len();
         if total == 0 {
@@ -175,7 +174,7 @@ impl Decoder {
         }
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let qkv = project(&layer.qkv, &h)?;
+            let qkv = layer.qkv.forward(&h)?;
             let heads = |first: usize, n: usize| qkv.narrow(1, first * hd, n * hd)?.contiguous()?.reshape((total, n, hd));
             let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
@@ -187,20 +186,20 @@ impl Decoder {
             let k = self.rope(&k, cos, sin)?;
             pool.write(li, &batch.slots, &k, &v)?;
             let attn = self.attention.attend(&q, &spans, &batch.segments, pool, li, layer.window, self.heads())?;
-            let mut o = project(&layer.out, &attn)?;
+            let mut o = layer.out.forward(&attn)?;
             if let Some(n) = &layer.post_attn_norm {
                 o = candle_nn::ops::rms_norm(&o, n, eps)?;
             }
             x = (x + o)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gu = project(&layer.gate_up, &h)?;
+            let gu = layer.gate_up.forward(&h)?;
             let i = c.intermediate_size;
             let gate = gu.narrow(1, 0, i)?;
             let gate = match c.activation {
                 Activation::Silu => candle_nn::ops::silu(&gate)?,
                 Activation::GeluTanh => gate.gelu()?,
             };
-            let mut m = project(&layer.down, &(gate * gu.narrow(1, i, i)?)?)?;
+            let mut m = layer.down.forward(&(gate * gu.narrow(1, i, i)?)?)?;
             if let Some(n) = &layer.post_ffn_norm {
                 m = candle_nn::ops::rms_norm(&m, n, eps)?;
             }
@@ -213,7 +212,7 @@ impl Decoder {
         }
         let selected = x.index_select(&Tensor::new(batch.logit_rows.as_slice(), &self.device)?, 0)?;
         let h = candle_nn::ops::rms_norm(&selected, &self.norm, eps)?;
-        let logits = project(&self.lm_head, &h)?;
+        let logits = self.lm_head.forward(&h)?;
         Ok(match c.final_logit_softcap {
             Some(cap) => ((logits / cap as f64)?.tanh()? * cap as f64)?,
             None => logits,

@@ -471,6 +471,13 @@ struct Request {
     _slot: QueueSlot,
 }
 
+/// Events a pass over the outputs of a step produced, sent once the figures are published.
+#[derive(Default)]
+struct Mail {
+    generate: Vec<(tmpsc::UnboundedSender<GenEvent>, GenEvent)>,
+    judge: Vec<(tmpsc::UnboundedSender<JudgeEvent>, JudgeEvent)>,
+}
+
 enum RequestKind {
     Generate { events: tmpsc::UnboundedSender<GenEvent>, remaining: usize },
     Judge { job: Box<JudgeJob>, events: tmpsc::UnboundedSender<JudgeEvent>, reported: usize },
@@ -553,7 +560,9 @@ impl Worker {
                 let total = job.total();
                 let _ = events.send(JudgeEvent::Progress { done: 0, total });
                 self.requests.insert(id, Request { kind: RequestKind::Judge { job, events, reported: 0 }, deadline, started: Instant::now(), _slot: slot });
-                self.finish_judge_if_done(id);
+                let mut mail = Mail::default();
+                self.finish_judge_if_done(id, &mut mail);
+                self.deliver(mail);
             }
             Command::Embed { reply, .. } => {
                 let _ = reply.send(Err(EngineError::Unsupported { model: self.lm.name.clone(), what: "embed" }));
@@ -595,11 +604,7 @@ impl Worker {
         let lm = self.lm.clone();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.scheduler.step(&lm)));
         match result {
-            Ok(Ok(outputs)) => {
-                // Figures first, so that a caller woken by its result sees them up to date.
-                self.publish();
-                self.route(outputs)
-            }
+            Ok(Ok(outputs)) => self.route(outputs),
             Ok(Err(e)) => {
                 tracing::error!("step of {} failed: {e}", self.lm.name);
                 self.fail_all(&e.to_string());
@@ -634,6 +639,7 @@ impl Worker {
 
     /// Sends sequence outputs to their requests, feeds judge jobs, ends finished requests.
     fn route(&mut self, outputs: Vec<SeqOutput>) {
+        let mut mail = Mail::default();
         let mut touched = Vec::new();
         for output in outputs {
             let owner = match &output {
@@ -651,7 +657,7 @@ impl Worker {
                         }
                         SeqOutput::Scored { .. } => continue,
                     };
-                    let _ = events.send(event);
+                    mail.generate.push((events.clone(), event));
                     if *remaining == 0 {
                         self.requests.remove(&owner.request);
                     }
@@ -677,22 +683,35 @@ impl Worker {
         }
         touched.dedup();
         for id in touched {
-            self.finish_judge_if_done(id);
+            self.finish_judge_if_done(id, &mut mail);
         }
-        self.shared.requests.store(self.requests.len(), Ordering::Release);
+        self.deliver(mail);
     }
 
     /// Reports a judge request's progress, and its result once complete.
-    fn finish_judge_if_done(&mut self, id: u64) {
+    fn finish_judge_if_done(&mut self, id: u64, mail: &mut Mail) {
         let Some(Request { kind: RequestKind::Judge { job, events, reported }, .. }) = self.requests.get_mut(&id) else { return };
         if job.done() > *reported {
             *reported = job.done();
-            let _ = events.send(JudgeEvent::Progress { done: job.done(), total: job.total() });
+            mail.judge.push((events.clone(), JudgeEvent::Progress { done: job.done(), total: job.total() }));
         }
         if job.is_complete() {
             let Some(Request { kind: RequestKind::Judge { job, events, .. }, .. }) = self.requests.remove(&id) else { return };
             self.judged += job.total() as u64;
-            let _ = events.send(JudgeEvent::Done(Ok(job.into_judgments())));
+            mail.judge.push((events, JudgeEvent::Done(Ok(job.into_judgments()))));
+        }
+    }
+
+    /// Publishes the figures, then sends the events: a caller woken by its result (and reading
+    /// `/metrics` next) finds its request already counted as done.
+    fn deliver(&self, mail: Mail) {
+        self.shared.requests.store(self.requests.len(), Ordering::Release);
+        self.publish();
+        for (to, event) in mail.generate {
+            let _ = to.send(event);
+        }
+        for (to, event) in mail.judge {
+            let _ = to.send(event);
         }
     }
 

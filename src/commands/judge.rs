@@ -64,6 +64,9 @@ pub fn run(global: &GlobalOptions, args: &JudgeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs of at most this many items list each item's score in the summary.
+const ITEMS_LISTED: usize = 20;
+
 fn summarise(set: &EvaluatorSet, judgments: &[Judgment], scores: &[ItemScore], secs: f64) {
     let total = set.checks.len();
     eprintln!("{} judgments in {secs:.1}s ({:.1} checks/s)", judgments.len(), judgments.len() as f64 / secs);
@@ -72,6 +75,14 @@ fn summarise(set: &EvaluatorSet, judgments: &[Judgment], scores: &[ItemScore], s
         let n = scores.iter().filter(|s| s.passed == passed).count();
         if n > 0 {
             eprintln!("  {passed:>3}/{total}: {n:>5} {}", "#".repeat(n.min(60)));
+        }
+    }
+    // A handful of items (the README's pairs) read best one by one, in input order.
+    if scores.len() <= ITEMS_LISTED {
+        eprintln!("per item (passed/{total}, sum of P(PASS)):");
+        for s in scores {
+            let p: f32 = judgments.iter().filter(|j| j.item_id == s.item_id).map(|j| j.p_pass).sum();
+            eprintln!("  {:<28} {:>3}/{total}  {p:>6.2}", s.item_id, s.passed);
         }
     }
     eprintln!("per-check pass rate (mean P(pass), mean off-format mass{}):", if judgments.iter().any(|j| j.flip_rate.is_some()) { ", mean flip rate" } else { "" });

@@ -1,4 +1,4 @@
-//! `assay report`: per-check consistency, separation, cohesion and agreement of an
+//! `assay report`: per-check consistency, separation, cohesion, agreement and calibration of an
 //! evaluator-set version, from one of its judge runs, as a table (or JSON) and SVG plots.
 
 use crate::options::{GlobalOptions, ReportArgs};
@@ -29,13 +29,13 @@ fn cell(x: Option<f64>) -> String {
 fn render(r: &SetReport) -> String {
     let mut out = format!("v{} of '{}': run {} ({}) of judge {} on dataset '{}', {} items\n", r.set, r.project, r.run, r.run_status.as_str(), r.judge, r.dataset, r.items);
     out.push_str(&format!(
-        "{:<32} {:>5} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
-        "check", "n", "pass", "p_mean", "clear", "flip", "j-disag", "auroc", "cohes.", "labels", "acc", "kappa", "F-prec", "F-rec"
+        "{:<32} {:>5} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}\n",
+        "check", "n", "pass", "p_mean", "clear", "flip", "j-disag", "auroc", "cohes.", "labels", "acc", "kappa", "F-prec", "F-rec", "ECE"
     ));
     for c in &r.checks {
         let a = c.agreement;
         out.push_str(&format!(
-            "{:<32} {:>5} {:>6.2} {:>6.2} {:>6} {:>6} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
+            "{:<32} {:>5} {:>6.2} {:>6.2} {:>6} {:>6} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6}\n",
             c.id.chars().take(32).collect::<String>(),
             c.judged,
             c.pass_rate,
@@ -50,6 +50,7 @@ fn render(r: &SetReport) -> String {
             cell(a.and_then(|a| a.kappa)),
             cell(a.and_then(|a| a.fail_precision)),
             cell(a.and_then(|a| a.fail_recall)),
+            cell(c.reliability.as_ref().map(|r| r.ece)),
         ));
         if let Some(cal) = c.calibration {
             out.push_str(&format!("{:<32} threshold calibrated on labels: {:.3} (accuracy {:.2}, kappa {})\n", "", cal.threshold, cal.accuracy, cell(cal.kappa)));
@@ -65,6 +66,10 @@ fn render(r: &SetReport) -> String {
             cell(a.fail_recall)
         )),
         None => out.push_str("no expert labels on this dataset (add some with `assay label`)\n"),
+    }
+    if let Some(rel) = &r.reliability {
+        let bins: Vec<String> = rel.bins.iter().map(|b| format!("{:.1}-{:.1}: {} at mean {:.2}, expert PASS {:.2}", b.lo, b.hi, b.n, b.mean_p_pass, b.observed_pass_rate)).collect();
+        out.push_str(&format!("calibration of P(PASS) on labelled pairs: ECE {:.3}; bins {}\n", rel.ece, bins.join("; ")));
     }
     out.push_str(&format!("Spearman of item totals against the expert's: {}\n", cell(r.total_spearman)));
     if let Some(rec) = &r.reference_recovery {

@@ -246,6 +246,62 @@ pub fn mean(x: &[f64]) -> Option<f64> {
     (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
 }
 
+/// One bin of a reliability diagram: the judgments whose P(PASS) fell in `[lo, hi)` (the last
+/// bin includes 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReliabilityBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub n: usize,
+    /// Mean P(PASS) the judge gave in the bin.
+    pub mean_p_pass: f64,
+    /// Fraction the expert labelled PASS.
+    pub observed_pass_rate: f64,
+}
+
+/// How well P(PASS) matches how often the expert says PASS: the non-empty bins of a
+/// reliability diagram and the expected calibration error (ECE: the bins' gaps between mean
+/// P(PASS) and observed PASS rate, weighted by their share of the judgments).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reliability {
+    pub n: usize,
+    pub ece: f64,
+    pub bins: Vec<ReliabilityBin>,
+}
+
+/// Bins of a reliability diagram.
+pub const RELIABILITY_BINS: usize = 10;
+
+/// The reliability of `p_pass` against `expert_pass` in `RELIABILITY_BINS` equal bins over
+/// [0, 1]. NaN p are skipped. `None` when nothing is left or the lengths differ.
+pub fn reliability(p_pass: &[f64], expert_pass: &[bool]) -> Option<Reliability> {
+    if p_pass.len() != expert_pass.len() {
+        return None;
+    }
+    // Per bin: count, sum of p, PASS labels.
+    let mut acc = [(0usize, 0f64, 0usize); RELIABILITY_BINS];
+    for (&p, &pass) in p_pass.iter().zip(expert_pass).filter(|(p, _)| !p.is_nan()) {
+        let p = p.clamp(0.0, 1.0);
+        let bin = &mut acc[((p * RELIABILITY_BINS as f64) as usize).min(RELIABILITY_BINS - 1)];
+        bin.0 += 1;
+        bin.1 += p;
+        bin.2 += usize::from(pass);
+    }
+    let n: usize = acc.iter().map(|b| b.0).sum();
+    if n == 0 {
+        return None;
+    }
+    let width = 1.0 / RELIABILITY_BINS as f64;
+    let bins: Vec<ReliabilityBin> = acc
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.0 > 0)
+        .map(|(i, &(count, sum, passes))| ReliabilityBin { lo: i as f64 * width, hi: (i + 1) as f64 * width, n: count, mean_p_pass: sum / count as f64, observed_pass_rate: passes as f64 / count as f64 })
+        .collect();
+    let ece = bins.iter().map(|b| b.n as f64 / n as f64 * (b.mean_p_pass - b.observed_pass_rate).abs()).sum();
+    Some(Reliability { n, ece, bins })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +470,24 @@ mod tests {
     fn mean_cases() {
         assert_eq!(mean(&[1.0, 2.0, 6.0]), Some(3.0));
         assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn reliability_bins_and_ece() {
+        // Bin [0.9, 1]: p 0.9 and 1.0 (1.0 belongs to the last bin), both PASS: gap 0.05.
+        // Bin [0.2, 0.3): p 0.2, 0.2, 0.2, 0.2, one PASS: gap |0.2 - 0.25| = 0.05.
+        let p = [0.9, 1.0, 0.2, 0.2, 0.2, 0.2, f64::NAN];
+        let pass = [true, true, true, false, false, false, true];
+        let r = reliability(&p, &pass).unwrap();
+        assert_eq!(r.n, 6, "NaN is skipped");
+        assert_eq!(r.bins.len(), 2);
+        assert!(close(r.bins[0].lo, 0.2) && r.bins[0].n == 4 && close(r.bins[0].observed_pass_rate, 0.25));
+        assert!(close(r.bins[1].lo, 0.9) && close(r.bins[1].hi, 1.0) && close(r.bins[1].mean_p_pass, 0.95));
+        assert!(close(r.ece, 4.0 / 6.0 * 0.05 + 2.0 / 6.0 * 0.05), "{}", r.ece);
+        // A judge whose P(PASS) equals the observed rate in every bin has ECE 0.
+        assert!(close(reliability(&[0.5, 0.5], &[true, false]).unwrap().ece, 0.0));
+        assert_eq!(reliability(&[0.5], &[true, false]), None);
+        assert_eq!(reliability(&[f64::NAN], &[true]), None);
+        assert_eq!(reliability(&[], &[]), None);
     }
 }

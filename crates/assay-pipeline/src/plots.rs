@@ -1,4 +1,5 @@
-//! SVG plots of check quality: P(PASS) separation histograms and per-check bar charts.
+//! SVG plots of check quality: P(PASS) separation histograms, reliability diagrams and per-check
+//! bar charts.
 //!
 //! Drawn with plotters' SVG backend and no font feature: text goes out as SVG `<text>` elements
 //! for the viewer to render, and plotters only estimates its size for layout, so no font files or
@@ -6,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use assay_core::metrics::ReliabilityBin;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -89,6 +91,25 @@ pub fn separation_svg(title: &str, good: &[f64], bad: &[f64]) -> Result<String, 
             chart.draw_series(bars)?.label(format!("{label} (n={n})")).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill));
         }
         chart.configure_series_labels().position(SeriesLabelPosition::UpperMiddle).background_style(WHITE).border_style(BLACK).draw()
+    })
+}
+
+/// A reliability diagram: per non-empty bin, the mean P(PASS) the judge gave (x) against the
+/// fraction the expert labelled PASS (y), with its count; the diagonal is perfect calibration.
+pub fn reliability_svg(title: &str, bins: &[ReliabilityBin]) -> Result<String, PlotError> {
+    render_svg(title, |root| {
+        if bins.is_empty() {
+            return draw_no_data(root, title);
+        }
+        let mut chart = ChartBuilder::on(root).caption(title, (FONT, 24)).margin(MARGIN).x_label_area_size(40).y_label_area_size(Y_LABEL_AREA).build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+        chart.configure_mesh().x_labels(BINS + 1).y_labels(BINS + 1).x_desc("mean P(PASS) in the bin").y_desc("expert PASS rate").draw()?;
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4)))?.label("perfect calibration").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        let points: Vec<(f64, f64)> = bins.iter().map(|b| (b.mean_p_pass, b.observed_pass_rate)).collect();
+        chart.draw_series(LineSeries::new(points.iter().copied(), BLUE))?.label("judge").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, BLUE.filled())))?;
+        let count_style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
+        chart.draw_series(bins.iter().map(|b| Text::new(format!("n={}", b.n), (b.mean_p_pass, b.observed_pass_rate), count_style.clone())))?;
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE).border_style(BLACK).draw()
     })
 }
 
@@ -229,5 +250,14 @@ mod tests {
         let path = dir.path().join("missing").join("x.svg");
         let err = write_plot(&path, &separation_svg("t", &[0.5], &[]).unwrap()).unwrap_err();
         assert!(err.to_string().contains("x.svg"), "{err}");
+    }
+
+    #[test]
+    fn reliability_draws_a_point_and_a_count_per_bin() {
+        let bins = [ReliabilityBin { lo: 0.2, hi: 0.3, n: 4, mean_p_pass: 0.25, observed_pass_rate: 0.5 }, ReliabilityBin { lo: 0.9, hi: 1.0, n: 7, mean_p_pass: 0.95, observed_pass_rate: 0.9 }];
+        let svg = read(&reliability_svg("check: reliability", &bins));
+        assert!(svg.contains("check: reliability") && svg.contains("n=4") && svg.contains("n=7") && svg.contains("perfect calibration"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
+        assert!(read(&reliability_svg("empty", &[])).contains("no data"));
     }
 }

@@ -7,13 +7,15 @@
 //! - rationale cohesion: spread of the embeddings of a check's FAIL rationales;
 //! - agreement with expert labels: accuracy, Cohen's kappa, FAIL precision and recall, a
 //!   threshold calibrated on the labels, and Spearman of item totals against the expert's;
+//! - calibration of P(PASS) on labelled items: a reliability diagram and the expected
+//!   calibration error (ECE);
 //! - SVG plots of the above.
 
 use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
-use crate::plots::{bars_svg, separation_svg, write_plot};
-use assay_core::metrics::{agreement, auroc, calibrate_threshold, clear_fraction, embedding_spread, mean, spearman, Agreement, Calibration};
+use crate::plots::{bars_svg, reliability_svg, separation_svg, write_plot};
+use assay_core::metrics::{agreement, auroc, calibrate_threshold, clear_fraction, embedding_spread, mean, reliability, spearman, Agreement, Calibration, Reliability};
 use assay_core::{Judgment, Verdict};
 use assay_store::{ItemId, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
 use serde::Serialize;
@@ -57,6 +59,8 @@ pub struct CheckReport {
     pub cohesion: Option<f64>,
     pub agreement: Option<Agreement>,
     pub calibration: Option<Calibration>,
+    /// P(PASS) against the expert's PASS rate on labelled items.
+    pub reliability: Option<Reliability>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +75,8 @@ pub struct SetReport {
     pub checks: Vec<CheckReport>,
     /// All labelled (item, check) pairs together.
     pub agreement: Option<Agreement>,
+    /// P(PASS) against the expert's PASS rate, all labelled pairs together.
+    pub reliability: Option<Reliability>,
     /// Spearman of item totals (passes) against expert score labels, or else against the
     /// expert's PASS count over the labelled checks.
     pub total_spearman: Option<f64>,
@@ -197,11 +203,12 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
             cohesion: cohesion.get(c.id.as_str()).copied(),
             agreement: agreement(&judge_pass, &expert_pass),
             calibration: calibrate_threshold(&labelled_p, &expert_pass),
+            reliability: reliability(&labelled_p, &expert_pass),
         });
     }
 
     // Overall agreement over every labelled pair, and Spearman of totals.
-    let (mut all_judge, mut all_expert) = (Vec::new(), Vec::new());
+    let (mut all_judge, mut all_expert, mut all_p) = (Vec::new(), Vec::new(), Vec::new());
     // item -> (judge passes, judge passes on labelled checks, expert passes, labelled checks)
     let mut totals: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
     for j in &judgments {
@@ -211,6 +218,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
         if let Some(v) = item_ids.get(j.item_id.as_str()).and_then(|id| labels.get(&(*id, j.check_id.as_str()))) {
             all_judge.push(pass);
             all_expert.push(*v == Verdict::Pass);
+            all_p.push(j.p_pass as f64);
             entry.1 += f64::from(u8::from(pass));
             entry.2 += f64::from(u8::from(*v == Verdict::Pass));
             entry.3 += 1;
@@ -234,6 +242,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
         items: totals.len(),
         checks,
         agreement: agreement(&all_judge, &all_expert),
+        reliability: reliability(&all_p, &all_expert),
         total_spearman,
         reference_recovery: reference_recovery(backends, &config, set, &items)?,
         plots: Vec::new(),
@@ -326,8 +335,9 @@ pub struct Plot {
     pub values: Vec<(String, f64)>,
 }
 
-/// The report's plots: a separation histogram per check that has one, bars per check of pass
-/// rate, flip rate, kappa and AUROC (each only when some check has the number).
+/// The report's plots: a separation histogram and a reliability diagram per check that has
+/// them (and one of all labelled pairs), bars per check of pass rate, flip rate, kappa, AUROC and
+/// ECE (each only when some check has the number).
 pub fn render_plots(report: &SetReport) -> Result<Vec<Plot>> {
     let mut plots = Vec::new();
     for c in &report.checks {
@@ -341,6 +351,23 @@ pub fn render_plots(report: &SetReport) -> Result<Vec<Plot>> {
             plots.push(Plot { file: format!("separation-{}.svg", file_name(&c.id)), svg: separation_svg(&title, &s.good, &s.bad)?, title, values });
         }
     }
+    let mut reliability_plot = |file: String, title: String, r: &Reliability| -> Result<()> {
+        let mut values = vec![("labelled judgments".to_string(), r.n as f64), ("ECE".to_string(), r.ece)];
+        for b in &r.bins {
+            let bin = format!("P(PASS) {:.1}-{:.1}", b.lo, b.hi);
+            values.extend([(format!("{bin}: judgments"), b.n as f64), (format!("{bin}: mean P(PASS)"), b.mean_p_pass), (format!("{bin}: expert PASS rate"), b.observed_pass_rate)]);
+        }
+        plots.push(Plot { file, svg: reliability_svg(&title, &r.bins)?, title, values });
+        Ok(())
+    };
+    for c in &report.checks {
+        if let Some(r) = &c.reliability {
+            reliability_plot(format!("reliability-{}.svg", file_name(&c.id)), format!("{}: P(PASS) vs expert PASS rate (ECE {:.3})", c.id, r.ece), r)?;
+        }
+    }
+    if let Some(r) = &report.reliability {
+        reliability_plot("reliability-all.svg".to_string(), format!("v{}: P(PASS) vs expert PASS rate, all checks (ECE {:.3})", report.set, r.ece), r)?;
+    }
     let bars = |f: &dyn Fn(&CheckReport) -> Option<f64>| -> Vec<(String, f64)> { report.checks.iter().filter_map(|c| Some((c.id.clone(), f(c)?))).collect() };
     let mut chart = |file: &str, title: String, y: &str, values: Vec<(String, f64)>, range: (f64, f64)| -> Result<()> {
         if !values.is_empty() {
@@ -352,6 +379,7 @@ pub fn render_plots(report: &SetReport) -> Result<Vec<Plot>> {
     chart("flip-rates.svg", format!("v{}: flip rate of sampled verdicts", report.set), "flip rate", bars(&|c| c.flip_rate), (0.0, 1.0))?;
     chart("agreement-kappa.svg", format!("v{}: Cohen's kappa against expert labels", report.set), "kappa", bars(&|c| c.agreement.and_then(|a| a.kappa)), (-1.0, 1.0))?;
     chart("separation-auroc.svg", format!("v{}: AUROC of P(PASS), good vs bad outputs", report.set), "AUROC", bars(&|c| c.separation.as_ref().and_then(|s| s.auroc)), (0.0, 1.0))?;
+    chart("calibration-ece.svg", format!("v{}: expected calibration error of P(PASS)", report.set), "ECE", bars(&|c| c.reliability.as_ref().map(|r| r.ece)), (0.0, 1.0))?;
     Ok(plots)
 }
 

@@ -242,17 +242,28 @@ pub struct QuestionsArgs {
 #[derive(Debug, Args)]
 pub struct AnswerArgs {
     /// Id of the question (from `assay questions`).
-    #[arg(env = "ASSAY_QUESTION")]
-    pub question: i64,
+    #[arg(env = "ASSAY_QUESTION", required_unless_present = "from_labels", conflicts_with = "from_labels")]
+    pub question: Option<i64>,
     /// The expert's ruling, kept verbatim (refinement folds it into the check).
-    #[arg(long, env = "ASSAY_RULING")]
-    pub ruling: String,
+    #[arg(long, env = "ASSAY_RULING", required_unless_present = "from_labels", conflicts_with = "from_labels")]
+    pub ruling: Option<String>,
     /// For a question about an item and a check: also record this as the expert's label.
-    #[arg(long, env = "ASSAY_LABEL", value_parser = ["pass", "fail"])]
+    #[arg(long, env = "ASSAY_LABEL", value_parser = ["pass", "fail"], conflicts_with = "from_labels")]
     pub label: Option<String>,
-    /// Who gives the ruling (a reviewer name), kept with it.
+    /// Who gives the ruling (a reviewer name), kept with it (with --from-labels: default "simulated-expert").
     #[arg(long, env = "ASSAY_RATER", default_value = "")]
     pub rater: String,
+    /// Benchmarks only: an expert simulated from a labels file (the format of `assay label --file`)
+    /// answers every open question about one check on one item of --data that the file labels:
+    /// the label as the ruling's verdict and as the expert's label, its note as the ruling's words.
+    /// Give it the training split's labels only.
+    #[arg(long, env = "ASSAY_FROM_LABELS", requires = "project")]
+    pub from_labels: Option<PathBuf>,
+    /// The project whose questions --from-labels answers.
+    #[arg(long, env = "ASSAY_PROJECT")]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
 }
 
 #[derive(Debug, Args)]

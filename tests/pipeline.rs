@@ -147,12 +147,81 @@ fn report_gives_per_check_kappa_against_the_ifeval_verifier() {
         let expected = labels.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["check"] == c["id"]).count();
         assert_eq!(c["agreement"]["n"].as_u64().unwrap() as usize, expected, "{c}");
         assert!(c["agreement"].get("kappa").is_some() && c["agreement"]["accuracy"].is_number(), "{c}");
+        // The reliability diagram covers the same pairs, its bins add up, and ECE is a weighted gap.
+        let r = &c["reliability"];
+        assert_eq!(r["n"].as_u64().unwrap() as usize, expected, "{c}");
+        assert_eq!(r["bins"].as_array().unwrap().iter().map(|b| b["n"].as_u64().unwrap() as usize).sum::<usize>(), expected, "{c}");
+        assert!((0.0..=1.0).contains(&r["ece"].as_f64().unwrap()), "{c}");
     }
     assert_eq!(report["agreement"]["n"].as_u64().unwrap() as usize, labels.lines().count());
-    for plot in ["agreement-kappa.svg", "pass-rates.svg"] {
+    assert_eq!(report["reliability"]["n"].as_u64().unwrap() as usize, labels.lines().count());
+    assert!(table.contains("ECE") && table.contains("calibration of P(PASS) on labelled pairs: ECE"), "{table}");
+    for plot in ["agreement-kappa.svg", "pass-rates.svg", "calibration-ece.svg", "reliability-all.svg"] {
         let svg = std::fs::read_to_string(plots.join(plot)).unwrap();
         assert!(svg.contains("<svg"), "{plot}");
     }
+}
+
+/// The unattended loop of `assay bench quality`'s (d): labels split into train and test, an
+/// expert simulated from the train labels answers the run's questions, refine makes a new
+/// version, and the test labels reach the store only for the final scoring.
+#[test]
+fn the_simulated_expert_answers_from_train_labels_only() {
+    let (dir, db) = temp();
+    // One check, so that every item has exactly one labelled pair: with 2 test items and at
+    // least 3 questions per run, some question is about a train item whatever the judge says.
+    prepare_ifeval(dir.path(), 1, 8);
+    project(dir.path(), &db, "loop");
+    let labels: Vec<String> = std::fs::read_to_string(dir.path().join("labels.jsonl")).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(labels.len(), 8);
+    let key = |line: &String| serde_json::from_str::<serde_json::Value>(line).unwrap()["item"].as_str().unwrap().to_string();
+    let test_keys: HashSet<String> = labels[6..].iter().map(key).collect();
+    let (train, test) = (dir.path().join("train.jsonl"), dir.path().join("test.jsonl"));
+    std::fs::write(&train, labels[..6].join("\n")).unwrap();
+    std::fs::write(&test, labels[6..].join("\n")).unwrap();
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+
+    ok(&db, &["set", "import", "--project", "loop", "--checks", &arg(&dir.path().join("checks.json"))]);
+    ok(&db, &["label", "--project", "loop", "--file", &arg(&train)]);
+    ok(&db, &["run", "--project", "loop"]);
+    let store = Store::open(&db).unwrap();
+    let p = store.project_by_name("loop").unwrap();
+    let dataset = store.dataset_by_name(p.id, "ifeval").unwrap();
+    let key_of = |store: &Store, item| store.item(item).unwrap().fields.key;
+    let raised = store.questions(p.id, None).unwrap();
+    assert!(raised.len() >= 3, "{raised:?}");
+    let on_train = raised.iter().filter(|q| !test_keys.contains(&key_of(&store, q.asked.item.unwrap()))).count();
+    drop(store);
+
+    let out = ok(&db, &["answer", "--project", "loop", "--from-labels", &arg(&train)]);
+    assert!(out.contains(&format!("answered {on_train} question(s)")), "{out}");
+    let store = Store::open(&db).unwrap();
+    for q in store.questions(p.id, None).unwrap() {
+        let key = key_of(&store, q.asked.item.unwrap());
+        match &q.ruling {
+            Some(r) => {
+                assert!(!test_keys.contains(&key), "question {} on test item {key} was answered", q.id);
+                let label = labels[..6].iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|l| l["item"] == key.as_str()).unwrap();
+                assert!(r.text.starts_with(label["verdict"].as_str().unwrap()) && r.text.contains(label["note"].as_str().unwrap()) && r.rater == "simulated-expert", "{r:?}");
+            }
+            None => assert!(test_keys.contains(&key), "question {} on train item {key} left open", q.id),
+        }
+    }
+    drop(store);
+
+    let refined = ok(&db, &["refine", "--project", "loop"]);
+    assert!(refined.contains("v2"), "{refined}");
+    ok(&db, &["run", "--project", "loop", "--set", "2"]);
+    // Up to the final scoring, the store holds no label of a test item.
+    let store = Store::open(&db).unwrap();
+    let stored: Vec<String> = store.check_labels(dataset.id).unwrap().iter().map(|l| key_of(&store, l.item)).collect();
+    assert_eq!(stored.len(), 6);
+    assert!(stored.iter().all(|k| !test_keys.contains(k)), "{stored:?}");
+    drop(store);
+    ok(&db, &["label", "--project", "loop", "--file", &arg(&test)]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&db, &["report", "--project", "loop", "--set", "2", "--json"])).unwrap();
+    assert_eq!(report["set"], 2);
+    assert_eq!(report["agreement"]["n"], 8);
 }
 
 #[test]

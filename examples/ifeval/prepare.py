@@ -45,6 +45,14 @@ QUESTIONS = {
 }
 
 
+def note(check, ok, kwargs):
+    """The label's words, as an expert would give them: what the verifier found, naming the
+    instruction and its parameters (the simulated expert of `assay answer --from-labels` rules
+    with them)."""
+    params = ", ".join(f"{k} {v}" for k, v in (kwargs or {}).items())
+    return f"IFEval verifier (strict): the response {'follows' if ok else 'does not follow'} the prompt's {check} instruction{f' ({params})' if params else ''}."
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=pathlib.Path, help="folder for items.jsonl, checks.json, labels.jsonl")
@@ -53,10 +61,11 @@ def main():
     parser.add_argument("--data", type=pathlib.Path, default=DATA, help="the IFEval folder of ../shared/data")
     args = parser.parse_args()
 
-    keys = {}
+    keys, kwargs = {}, {}
     for line in open(args.data / "input_data.jsonl", encoding="utf-8"):
         row = json.loads(line)
         keys[row["prompt"]] = str(row["key"])
+        kwargs[row["prompt"]] = {i: {k: v for k, v in kw.items() if v is not None} for i, kw in zip(row["instruction_id_list"], row["kwargs"])}
     results = [json.loads(line) for line in open(args.data / "eval_results_strict.jsonl", encoding="utf-8")]
     fails = collections.Counter(i for r in results for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]) if not ok)
     kept = [i for i, _ in sorted(fails.items(), key=lambda kv: (-kv[1], kv[0]))][: args.checks]
@@ -75,7 +84,7 @@ def main():
             key = keys[r["prompt"]]
             items.write(json.dumps({"id": key, "input": r["prompt"], "output": r["response"], "metadata": {"instructions": r["instruction_id_list"]}}) + "\n")
             for check, ok in labelled.items():
-                labels.write(json.dumps({"item": key, "check": check, "verdict": "PASS" if ok else "FAIL", "note": "IFEval verifier (strict)"}) + "\n")
+                labels.write(json.dumps({"item": key, "check": check, "verdict": "PASS" if ok else "FAIL", "note": note(check, ok, kwargs[r["prompt"]].get(check))}) + "\n")
             n += 1
     checks = [{"id": i, "question": QUESTIONS[i], "pass_criteria": "Only the instruction of this type in the prompt matters; PASS if the prompt has none."} for i in kept]
     (args.out / "checks.json").write_text(json.dumps(checks, indent=2) + "\n", encoding="utf-8")

@@ -1,11 +1,13 @@
 //! What the expert does at the terminal: `assay questions` (what the system is unsure of),
-//! `assay answer` (a ruling, optionally also a label) and `assay label` (PASS/FAIL labels of
+//! `assay answer` (a ruling, optionally also a label; or, for benchmarks, every open question
+//! answered from a labels file by a simulated expert) and `assay label` (PASS/FAIL labels of
 //! checks on items, or whole-output scores).
 
 use crate::options::{AnswerArgs, GlobalOptions, LabelArgs, QuestionsArgs};
 use anyhow::{bail, Context, Result};
 use assay_core::Verdict;
 use assay_pipeline::labels::{labels_of, parse_label_lines, LabelRecord};
+use assay_pipeline::simulated_expert;
 use assay_store::{QuestionId, QuestionStatus};
 
 pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
@@ -39,9 +41,28 @@ pub fn questions(global: &GlobalOptions, args: &QuestionsArgs) -> Result<()> {
 
 pub fn answer(global: &GlobalOptions, args: &AnswerArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
+    if let (Some(path), Some(project)) = (&args.from_labels, &args.project) {
+        return answer_from_labels(&mut store, project, args.dataset.data.as_deref(), path, if args.rater.is_empty() { "simulated-expert" } else { &args.rater });
+    }
+    let (Some(question), Some(ruling)) = (args.question, args.ruling.as_deref()) else { bail!("give a question id and --ruling, or --project and --from-labels") };
     let label = args.label.as_deref().map(verdict_of);
-    let answered = store.answer_question_with_label(QuestionId(args.question), &args.ruling, label, &args.rater).with_context(|| format!("answering question {}", args.question))?;
+    let answered = store.answer_question_with_label(QuestionId(question), ruling, label, &args.rater).with_context(|| format!("answering question {question}"))?;
     println!("recorded the ruling on question {}{}", answered.id, if args.label.is_some() { " and the expert label" } else { "" });
+    Ok(())
+}
+
+/// `assay answer --from-labels`: the simulated expert of the benchmarks.
+fn answer_from_labels(store: &mut assay_store::Store, project: &str, dataset: Option<&str>, path: &std::path::Path, rater: &str) -> Result<()> {
+    let project = super::project(store, project)?;
+    let dataset = super::dataset(store, &project, dataset)?;
+    let records = parse_label_lines(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("labels in {}", path.display()))?;
+    let done = simulated_expert::answer_from_labels(store, &project, &dataset, &records, rater).with_context(|| format!("answering the questions of '{}' from {}", project.name, path.display()))?;
+    println!(
+        "answered {} question(s) from the labels as '{rater}'; left open: {} about a pair the file does not label, {} a label cannot settle",
+        done.answered.len(),
+        done.unlabelled,
+        done.not_answerable
+    );
     Ok(())
 }
 

@@ -296,7 +296,13 @@ pub fn reliability(p_pass: &[f64], expert_pass: &[bool]) -> Option<Reliability> 
         .iter()
         .enumerate()
         .filter(|(_, b)| b.0 > 0)
-        .map(|(i, &(count, sum, passes))| ReliabilityBin { lo: i as f64 * width, hi: (i + 1) as f64 * width, n: count, mean_p_pass: sum / count as f64, observed_pass_rate: passes as f64 / count as f64 })
+        .map(|(i, &(count, sum, passes))| ReliabilityBin {
+            lo: i as f64 * width,
+            hi: (i + 1) as f64 * width,
+            n: count,
+            mean_p_pass: sum / count as f64,
+            observed_pass_rate: passes as f64 / count as f64,
+        })
         .collect();
     let ece = bins.iter().map(|b| b.n as f64 / n as f64 * (b.mean_p_pass - b.observed_pass_rate).abs()).sum();
     Some(Reliability { n, ece, bins })

@@ -4,7 +4,8 @@
 //! static analysis of the task prompt), judge runs (resumable), reports (consistency,
 //! separation, cohesion, agreement with expert labels; SVG plots), ambiguity questions and
 //! refinement into new evaluator-set versions, and gold outputs evolved with the set as
-//! fitness (critiqued by the expert; exported as training data). Every model call goes
+//! fitness (critiqued by the expert; exported as training data), and an expert simulated from a
+//! labels file (benchmarks and tests of the loop only). Every model call goes
 //! through a `Backend` (the local engine or an OpenAI-compatible server), chosen per role in
 //! the project's configuration. It must not parse command lines or speak HTTP as a server; everything it
 //! learns is written to the store before a step returns.
@@ -26,6 +27,7 @@ pub mod preview;
 pub mod questions;
 pub mod refine;
 pub mod report;
+pub mod simulated_expert;
 pub mod static_analysis;
 pub mod taxonomy;
 pub mod training_data;

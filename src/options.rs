@@ -707,6 +707,54 @@ pub enum BenchKind {
     /// x 25 checks), judged naively (each check a full prompt), with prefix reuse (checks one
     /// after another) and packed.
     Judge(BenchJudgeArgs),
+    /// Judge quality on ../shared/data's labelled datasets, test split of a seeded split: (a) one
+    /// holistic check, (b) five generic checks, (c) the set discovery writes from the train
+    /// split, (d) that set after each round of the loop with an expert simulated from the train
+    /// labels. A table per dataset on stderr, JSON on stdout.
+    Quality(BenchQualityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQualityArgs {
+    /// The model in every language role (judge, annotator, check writer, generator).
+    #[arg(long, env = "ASSAY_JUDGE_MODEL", default_value = "smollm2")]
+    pub judge: String,
+    /// Embedding model (discovery's error clustering, refine's rationale clusters).
+    #[arg(long, env = "ASSAY_EMBED_MODEL", default_value = "minilm")]
+    pub embed_model: String,
+    /// Datasets, in order: llmbar (pairwise accuracy), ifeval (every instruction followed, per
+    /// the official verifier), medec (the note is free of the injected error).
+    #[arg(long, env = "ASSAY_BENCH_DATASETS", value_delimiter = ',', default_value = "llmbar,ifeval,medec")]
+    pub datasets: Vec<String>,
+    /// The folder of the labelled datasets.
+    #[arg(long, env = "ASSAY_BENCH_DATA", default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Outputs per dataset (LLMBar: pairs); IFEval and MEDEC take half acceptable, half not.
+    #[arg(long, env = "ASSAY_BENCH_ITEMS", default_value_t = 40)]
+    pub items: usize,
+    /// Seed of the train/test split (and of discovery and refinement).
+    #[arg(long, env = "ASSAY_BENCH_SPLIT_SEED", default_value_t = 1)]
+    pub split_seed: u64,
+    /// Share of the inputs held out for the test split.
+    #[arg(long, env = "ASSAY_BENCH_TEST_SHARE", default_value_t = 0.5)]
+    pub test_share: f64,
+    /// Rounds of the loop for (d).
+    #[arg(long, env = "ASSAY_BENCH_ROUNDS", default_value_t = 2)]
+    pub rounds: usize,
+    /// Checks discovery keeps for (c).
+    #[arg(long, env = "ASSAY_BENCH_CHECKS", default_value_t = 5)]
+    pub checks: usize,
+    /// Most tokens of discovery's one generator (its outputs are annotated beside the train split's own).
+    #[arg(long, env = "ASSAY_BENCH_GENERATOR_TOKENS", default_value_t = 96)]
+    pub generator_tokens: usize,
+    /// Where the scratch store goes (kept); default: a temporary folder, removed at the end.
+    #[arg(long, env = "ASSAY_BENCH_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Also write the JSON result to this file.
+    #[arg(long, env = "ASSAY_BENCH_OUT")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: JudgeOptionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
-//! `assay bench`: throughput measurements of the engine. Each prints a table to stderr and one
-//! JSON line to stdout so that `benches/` scripts can put peers side by side.
+//! `assay bench`: throughput measurements of the engine (and, in `bench_quality`, judge
+//! quality). Each prints a table to stderr and one JSON line to stdout so that `benches/`
+//! scripts can put peers side by side.
 
 use crate::options::{BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
@@ -15,6 +16,7 @@ pub fn run(global: &GlobalOptions, args: &crate::options::BenchArgs) -> Result<(
         BenchKind::Gen(a) => gen(global, a),
         BenchKind::Matmul(a) => matmul(global, a),
         BenchKind::Judge(a) => judge(global, a),
+        BenchKind::Quality(a) => super::bench_quality::run(global, a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the model loading they share.
 
 pub mod bench;
+pub mod bench_quality;
 pub mod data;
 pub mod discover;
 pub mod embed;

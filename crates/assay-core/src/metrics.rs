@@ -246,6 +246,22 @@ pub fn mean(x: &[f64]) -> Option<f64> {
     (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
 }
 
+/// Of `(better, worse)` score pairs (the first labelled the better output), the fraction the
+/// scores order the same way; a tie counts half. Pairs with a NaN are skipped; `None` when none
+/// is left.
+pub fn pairwise_accuracy(pairs: &[(f64, f64)]) -> Option<f64> {
+    let scored: Vec<f64> = pairs
+        .iter()
+        .filter(|(b, w)| !b.is_nan() && !w.is_nan())
+        .map(|(b, w)| match b.total_cmp(w) {
+            std::cmp::Ordering::Greater => 1.0,
+            std::cmp::Ordering::Equal => 0.5,
+            std::cmp::Ordering::Less => 0.0,
+        })
+        .collect();
+    mean(&scored)
+}
+
 /// One bin of a reliability diagram: the judgments whose P(PASS) fell in `[lo, hi)` (the last
 /// bin includes 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -495,5 +511,12 @@ mod tests {
         assert_eq!(reliability(&[0.5], &[true, false]), None);
         assert_eq!(reliability(&[f64::NAN], &[true]), None);
         assert_eq!(reliability(&[], &[]), None);
+    }
+
+    #[test]
+    fn pairwise_accuracy_counts_ties_half() {
+        assert_eq!(pairwise_accuracy(&[(0.9, 0.1), (0.2, 0.8), (0.5, 0.5), (f64::NAN, 0.1)]), Some(0.5));
+        assert_eq!(pairwise_accuracy(&[(1.0, 0.0)]), Some(1.0));
+        assert_eq!(pairwise_accuracy(&[]), None);
     }
 }

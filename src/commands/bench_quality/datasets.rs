@@ -1,0 +1,194 @@
+//! The externally labelled datasets of `../shared/data` as judge-quality benchmarks: items
+//! (input, output) with the expert's verdict on the whole output and the words behind it,
+//! split into train and test by a seed. The files are read as they are; nothing is edited.
+
+use anyhow::{bail, Context, Result};
+use assay_store::NewItem;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// How a dataset's labels score a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Two outputs per input, one labelled better: the better one should score higher.
+    Pairwise,
+    /// Each output labelled acceptable or not: AUROC of its score and kappa of "every check passes".
+    Binary,
+}
+
+/// One labelled output.
+#[derive(Debug, Clone)]
+pub struct LabelledItem {
+    pub item: NewItem,
+    /// Items of one group (an LLMBar pair) land in the same split.
+    pub group: String,
+    /// The expert's verdict on the whole output.
+    pub good: bool,
+    /// The expert's words: what is right or wrong with it (the simulated expert rules with them).
+    pub note: String,
+}
+
+#[derive(Debug)]
+pub struct Benchmark {
+    pub name: &'static str,
+    pub task: &'static str,
+    /// The project's generation prompt (what discovery generates and annotates against).
+    pub prompt: &'static str,
+    pub metric: Metric,
+    pub train: Vec<LabelledItem>,
+    pub test: Vec<LabelledItem>,
+}
+
+/// The datasets `assay bench quality` knows, by name.
+pub const NAMES: [&str; 3] = ["llmbar", "ifeval", "medec"];
+
+/// `name`'s first `items` outputs (LLMBar: pairs; the others: half acceptable, half not),
+/// split by `seed`: a `test_share` of the groups go to test.
+pub fn load(name: &str, data: &Path, items: usize, seed: u64, test_share: f64) -> Result<Benchmark> {
+    let (task, prompt, metric, all) = match name {
+        "llmbar" => {
+            ("instruction following", "Follow the user's instruction: do exactly what it asks, as well as possible.", Metric::Pairwise, llmbar(&data.join("llmbar-natural/dataset.json"), items)?)
+        }
+        "ifeval" => ("verifiable instructions", "Follow every instruction in the user's request exactly.", Metric::Binary, ifeval(&data.join("ifeval"), items)?),
+        "medec" => (
+            "clinical notes",
+            "Write the clinical note for this encounter. Every diagnosis, management step, treatment, drug and causal organism must be consistent with the findings.",
+            Metric::Binary,
+            medec(&data.join("medec/MEDEC-MS-ValidationSet-with-GroundTruth-and-ErrorType.csv"), items)?,
+        ),
+        other => bail!("unknown dataset '{other}' (known: {})", NAMES.join(", ")),
+    };
+    let name = NAMES.into_iter().find(|n| *n == name).expect("matched above");
+    let (train, test) = split(all, seed, test_share);
+    Ok(Benchmark { name, task, prompt, metric, train, test })
+}
+
+/// Groups ordered by a hash of (seed, group), the first `test_share` of them to test.
+fn split(all: Vec<LabelledItem>, seed: u64, test_share: f64) -> (Vec<LabelledItem>, Vec<LabelledItem>) {
+    let mut groups: Vec<&str> = all.iter().map(|i| i.group.as_str()).collect();
+    groups.dedup();
+    groups.sort_by_key(|g| assay_pipeline::stable_seed(seed, &["split", g]));
+    let n_test = ((groups.len() as f64 * test_share).round() as usize).clamp(1, groups.len().saturating_sub(1).max(1));
+    let test: std::collections::HashSet<String> = groups[..n_test].iter().map(|g| g.to_string()).collect();
+    all.into_iter().partition(|i| !test.contains(&i.group))
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines().filter(|l| !l.trim().is_empty()).enumerate().map(|(n, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), n + 1))).collect()
+}
+
+fn item(key: String, input: &str, output: &str) -> NewItem {
+    NewItem { key, input: input.to_string(), output: Some(output.to_string()), ..Default::default() }
+}
+
+/// LLMBar Natural: the first `pairs` instructions, each with its better and its worse output.
+fn llmbar(path: &Path, pairs: usize) -> Result<Vec<LabelledItem>> {
+    let rows = read_json(path)?;
+    let rows = rows.as_array().with_context(|| format!("{}: not a list", path.display()))?;
+    let mut out = Vec::new();
+    for (n, row) in rows.iter().take(pairs).enumerate() {
+        let field = |k: &str| row[k].as_str().with_context(|| format!("{} entry {n}: no text '{k}'", path.display()));
+        let better = row["label"].as_u64().filter(|l| *l == 1 || *l == 2).with_context(|| format!("{} entry {n}: label is not 1 or 2", path.display()))?;
+        for side in [1, 2] {
+            let good = side == better;
+            let note = if good {
+                "This response follows the instruction better than the other response to it."
+            } else {
+                "The other response to this instruction follows it better; this one falls short of what it asks."
+            };
+            out.push(LabelledItem { item: item(format!("pair{n}-output{side}"), field("input")?, field(&format!("output_{side}"))?), group: format!("pair{n}"), good, note: note.into() });
+        }
+    }
+    Ok(out)
+}
+
+/// IFEval: GPT-4's responses, acceptable when the official verifier (strict) finds every
+/// instruction of the prompt followed; the first `items / 2` of each kind by key.
+fn ifeval(dir: &Path, items: usize) -> Result<Vec<LabelledItem>> {
+    let keys: HashMap<String, String> = read_jsonl(&dir.join("input_data.jsonl"))?.iter().filter_map(|r| Some((r["prompt"].as_str()?.to_string(), r["key"].to_string()))).collect();
+    let mut kinds: [Vec<LabelledItem>; 2] = [Vec::new(), Vec::new()];
+    for r in read_jsonl(&dir.join("eval_results_strict.jsonl"))? {
+        let (Some(prompt), Some(response)) = (r["prompt"].as_str(), r["response"].as_str()) else { continue };
+        let Some(key) = keys.get(prompt) else { continue };
+        let ids: Vec<&str> = r["instruction_id_list"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let followed: Vec<bool> = r["follow_instruction_list"].as_array().into_iter().flatten().filter_map(Value::as_bool).collect();
+        if ids.is_empty() || ids.len() != followed.len() {
+            continue;
+        }
+        let missed: Vec<&str> = ids.iter().zip(&followed).filter(|(_, ok)| !**ok).map(|(id, _)| *id).collect();
+        let good = missed.is_empty();
+        let note = if good {
+            format!("IFEval verifier (strict): the response follows every instruction of the prompt ({}).", ids.join(", "))
+        } else {
+            format!("IFEval verifier (strict): the response does not follow the prompt's instructions {}.", missed.join(", "))
+        };
+        kinds[usize::from(good)].push(LabelledItem { item: item(key.clone(), prompt, response), group: key.clone(), good, note });
+    }
+    Ok(balanced(kinds, items))
+}
+
+/// MEDEC validation: clinical notes, acceptable without the injected error.
+fn medec(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
+    let (id, text, flag, kind, sentence, corrected) = (column("Text ID")?, column("Text")?, column("Error Flag")?, column("Error Type")?, column("Error Sentence")?, column("Corrected Sentence")?);
+    let mut kinds: [Vec<LabelledItem>; 2] = [Vec::new(), Vec::new()];
+    for (n, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{} record {}", path.display(), n + 1))?;
+        let good = &row[flag] == "0";
+        let note = if good {
+            "The note has no medical error.".to_string()
+        } else {
+            format!("The note contains a {} error: \"{}\" should read \"{}\".", &row[kind], row[sentence].trim(), row[corrected].trim())
+        };
+        let mut it = item(row[id].to_string(), "Write the clinical note for this encounter.", &row[text]);
+        it.metadata = Some(json!({"error_type": &row[kind]}));
+        kinds[usize::from(good)].push(LabelledItem { item: it, group: row[id].to_string(), good, note });
+    }
+    Ok(balanced(kinds, items))
+}
+
+/// The first `items / 2` unacceptable and the first `items - items / 2` acceptable outputs.
+fn balanced([bad, good]: [Vec<LabelledItem>; 2], items: usize) -> Vec<LabelledItem> {
+    bad.into_iter().take(items / 2).chain(good.into_iter().take(items - items / 2)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    }
+
+    #[test]
+    fn every_dataset_loads_balanced_and_splits_by_group() {
+        for name in NAMES {
+            let b = load(name, &data(), 12, 7, 0.5).unwrap();
+            let all: Vec<&LabelledItem> = b.train.iter().chain(&b.test).collect();
+            assert_eq!(all.len(), if name == "llmbar" { 24 } else { 12 }, "{name}");
+            assert_eq!(all.iter().filter(|i| i.good).count() * 2, all.len(), "{name}: half acceptable");
+            assert!(all.iter().all(|i| !i.note.is_empty() && i.item.output.as_deref().is_some_and(|o| !o.is_empty())), "{name}");
+            let train_groups: std::collections::HashSet<&str> = b.train.iter().map(|i| i.group.as_str()).collect();
+            assert!(b.test.iter().all(|i| !train_groups.contains(i.group.as_str())), "{name}: a group in both splits");
+            assert!(!b.train.is_empty() && !b.test.is_empty(), "{name}");
+            // The same seed splits the same way; another seed differently.
+            let again = load(name, &data(), 12, 7, 0.5).unwrap();
+            assert_eq!(again.test.iter().map(|i| &i.item.key).collect::<Vec<_>>(), b.test.iter().map(|i| &i.item.key).collect::<Vec<_>>());
+        }
+        let b = load("llmbar", &data(), 12, 7, 0.5).unwrap();
+        for pair in b.test.chunks(2) {
+            assert_eq!(pair[0].group, pair[1].group);
+            assert_ne!(pair[0].good, pair[1].good, "one better output per pair");
+        }
+        assert!(load("nope", &data(), 4, 1, 0.5).unwrap_err().to_string().contains("unknown dataset 'nope'"));
+    }
+}

@@ -1,0 +1,277 @@
+//! `assay bench quality`: how well an evaluator set agrees with the expert's labels on held-out
+//! items, for each dataset of `../shared/data` and four ways of getting the set:
+//! (a) one holistic check, (b) a generic set of five, (c) the set discovery writes from the
+//! train split, (d) that set after each round of the loop with an expert simulated from the
+//! train split's labels (label every train pair, run, answer the questions, refine).
+//!
+//! Everything happens in a scratch store (`--work-dir`), never the user's database. The test
+//! split is its own dataset: its labels stay in this process and score the test runs; none
+//! reaches the store, and the questions its runs raise are never answered.
+
+mod datasets;
+
+use crate::options::{BenchQualityArgs, GlobalOptions};
+use anyhow::{Context, Result};
+use assay_core::metrics::{agreement, auroc, mean, pairwise_accuracy};
+use assay_core::{Check, EvaluatorSet, JudgeOptions, Verdict};
+use assay_pipeline::labels::LabelRecord;
+use assay_pipeline::refine::refine;
+use assay_pipeline::simulated_expert::answer_from_labels;
+use assay_pipeline::{discover, run_judging, start_judge_run, Backends, DiscoverOptions, GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
+use assay_store::{CheckLabel, Dataset, NewProject, Project, SetVersion, Store};
+use datasets::{Benchmark, LabelledItem, Metric};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What one way of getting a set scores on the test split.
+#[derive(Debug, Serialize)]
+struct ConditionResult {
+    condition: String,
+    version: u32,
+    checks: usize,
+    /// LLMBar: the labelled better output of a test pair scores higher (ties half).
+    pairwise_accuracy: Option<f64>,
+    /// AUROC of an output's score (mean P(PASS) over the checks), acceptable vs not.
+    auroc: Option<f64>,
+    /// Kappa and accuracy of "every check passes" against the expert's verdict.
+    kappa: Option<f64>,
+    accuracy: Option<f64>,
+    /// Mean score of acceptable minus unacceptable outputs.
+    separation: Option<f64>,
+    /// Mean flip rate of sampled verdicts (with --samples > 1).
+    flip_rate: Option<f64>,
+    pass_rate: f64,
+    /// Wall time to make the set (discovery, a loop round) and judge the test split.
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct DatasetResult {
+    dataset: String,
+    metric: Metric,
+    train_items: usize,
+    test_items: usize,
+    conditions: Vec<ConditionResult>,
+}
+
+fn check(id: &str, question: &str, pass_criteria: &str) -> Check {
+    Check { id: id.into(), name: String::new(), question: question.into(), pass_criteria: pass_criteria.into(), fail_examples: Vec::new(), threshold: None }
+}
+
+/// (a): one check that asks the whole question.
+fn holistic() -> Result<EvaluatorSet> {
+    Ok(EvaluatorSet::new(
+        Some("holistic".into()),
+        vec![check("acceptable", "Is the output a correct, complete and appropriate response to the input?", "PASS only if an expert would accept the output as it is.")],
+    )?)
+}
+
+/// (b): five checks any task could start from.
+fn generic_five() -> Result<EvaluatorSet> {
+    Ok(EvaluatorSet::new(
+        Some("generic-five".into()),
+        vec![
+            check("follows_instructions", "Does the output do what the input asks, following every explicit instruction?", "Every instruction in the input is followed."),
+            check("correct", "Is every factual, clinical or logical statement in the output correct?", "Nothing stated is wrong."),
+            check("complete", "Does the output cover everything the input asks for?", "No requested part is missing."),
+            check("relevant", "Does the output stay on what the input asks, without irrelevant content?", "Everything in the output serves the request."),
+            check("clear", "Is the output clear, well organised and in the requested format?", "A reader can use it as it is."),
+        ],
+    )?)
+}
+
+pub fn run(global: &GlobalOptions, args: &BenchQualityArgs) -> Result<()> {
+    let scratch;
+    let dir = match &args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            scratch = tempfile::tempdir().context("creating a scratch folder")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let db = dir.join(format!("quality-{}.db", std::process::id()));
+    let mut store = Store::open(&db).with_context(|| format!("opening the scratch store {}", db.display()))?;
+    let backends = super::backends(global)?;
+    let options = args.options.judge_options();
+    options.validate()?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for name in &args.datasets {
+        let bench = datasets::load(name, &args.data, args.items, args.split_seed, args.test_share)?;
+        eprintln!("{}: {} train and {} test outputs (split seed {}), judge {}", bench.name, bench.train.len(), bench.test.len(), args.split_seed, args.judge);
+        let result = bench_dataset(&mut store, &backends, args, &options, &bench).with_context(|| format!("the quality benchmark on {}", bench.name))?;
+        eprint!("{}", table(&result));
+        results.push(result);
+    }
+    eprintln!("done in {:.0}s; scratch store {}", started.elapsed().as_secs_f64(), if args.work_dir.is_some() { db.display().to_string() } else { "removed".into() });
+    let json = serde_json::json!({"judge": args.judge, "split_seed": args.split_seed, "test_share": args.test_share, "rounds": args.rounds, "options": options, "datasets": results});
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs, options: &JudgeOptions, bench: &Benchmark) -> Result<DatasetResult> {
+    let lm = RoleModel::local(&args.judge);
+    let config = ProjectConfig {
+        roles: Roles { generator: lm.clone(), annotator: lm.clone(), judge: lm.clone(), embedder: RoleModel::local(&args.embed_model), check_writer: lm },
+        generators: vec![GeneratorConfig { name: "careful".into(), model: None, temperature: 0.2, variant: PromptVariant::AsWritten, max_tokens: args.generator_tokens }],
+        answer_tokens: ProjectConfig::default().answer_tokens,
+    };
+    let name = format!("quality-{}-{}", bench.name, store.projects()?.len());
+    let project = store.create_project(&NewProject { name, task: bench.task.into(), generation_prompt: bench.prompt.into(), config: serde_json::to_value(&config)?, ..Default::default() })?;
+    let items = |split: &[LabelledItem]| split.iter().map(|i| i.item.clone()).collect::<Vec<_>>();
+    let train = store.import_dataset(project.id, "train", "assay bench quality", &items(&bench.train))?;
+    let test = store.import_dataset(project.id, "test", "assay bench quality", &items(&bench.test))?;
+    let mut conditions = Vec::new();
+    let mut bench_set = |store: &mut Store, condition: &str, set: &SetVersion, since: Instant| -> Result<()> {
+        eprintln!("  ({condition}) v{}: {} checks", set.number, set.set.checks.len());
+        let judged = judge(store, backends, &project, set, &test, options)?;
+        conditions.push(score(condition, set, &judged, &bench.test, bench.metric, since.elapsed().as_secs_f64()));
+        Ok(())
+    };
+
+    let since = Instant::now();
+    let a = store.create_set_version(project.id, &holistic()?, "(a) one holistic check")?;
+    bench_set(store, "a holistic", &a, since)?;
+    let since = Instant::now();
+    let b = store.create_set_version(project.id, &generic_five()?, "(b) five generic checks")?;
+    bench_set(store, "b generic", &b, since)?;
+
+    let since = Instant::now();
+    let mut line = super::ProgressLine::new();
+    let found = discover(store, backends, &project, &train, &DiscoverOptions { checks: args.checks, seed: args.split_seed }, &mut |stage, done, total| line.update(stage, done, total));
+    line.finish();
+    let mut set = store.set_version(project.id, found?.set_version)?;
+    bench_set(store, "c discovered", &set, since)?;
+
+    for round in 1..=args.rounds {
+        let since = Instant::now();
+        // The expert labels every train pair of this version's checks with the output's verdict.
+        let records: Vec<LabelRecord> = bench
+            .train
+            .iter()
+            .flat_map(|i| {
+                set.set.checks.iter().map(move |c| LabelRecord {
+                    item: i.item.key.clone(),
+                    check: Some(c.id.clone()),
+                    verdict: Some(verdict(i.good)),
+                    score: None,
+                    note: i.note.clone(),
+                    rater: SIMULATED.into(),
+                })
+            })
+            .collect();
+        let ids: HashMap<String, assay_store::ItemId> = store.items(train.id)?.into_iter().map(|i| (i.fields.key, i.id)).collect();
+        let labels: Vec<CheckLabel> = records
+            .iter()
+            .map(|r| CheckLabel {
+                item: ids[&r.item],
+                check: r.check.clone().unwrap_or_default(),
+                verdict: r.verdict.unwrap_or(Verdict::Fail),
+                note: r.note.clone(),
+                rater: SIMULATED.into(),
+                created_at: String::new(),
+            })
+            .collect();
+        store.set_check_labels(&labels)?;
+        judge(store, backends, &project, &set, &train, options)?;
+        let answered = answer_from_labels(store, &project, &train, &records, SIMULATED)?;
+        let mut line = super::ProgressLine::new();
+        let refined = refine(store, backends, &project, &set, args.split_seed, &mut |stage, done, total| line.update(stage, done, total));
+        line.finish();
+        let refined = refined?;
+        eprintln!("  round {round}: {} question(s) answered; refine: {}", answered.answered.len(), refined.changes.iter().map(|c| format!("{} {}", c.action, c.check)).collect::<Vec<_>>().join(", "));
+        let Some(to) = refined.to else {
+            eprintln!("  round {round}: refine made no new version; the loop stops");
+            break;
+        };
+        set = store.set_version(project.id, to)?;
+        bench_set(store, &format!("d round {round}"), &set, since)?;
+    }
+    Ok(DatasetResult { dataset: bench.name.into(), metric: bench.metric, train_items: bench.train.len(), test_items: bench.test.len(), conditions })
+}
+
+const SIMULATED: &str = "simulated-expert";
+
+fn verdict(good: bool) -> Verdict {
+    if good {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// Judges `dataset` with `set`; the judgments by item key.
+fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<HashMap<String, Vec<assay_core::Judgment>>> {
+    let (run, _) = start_judge_run(store, backends, project, set, dataset, options)?;
+    let mut line = super::ProgressLine::new();
+    let report = run_judging(store, backends, project, run.id, assay_pipeline::DEFAULT_CHUNK_ITEMS, &mut |stage, done, total| line.update(stage, done, total));
+    line.finish();
+    let report = report?;
+    let mut by_item: HashMap<String, Vec<assay_core::Judgment>> = HashMap::new();
+    for j in store.judgments(report.run.id)? {
+        by_item.entry(j.item_id.clone()).or_default().push(j);
+    }
+    Ok(by_item)
+}
+
+/// The test split's figures for one set.
+fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_core::Judgment>>, test: &[LabelledItem], metric: Metric, seconds: f64) -> ConditionResult {
+    let none = Vec::new();
+    let of = |i: &LabelledItem| judged.get(&i.item.key).unwrap_or(&none);
+    let score_of = |i: &LabelledItem| mean(&of(i).iter().map(|j| j.p_pass as f64).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+    let passes = |i: &LabelledItem| !of(i).is_empty() && of(i).iter().all(|j| j.verdict == Verdict::Pass);
+    let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = test.iter().partition(|i| i.good);
+    let (good_scores, bad_scores): (Vec<f64>, Vec<f64>) = (good.iter().map(|i| score_of(i)).collect(), bad.iter().map(|i| score_of(i)).collect());
+    let agreed = agreement(&test.iter().map(passes).collect::<Vec<_>>(), &test.iter().map(|i| i.good).collect::<Vec<_>>());
+    let pairs: Vec<(f64, f64)> = match metric {
+        Metric::Pairwise => {
+            test.chunks(2).filter(|p| p.len() == 2 && p[0].group == p[1].group).map(|p| if p[0].good { (score_of(&p[0]), score_of(&p[1])) } else { (score_of(&p[1]), score_of(&p[0])) }).collect()
+        }
+        Metric::Binary => Vec::new(),
+    };
+    let all: Vec<&assay_core::Judgment> = test.iter().flat_map(of).collect();
+    let flips: Vec<f64> = all.iter().filter_map(|j| j.flip_rate.map(f64::from)).collect();
+    ConditionResult {
+        condition: condition.into(),
+        version: set.number,
+        checks: set.set.checks.len(),
+        pairwise_accuracy: pairwise_accuracy(&pairs),
+        auroc: auroc(&good_scores, &bad_scores),
+        kappa: agreed.and_then(|a| a.kappa),
+        accuracy: agreed.map(|a| a.accuracy),
+        separation: mean(&good_scores).zip(mean(&bad_scores)).map(|(g, b)| g - b),
+        flip_rate: mean(&flips),
+        pass_rate: all.iter().filter(|j| j.verdict == Verdict::Pass).count() as f64 / all.len().max(1) as f64,
+        seconds,
+    }
+}
+
+fn table(r: &DatasetResult) -> String {
+    let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let mut out = format!("{} ({:?}; {} train / {} test outputs)\n", r.dataset, r.metric, r.train_items, r.test_items);
+    out.push_str(&format!("  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n", "set", "v", "checks", "pairwise", "auroc", "kappa", "acc", "sep", "flip", "pass", "seconds"));
+    for c in &r.conditions {
+        out.push_str(&format!(
+            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
+            c.condition,
+            c.version,
+            c.checks,
+            cell(c.pairwise_accuracy),
+            cell(c.auroc),
+            cell(c.kappa),
+            cell(c.accuracy),
+            cell(c.separation),
+            cell(c.flip_rate),
+            c.pass_rate,
+            c.seconds
+        ));
+    }
+    out
+}

@@ -65,13 +65,25 @@ pub fn load(name: &str, data: &Path, items: usize, seed: u64, test_share: f64) -
     Ok(Benchmark { name, task, prompt, metric, train, test })
 }
 
-/// Groups ordered by a hash of (seed, group), the first `test_share` of them to test.
+/// A `test_share` of the groups to test, stratified by what a group holds (acceptable outputs,
+/// unacceptable ones, or both) so that both splits keep the dataset's balance; within each
+/// stratum groups are ordered by a hash of (seed, group).
 fn split(all: Vec<LabelledItem>, seed: u64, test_share: f64) -> (Vec<LabelledItem>, Vec<LabelledItem>) {
-    let mut groups: Vec<&str> = all.iter().map(|i| i.group.as_str()).collect();
-    groups.dedup();
-    groups.sort_by_key(|g| assay_pipeline::stable_seed(seed, &["split", g]));
-    let n_test = ((groups.len() as f64 * test_share).round() as usize).clamp(1, groups.len().saturating_sub(1).max(1));
-    let test: std::collections::HashSet<String> = groups[..n_test].iter().map(|g| g.to_string()).collect();
+    let mut strata: std::collections::BTreeMap<(bool, bool), Vec<&str>> = std::collections::BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in &all {
+        if seen.insert(i.group.as_str()) {
+            let members = all.iter().filter(|j| j.group == i.group);
+            let kind = members.fold((false, false), |(g, b), j| (g || j.good, b || !j.good));
+            strata.entry(kind).or_default().push(i.group.as_str());
+        }
+    }
+    let mut test = std::collections::HashSet::new();
+    for groups in strata.values_mut() {
+        groups.sort_by_key(|g| assay_pipeline::stable_seed(seed, &["split", g]));
+        let n_test = ((groups.len() as f64 * test_share).round() as usize).min(groups.len().saturating_sub(1)).max(usize::from(groups.len() > 1));
+        test.extend(groups[..n_test].iter().map(|g| g.to_string()));
+    }
     all.into_iter().partition(|i| !test.contains(&i.group))
 }
 
@@ -180,6 +192,10 @@ mod tests {
             let train_groups: std::collections::HashSet<&str> = b.train.iter().map(|i| i.group.as_str()).collect();
             assert!(b.test.iter().all(|i| !train_groups.contains(i.group.as_str())), "{name}: a group in both splits");
             assert!(!b.train.is_empty() && !b.test.is_empty(), "{name}");
+            // Stratified: each split holds as many acceptable outputs as unacceptable ones.
+            for split in [&b.train, &b.test] {
+                assert_eq!(split.iter().filter(|i| i.good).count() * 2, split.len(), "{name}");
+            }
             // The same seed splits the same way; another seed differently.
             let again = load(name, &data(), 12, 7, 0.5).unwrap();
             assert_eq!(again.test.iter().map(|i| &i.item.key).collect::<Vec<_>>(), b.test.iter().map(|i| &i.item.key).collect::<Vec<_>>());

@@ -723,8 +723,9 @@ pub struct BenchQualityArgs {
     #[arg(long, env = "ASSAY_EMBED_MODEL", default_value = "minilm")]
     pub embed_model: String,
     /// Datasets, in order: llmbar (pairwise accuracy), ifeval (every instruction followed, per
-    /// the official verifier), medec (the note is free of the injected error).
-    #[arg(long, env = "ASSAY_BENCH_DATASETS", value_delimiter = ',', default_value = "llmbar,ifeval,medec")]
+    /// the official verifier), medec (the note is free of the injected error), kqa (the answer
+    /// states every must-have statement physicians checked; also Spearman against its recall).
+    #[arg(long, env = "ASSAY_BENCH_DATASETS", value_delimiter = ',', default_value = "llmbar,ifeval,medec,kqa")]
     pub datasets: Vec<String>,
     /// The folder of the labelled datasets.
     #[arg(long, env = "ASSAY_BENCH_DATA", default_value = "../shared/data")]

@@ -19,7 +19,7 @@ fn bench_quality_scores_every_set_on_the_test_split() {
     assert!(out.status.success(), "{stderr}");
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     let datasets = result["datasets"].as_array().unwrap();
-    assert_eq!(datasets.iter().map(|d| d["dataset"].as_str().unwrap()).collect::<Vec<_>>(), ["llmbar", "ifeval", "medec"]);
+    assert_eq!(datasets.iter().map(|d| d["dataset"].as_str().unwrap()).collect::<Vec<_>>(), ["llmbar", "ifeval", "medec", "kqa"]);
     for d in datasets {
         let name = d["dataset"].as_str().unwrap();
         let conditions: Vec<&str> = d["conditions"].as_array().unwrap().iter().map(|c| c["condition"].as_str().unwrap()).collect();
@@ -33,6 +33,7 @@ fn bench_quality_scores_every_set_on_the_test_split() {
             let unit = |k: &str| c[k].is_null() || (0.0..=1.0).contains(&c[k].as_f64().unwrap());
             assert!(unit("auroc") && unit("accuracy") && unit("pass_rate") && unit("pairwise_accuracy"), "{c}");
             assert_eq!(c["pairwise_accuracy"].is_null(), name != "llmbar", "{c}");
+            assert!(name == "kqa" || c["recall_spearman"].is_null(), "{c}");
         }
         let (a, b) = (&d["conditions"][0], &d["conditions"][1]);
         assert_eq!((a["checks"].as_u64(), b["checks"].as_u64()), (Some(1), Some(5)));

@@ -28,6 +28,8 @@ pub struct LabelledItem {
     pub good: bool,
     /// The expert's words: what is right or wrong with it (the simulated expert rules with them).
     pub note: String,
+    /// K-QA: the share of the answer's labelled must-have statements it states.
+    pub recall: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -42,7 +44,7 @@ pub struct Benchmark {
 }
 
 /// The datasets `assay bench quality` knows, by name.
-pub const NAMES: [&str; 3] = ["llmbar", "ifeval", "medec"];
+pub const NAMES: [&str; 4] = ["llmbar", "ifeval", "medec", "kqa"];
 
 /// `name`'s first `items` outputs (LLMBar: pairs; the others: half acceptable, half not),
 /// split by `seed`: a `test_share` of the groups go to test.
@@ -57,6 +59,12 @@ pub fn load(name: &str, data: &Path, items: usize, seed: u64, test_share: f64) -
             "Write the clinical note for this encounter. Every diagnosis, management step, treatment, drug and causal organism must be consistent with the findings.",
             Metric::Binary,
             medec(&data.join("medec/MEDEC-MS-ValidationSet-with-GroundTruth-and-ErrorType.csv"), items)?,
+        ),
+        "kqa" => (
+            "patient questions",
+            "Answer the patient's medical question: state what a physician would consider essential, and nothing that contradicts it.",
+            Metric::Binary,
+            kqa(&data.join("kqa/NLI_medical_annotator.csv"), items)?,
         ),
         other => bail!("unknown dataset '{other}' (known: {})", NAMES.join(", ")),
     };
@@ -115,7 +123,7 @@ fn llmbar(path: &Path, pairs: usize) -> Result<Vec<LabelledItem>> {
             } else {
                 "The other response to this instruction follows it better; this one falls short of what it asks."
             };
-            out.push(LabelledItem { item: item(format!("pair{n}-output{side}"), field("input")?, field(&format!("output_{side}"))?), group: format!("pair{n}"), good, note: note.into() });
+            out.push(LabelledItem { item: item(format!("pair{n}-output{side}"), field("input")?, field(&format!("output_{side}"))?), group: format!("pair{n}"), good, note: note.into(), recall: None });
         }
     }
     Ok(out)
@@ -141,7 +149,7 @@ fn ifeval(dir: &Path, items: usize) -> Result<Vec<LabelledItem>> {
         } else {
             format!("IFEval verifier (strict): the response does not follow the prompt's instructions {}.", missed.join(", "))
         };
-        kinds[usize::from(good)].push(LabelledItem { item: item(key.clone(), prompt, response), group: key.clone(), good, note });
+        kinds[usize::from(good)].push(LabelledItem { item: item(key.clone(), prompt, response), group: key.clone(), good, note, recall: None });
     }
     Ok(balanced(kinds, items))
 }
@@ -163,7 +171,62 @@ fn medec(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
         };
         let mut it = item(row[id].to_string(), "Write the clinical note for this encounter.", &row[text]);
         it.metadata = Some(json!({"error_type": &row[kind]}));
-        kinds[usize::from(good)].push(LabelledItem { item: it, group: row[id].to_string(), good, note });
+        kinds[usize::from(good)].push(LabelledItem { item: it, group: row[id].to_string(), good, note, recall: None });
+    }
+    Ok(balanced(kinds, items))
+}
+
+/// K-QA: LLM answers to patient questions whose statements physicians labelled (majority of
+/// three) as entailed by the answer, neutral or contradicted. An answer is acceptable when it
+/// states every labelled must-have statement and contradicts none; its recall is the share of
+/// must-haves it states. Answers to one question stay in one split.
+fn kqa(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
+    let (question, llm, answer, claim, category, label) = (column("Question")?, column("llm_x")?, column("answer")?, column("claim")?, column("category_x")?, column("majority_label")?);
+    // (question, model) -> (answer, [(must-have?, claim, label)]), in file order.
+    let mut answers: Vec<((String, String), String, Vec<(bool, String, String)>)> = Vec::new();
+    for (n, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{} record {}", path.display(), n + 1))?;
+        let key = (row[question].to_string(), row[llm].to_string());
+        let statement = (&row[category] == "Must_have", row[claim].trim().to_string(), row[label].to_string());
+        match answers.iter_mut().find(|(k, a, _)| *k == key && a == &row[answer]) {
+            Some((_, _, statements)) => statements.push(statement),
+            None => answers.push((key, row[answer].to_string(), vec![statement])),
+        }
+    }
+    let mut kinds: [Vec<LabelledItem>; 2] = [Vec::new(), Vec::new()];
+    let mut questions: Vec<String> = Vec::new();
+    for ((q, model), text, statements) in answers {
+        let must: Vec<&(bool, String, String)> = statements.iter().filter(|s| s.0).collect();
+        if must.is_empty() {
+            continue;
+        }
+        let stated = must.iter().filter(|s| s.2 == "Entailment").count();
+        let contradicted: Vec<&str> = statements.iter().filter(|s| s.2 == "Contradiction").map(|s| s.1.as_str()).collect();
+        let missing: Vec<&str> = must.iter().filter(|s| s.2 != "Entailment").map(|s| s.1.as_str()).collect();
+        let good = missing.is_empty() && contradicted.is_empty();
+        let note = if good {
+            "Physicians find every must-have statement in the answer and nothing contradicting one.".to_string()
+        } else {
+            let mut why = Vec::new();
+            if !missing.is_empty() {
+                why.push(format!("it does not state: {}", missing.join("; ")));
+            }
+            if !contradicted.is_empty() {
+                why.push(format!("it contradicts: {}", contradicted.join("; ")));
+            }
+            format!("Physicians' reading of the answer: {}.", why.join("; "))
+        };
+        let group = match questions.iter().position(|x| *x == q) {
+            Some(i) => i,
+            None => {
+                questions.push(q.clone());
+                questions.len() - 1
+            }
+        };
+        kinds[usize::from(good)].push(LabelledItem { item: item(format!("q{group}-{model}"), &q, &text), group: format!("q{group}"), good, note, recall: Some(stated as f64 / must.len() as f64) });
     }
     Ok(balanced(kinds, items))
 }
@@ -188,13 +251,16 @@ mod tests {
             let all: Vec<&LabelledItem> = b.train.iter().chain(&b.test).collect();
             assert_eq!(all.len(), if name == "llmbar" { 24 } else { 12 }, "{name}");
             assert_eq!(all.iter().filter(|i| i.good).count() * 2, all.len(), "{name}: half acceptable");
+            assert_eq!(all.iter().all(|i| i.recall.is_some()), name == "kqa", "{name}: recall only where statements are labelled");
             assert!(all.iter().all(|i| !i.note.is_empty() && i.item.output.as_deref().is_some_and(|o| !o.is_empty())), "{name}");
             let train_groups: std::collections::HashSet<&str> = b.train.iter().map(|i| i.group.as_str()).collect();
             assert!(b.test.iter().all(|i| !train_groups.contains(i.group.as_str())), "{name}: a group in both splits");
             assert!(!b.train.is_empty() && !b.test.is_empty(), "{name}");
-            // Stratified: each split holds as many acceptable outputs as unacceptable ones.
+            // Stratified: each split holds as many acceptable outputs as unacceptable ones (K-QA:
+            // answers to one question stay together, so nearly as many).
             for split in [&b.train, &b.test] {
-                assert_eq!(split.iter().filter(|i| i.good).count() * 2, split.len(), "{name}");
+                let good = split.iter().filter(|i| i.good).count() as i64;
+                assert!((2 * good - split.len() as i64).abs() <= if name == "kqa" { 2 } else { 0 }, "{name}: {good} of {}", split.len());
             }
             // The same seed splits the same way; another seed differently.
             let again = load(name, &data(), 12, 7, 0.5).unwrap();

@@ -12,7 +12,7 @@ mod datasets;
 
 use crate::options::{BenchQualityArgs, GlobalOptions};
 use anyhow::{Context, Result};
-use assay_core::metrics::{agreement, auroc, mean, pairwise_accuracy};
+use assay_core::metrics::{agreement, auroc, mean, pairwise_accuracy, spearman};
 use assay_core::{Check, EvaluatorSet, JudgeOptions, Verdict};
 use assay_pipeline::labels::LabelRecord;
 use assay_pipeline::refine::refine;
@@ -39,6 +39,8 @@ struct ConditionResult {
     accuracy: Option<f64>,
     /// Mean score of acceptable minus unacceptable outputs.
     separation: Option<f64>,
+    /// K-QA: Spearman of an answer's score against its must-have statement recall.
+    recall_spearman: Option<f64>,
     /// Mean flip rate of sampled verdicts (with --samples > 1).
     flip_rate: Option<f64>,
     pass_rate: f64,
@@ -236,6 +238,7 @@ fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_c
         }
         Metric::Binary => Vec::new(),
     };
+    let recalls: Vec<(f64, f64)> = test.iter().filter_map(|i| Some((score_of(i), i.recall?))).filter(|(s, _)| !s.is_nan()).collect();
     let all: Vec<&assay_core::Judgment> = test.iter().flat_map(of).collect();
     let flips: Vec<f64> = all.iter().filter_map(|j| j.flip_rate.map(f64::from)).collect();
     ConditionResult {
@@ -247,6 +250,7 @@ fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_c
         kappa: agreed.and_then(|a| a.kappa),
         accuracy: agreed.map(|a| a.accuracy),
         separation: mean(&good_scores).zip(mean(&bad_scores)).map(|(g, b)| g - b),
+        recall_spearman: spearman(&recalls.iter().map(|r| r.0).collect::<Vec<_>>(), &recalls.iter().map(|r| r.1).collect::<Vec<_>>()),
         flip_rate: mean(&flips),
         pass_rate: all.iter().filter(|j| j.verdict == Verdict::Pass).count() as f64 / all.len().max(1) as f64,
         seconds,
@@ -256,10 +260,10 @@ fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_c
 fn table(r: &DatasetResult) -> String {
     let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut out = format!("{} ({:?}; {} train / {} test outputs)\n", r.dataset, r.metric, r.train_items, r.test_items);
-    out.push_str(&format!("  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n", "set", "v", "checks", "pairwise", "auroc", "kappa", "acc", "sep", "flip", "pass", "seconds"));
+    out.push_str(&format!("  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n", "set", "v", "checks", "pairwise", "auroc", "kappa", "acc", "sep", "recall", "flip", "pass", "seconds"));
     for c in &r.conditions {
         out.push_str(&format!(
-            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
+            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
             c.condition,
             c.version,
             c.checks,
@@ -268,6 +272,7 @@ fn table(r: &DatasetResult) -> String {
             cell(c.kappa),
             cell(c.accuracy),
             cell(c.separation),
+            cell(c.recall_spearman),
             cell(c.flip_rate),
             c.pass_rate,
             c.seconds

@@ -123,7 +123,13 @@ fn llmbar(path: &Path, pairs: usize) -> Result<Vec<LabelledItem>> {
             } else {
                 "The other response to this instruction follows it better; this one falls short of what it asks."
             };
-            out.push(LabelledItem { item: item(format!("pair{n}-output{side}"), field("input")?, field(&format!("output_{side}"))?), group: format!("pair{n}"), good, note: note.into(), recall: None });
+            out.push(LabelledItem {
+                item: item(format!("pair{n}-output{side}"), field("input")?, field(&format!("output_{side}"))?),
+                group: format!("pair{n}"),
+                good,
+                note: note.into(),
+                recall: None,
+            });
         }
     }
     Ok(out)

@@ -191,27 +191,37 @@ fn kqa(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
     let headers = reader.headers()?.clone();
     let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
     let (question, llm, answer, claim, category, label) = (column("Question")?, column("llm_x")?, column("answer")?, column("claim")?, column("category_x")?, column("majority_label")?);
-    // (question, model) -> (answer, [(must-have?, claim, label)]), in file order.
-    let mut answers: Vec<((String, String), String, Vec<(bool, String, String)>)> = Vec::new();
+    // One answer (a model's, to a question) and its labelled statements, in file order.
+    struct Statement {
+        must_have: bool,
+        claim: String,
+        label: String,
+    }
+    struct Answer {
+        question: String,
+        model: String,
+        text: String,
+        statements: Vec<Statement>,
+    }
+    let mut answers: Vec<Answer> = Vec::new();
     for (n, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{} record {}", path.display(), n + 1))?;
-        let key = (row[question].to_string(), row[llm].to_string());
-        let statement = (&row[category] == "Must_have", row[claim].trim().to_string(), row[label].to_string());
-        match answers.iter_mut().find(|(k, a, _)| *k == key && a == &row[answer]) {
-            Some((_, _, statements)) => statements.push(statement),
-            None => answers.push((key, row[answer].to_string(), vec![statement])),
+        let statement = Statement { must_have: &row[category] == "Must_have", claim: row[claim].trim().to_string(), label: row[label].to_string() };
+        match answers.iter_mut().find(|a| a.question == row[question] && a.model == row[llm] && a.text == row[answer]) {
+            Some(a) => a.statements.push(statement),
+            None => answers.push(Answer { question: row[question].to_string(), model: row[llm].to_string(), text: row[answer].to_string(), statements: vec![statement] }),
         }
     }
     let mut kinds: [Vec<LabelledItem>; 2] = [Vec::new(), Vec::new()];
     let mut questions: Vec<String> = Vec::new();
-    for ((q, model), text, statements) in answers {
-        let must: Vec<&(bool, String, String)> = statements.iter().filter(|s| s.0).collect();
+    for Answer { question: q, model, text, statements } in answers {
+        let must: Vec<&Statement> = statements.iter().filter(|s| s.must_have).collect();
         if must.is_empty() {
             continue;
         }
-        let stated = must.iter().filter(|s| s.2 == "Entailment").count();
-        let contradicted: Vec<&str> = statements.iter().filter(|s| s.2 == "Contradiction").map(|s| s.1.as_str()).collect();
-        let missing: Vec<&str> = must.iter().filter(|s| s.2 != "Entailment").map(|s| s.1.as_str()).collect();
+        let stated = must.iter().filter(|s| s.label == "Entailment").count();
+        let contradicted: Vec<&str> = statements.iter().filter(|s| s.label == "Contradiction").map(|s| s.claim.as_str()).collect();
+        let missing: Vec<&str> = must.iter().filter(|s| s.label != "Entailment").map(|s| s.claim.as_str()).collect();
         let good = missing.is_empty() && contradicted.is_empty();
         let note = if good {
             "Physicians find every must-have statement in the answer and nothing contradicting one.".to_string()

@@ -730,13 +730,15 @@ pub struct BenchQualityArgs {
     /// The folder of the labelled datasets.
     #[arg(long, env = "ASSAY_BENCH_DATA", default_value = "../shared/data")]
     pub data: PathBuf,
-    /// Outputs per dataset (LLMBar: pairs); IFEval and MEDEC take half acceptable, half not.
+    /// Outputs per dataset (LLMBar: pairs); the others take half acceptable, half not (K-QA has
+    /// 11 acceptable answers in all).
     #[arg(long, env = "ASSAY_BENCH_ITEMS", default_value_t = 40)]
     pub items: usize,
     /// Seed of the train/test split (and of discovery and refinement).
     #[arg(long, env = "ASSAY_BENCH_SPLIT_SEED", default_value_t = 1)]
     pub split_seed: u64,
-    /// Share of the inputs held out for the test split.
+    /// Share of the inputs held out for the test split, in (0, 1); rounded per stratum, and each
+    /// stratum of two or more groups keeps at least one in each split.
     #[arg(long, env = "ASSAY_BENCH_TEST_SHARE", default_value_t = 0.5)]
     pub test_share: f64,
     /// Rounds of the loop for (d).

@@ -191,6 +191,7 @@ fn the_simulated_expert_answers_from_train_labels_only() {
     let raised = store.questions(p.id, None).unwrap();
     assert!(raised.len() >= 3, "{raised:?}");
     let on_train = raised.iter().filter(|q| !test_keys.contains(&key_of(&store, q.asked.item.unwrap()))).count();
+    assert!(on_train > 0, "with 2 test items and at least 3 questions, one is on a train item");
     drop(store);
 
     let out = ok(&db, &["answer", "--project", "loop", "--from-labels", &arg(&train)]);

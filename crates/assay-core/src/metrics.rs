@@ -253,10 +253,10 @@ pub fn pairwise_accuracy(pairs: &[(f64, f64)]) -> Option<f64> {
     let scored: Vec<f64> = pairs
         .iter()
         .filter(|(b, w)| !b.is_nan() && !w.is_nan())
-        .map(|(b, w)| match b.total_cmp(w) {
-            std::cmp::Ordering::Greater => 1.0,
-            std::cmp::Ordering::Equal => 0.5,
-            std::cmp::Ordering::Less => 0.0,
+        .map(|(b, w)| match b.partial_cmp(w) {
+            Some(std::cmp::Ordering::Greater) => 1.0,
+            Some(std::cmp::Ordering::Less) => 0.0,
+            _ => 0.5,
         })
         .collect();
     mean(&scored)

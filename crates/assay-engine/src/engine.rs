@@ -471,11 +471,13 @@ struct Request {
     _slot: QueueSlot,
 }
 
-/// Events a pass over the outputs of a step produced, sent once the figures are published.
+/// Events a pass over the outputs of a step (or a reaping) produced, and the requests that
+/// failed, told once the figures are published.
 #[derive(Default)]
 struct Mail {
     generate: Vec<(tmpsc::UnboundedSender<GenEvent>, GenEvent)>,
     judge: Vec<(tmpsc::UnboundedSender<JudgeEvent>, JudgeEvent)>,
+    failed: Vec<(Request, EngineError)>,
 }
 
 enum RequestKind {
@@ -491,9 +493,12 @@ impl Request {
         }
     }
 
-    /// Tells the caller the request failed.
+    /// Tells the caller the request failed, its queue slot freed first (a caller that retries at
+    /// once finds it free).
     fn fail(self, error: EngineError) {
-        match self.kind {
+        let Request { kind, _slot, .. } = self;
+        drop(_slot);
+        match kind {
             RequestKind::Generate { events, .. } => {
                 let _ = events.send(GenEvent::Failed(error));
             }
@@ -579,13 +584,15 @@ impl Worker {
     fn reap(&mut self) {
         let now = Instant::now();
         let gone: Vec<u64> = self.requests.iter().filter(|(_, r)| r.abandoned() || r.deadline.is_some_and(|d| now > d)).map(|(&id, _)| id).collect();
+        let mut mail = Mail::default();
         for id in gone {
             self.scheduler.cancel(id);
             if let Some(r) = self.requests.remove(&id) {
                 let seconds = r.deadline.map_or(0, |d| d.saturating_duration_since(r.started).as_secs_f64().round() as u64);
-                r.fail(EngineError::Timeout { seconds });
+                mail.failed.push((r, EngineError::Timeout { seconds }));
             }
         }
+        self.deliver(mail);
     }
 
     fn feed_judges(&mut self) {
@@ -632,9 +639,8 @@ impl Worker {
     /// Fails every request after a step that could not run.
     fn fail_all(&mut self, message: &str) {
         self.scheduler.clear();
-        for (_, r) in self.requests.drain() {
-            r.fail(EngineError::Internal(message.to_string()));
-        }
+        let failed = self.requests.drain().map(|(_, r)| (r, EngineError::Internal(message.to_string()))).collect();
+        self.deliver(Mail { failed, ..Mail::default() });
     }
 
     /// Sends sequence outputs to their requests, feeds judge jobs, ends finished requests.
@@ -672,7 +678,7 @@ impl Worker {
                         Err(e) => {
                             self.scheduler.cancel(owner.request);
                             if let Some(r) = self.requests.remove(&owner.request) {
-                                r.fail(e);
+                                mail.failed.push((r, e));
                             }
                             continue;
                         }
@@ -712,6 +718,9 @@ impl Worker {
         }
         for (to, event) in mail.judge {
             let _ = to.send(event);
+        }
+        for (request, error) in mail.failed {
+            request.fail(error);
         }
     }
 

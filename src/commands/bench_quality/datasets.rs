@@ -22,7 +22,7 @@ pub enum Metric {
 #[derive(Debug, Clone)]
 pub struct LabelledItem {
     pub item: NewItem,
-    /// Items of one group (an LLMBar pair) land in the same split.
+    /// Items of one group (an LLMBar pair, a K-QA question, a MEDEC case) land in the same split.
     pub group: String,
     /// The expert's verdict on the whole output.
     pub good: bool,
@@ -70,6 +70,9 @@ pub fn load(name: &str, data: &Path, items: usize, seed: u64, test_share: f64) -
     };
     let name = NAMES.into_iter().find(|n| *n == name).expect("matched above");
     let (train, test) = split(all, seed, test_share);
+    if train.is_empty() || test.is_empty() {
+        bail!("{name}: {} output(s) are too few for both a train and a test split (raise --items)", train.len() + test.len());
+    }
     Ok(Benchmark { name, task, prompt, metric, train, test })
 }
 
@@ -91,6 +94,12 @@ fn split(all: Vec<LabelledItem>, seed: u64, test_share: f64) -> (Vec<LabelledIte
         groups.sort_by_key(|g| assay_pipeline::stable_seed(seed, &["split", g]));
         let n_test = ((groups.len() as f64 * test_share).round() as usize).min(groups.len().saturating_sub(1)).max(usize::from(groups.len() > 1));
         test.extend(groups[..n_test].iter().map(|g| g.to_string()));
+    }
+    // Strata of one group each all stay in train: then the largest stratum gives one to test.
+    if test.is_empty() {
+        if let Some(groups) = strata.values().filter(|g| strata.len() > 1 || g.len() > 1).max_by_key(|g| g.len()) {
+            test.insert(groups[0].to_string());
+        }
     }
     all.into_iter().partition(|i| !test.contains(&i.group))
 }
@@ -177,10 +186,17 @@ fn medec(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
         };
         let mut it = item(row[id].to_string(), "Write the clinical note for this encounter.", &row[text]);
         it.metadata = Some(json!({"error_type": &row[kind]}));
-        kinds[usize::from(good)].push(LabelledItem { item: it, group: row[id].to_string(), good, note, recall: None });
+        // MEDEC holds many cases twice, with and without the error, under different ids: the
+        // copies share their opening, and must share a split (a train note's correction would
+        // describe its test copy).
+        let opening: String = row[text].split_whitespace().collect::<Vec<_>>().join(" ").chars().take(MEDEC_OPENING).collect();
+        kinds[usize::from(good)].push(LabelledItem { item: it, group: opening, good, note, recall: None });
     }
     Ok(balanced(kinds, items))
 }
+
+/// Characters of a MEDEC note's opening that identify its case.
+const MEDEC_OPENING: usize = 80;
 
 /// K-QA: LLM answers to patient questions whose statements physicians labelled (majority of
 /// three) as entailed by the answer, neutral or contradicted. An answer is acceptable when it
@@ -272,11 +288,11 @@ mod tests {
             let train_groups: std::collections::HashSet<&str> = b.train.iter().map(|i| i.group.as_str()).collect();
             assert!(b.test.iter().all(|i| !train_groups.contains(i.group.as_str())), "{name}: a group in both splits");
             assert!(!b.train.is_empty() && !b.test.is_empty(), "{name}");
-            // Stratified: each split holds as many acceptable outputs as unacceptable ones (K-QA:
-            // answers to one question stay together, so nearly as many).
+            // Stratified: each split holds as many acceptable outputs as unacceptable ones (K-QA,
+            // MEDEC: outputs of one question or case stay together, so nearly as many).
             for split in [&b.train, &b.test] {
                 let good = split.iter().filter(|i| i.good).count() as i64;
-                assert!((2 * good - split.len() as i64).abs() <= if name == "kqa" { 2 } else { 0 }, "{name}: {good} of {}", split.len());
+                assert!((2 * good - split.len() as i64).abs() <= if name == "kqa" || name == "medec" { 2 } else { 0 }, "{name}: {good} of {}", split.len());
             }
             // The same seed splits the same way; another seed differently.
             let again = load(name, &data(), 12, 7, 0.5).unwrap();
@@ -288,5 +304,11 @@ mod tests {
             assert_ne!(pair[0].good, pair[1].good, "one better output per pair");
         }
         assert!(load("nope", &data(), 4, 1, 0.5).unwrap_err().to_string().contains("unknown dataset 'nope'"));
+        assert!(load("ifeval", &data(), 1, 1, 0.5).unwrap_err().to_string().contains("too few for both a train and a test split"));
+        // Few groups in strata of one each still give a test split.
+        for name in NAMES {
+            let b = load(name, &data(), 4, 1, 0.5).unwrap();
+            assert!(!b.train.is_empty() && !b.test.is_empty(), "{name}");
+        }
     }
 }

@@ -14,11 +14,11 @@ use crate::options::{BenchQualityArgs, GlobalOptions};
 use anyhow::{Context, Result};
 use assay_core::metrics::{agreement, auroc, mean, pairwise_accuracy, spearman};
 use assay_core::{Check, EvaluatorSet, JudgeOptions, Verdict};
-use assay_pipeline::labels::LabelRecord;
+use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::refine::refine;
 use assay_pipeline::simulated_expert::answer_from_labels;
 use assay_pipeline::{discover, run_judging, start_judge_run, Backends, DiscoverOptions, GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
-use assay_store::{CheckLabel, Dataset, NewProject, Project, SetVersion, Store};
+use assay_store::{Dataset, NewProject, Project, SetVersion, Store};
 use datasets::{Benchmark, LabelledItem, Metric};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -100,6 +100,9 @@ pub fn run(global: &GlobalOptions, args: &BenchQualityArgs) -> Result<()> {
     let backends = super::backends(global)?;
     let options = args.options.judge_options();
     options.validate()?;
+    if !(args.test_share > 0.0 && args.test_share < 1.0) {
+        anyhow::bail!("--test-share must be between 0 and 1 (exclusive), not {}", args.test_share);
+    }
     let started = Instant::now();
     let mut results = Vec::new();
     for name in &args.datasets {
@@ -169,18 +172,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
                 })
             })
             .collect();
-        let ids: HashMap<String, assay_store::ItemId> = store.items(train.id)?.into_iter().map(|i| (i.fields.key, i.id)).collect();
-        let labels: Vec<CheckLabel> = records
-            .iter()
-            .map(|r| CheckLabel {
-                item: ids[&r.item],
-                check: r.check.clone().unwrap_or_default(),
-                verdict: r.verdict.unwrap_or(Verdict::Fail),
-                note: r.note.clone(),
-                rater: SIMULATED.into(),
-                created_at: String::new(),
-            })
-            .collect();
+        let (labels, _) = labels_of(&records, &store.items(train.id)?)?;
         store.set_check_labels(&labels)?;
         judge(store, backends, &project, &set, &train, options)?;
         let answered = answer_from_labels(store, &project, &train, &records, SIMULATED)?;
@@ -230,7 +222,9 @@ fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_c
     let score_of = |i: &LabelledItem| mean(&of(i).iter().map(|j| j.p_pass as f64).collect::<Vec<_>>()).unwrap_or(f64::NAN);
     let passes = |i: &LabelledItem| !of(i).is_empty() && of(i).iter().all(|j| j.verdict == Verdict::Pass);
     let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = test.iter().partition(|i| i.good);
-    let (good_scores, bad_scores): (Vec<f64>, Vec<f64>) = (good.iter().map(|i| score_of(i)).collect(), bad.iter().map(|i| score_of(i)).collect());
+    // An item without judgments (NaN) stays out of the figures rather than voiding them.
+    let scores = |items: &[&LabelledItem]| items.iter().map(|i| score_of(i)).filter(|s| !s.is_nan()).collect::<Vec<f64>>();
+    let (good_scores, bad_scores) = (scores(&good), scores(&bad));
     let agreed = agreement(&test.iter().map(passes).collect::<Vec<_>>(), &test.iter().map(|i| i.good).collect::<Vec<_>>());
     let pairs: Vec<(f64, f64)> = match metric {
         Metric::Pairwise => {

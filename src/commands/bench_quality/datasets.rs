@@ -113,6 +113,17 @@ fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
     text.lines().filter(|l| !l.trim().is_empty()).enumerate().map(|(n, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), n + 1))).collect()
 }
 
+/// A CSV file's reader and the positions of the `names` columns (a missing one is named).
+fn csv_columns<const N: usize>(path: &Path, names: [&str; N]) -> Result<(csv::Reader<std::fs::File>, [usize; N])> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("reading {}", path.display()))?.clone();
+    let mut columns = [0; N];
+    for (column, name) in columns.iter_mut().zip(names) {
+        *column = headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()))?;
+    }
+    Ok((reader, columns))
+}
+
 fn item(key: String, input: &str, output: &str) -> NewItem {
     NewItem { key, input: input.to_string(), output: Some(output.to_string()), ..Default::default() }
 }
@@ -171,10 +182,7 @@ fn ifeval(dir: &Path, items: usize) -> Result<Vec<LabelledItem>> {
 
 /// MEDEC validation: clinical notes, acceptable without the injected error.
 fn medec(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
-    let (id, text, flag, kind, sentence, corrected) = (column("Text ID")?, column("Text")?, column("Error Flag")?, column("Error Type")?, column("Error Sentence")?, column("Corrected Sentence")?);
+    let (mut reader, [id, text, flag, kind, sentence, corrected]) = csv_columns(path, ["Text ID", "Text", "Error Flag", "Error Type", "Error Sentence", "Corrected Sentence"])?;
     let mut kinds: [Vec<LabelledItem>; 2] = [Vec::new(), Vec::new()];
     for (n, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{} record {}", path.display(), n + 1))?;
@@ -203,10 +211,7 @@ const MEDEC_OPENING: usize = 80;
 /// states every labelled must-have statement and contradicts none; its recall is the share of
 /// must-haves it states. Answers to one question stay in one split.
 fn kqa(path: &Path, items: usize) -> Result<Vec<LabelledItem>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
-    let (question, llm, answer, claim, category, label) = (column("Question")?, column("llm_x")?, column("answer")?, column("claim")?, column("category_x")?, column("majority_label")?);
+    let (mut reader, [question, llm, answer, claim, category, label]) = csv_columns(path, ["Question", "llm_x", "answer", "claim", "category_x", "majority_label"])?;
     // One answer (a model's, to a question) and its labelled statements, in file order.
     struct Statement {
         must_have: bool,

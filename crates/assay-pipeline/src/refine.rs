@@ -7,6 +7,9 @@
 //!   rejected gold output) adds that check.
 //! - Low agreement with expert labels, a high flip rate or poor separation get the check
 //!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
+//! - A check that separates the expert's good and bad outputs the wrong way round (AUROC
+//!   under 0.5 on the expert's labels or scores) is dropped: its P(PASS) pulls an output's
+//!   score away from the expert's. The best of them stays when every check would go.
 //! - FAIL rationales that do not cohere split the check by their clusters (one check per
 //!   cluster of two or more rationales), or drop it when they do not cluster and it also
 //!   disagrees with the expert or fails to separate.
@@ -17,7 +20,7 @@ use crate::backend::{Backends, ChatRequest};
 use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
-use crate::report::{fail_rationales, report, report_run, CheckReport, SetReport};
+use crate::report::{fail_rationales, report, report_run, CheckReport, SeparationBasis, SetReport};
 use crate::static_analysis::constraint_check;
 use crate::taxonomy::{cluster, ErrorPoint};
 use crate::{stable_seed, Progress};
@@ -30,6 +33,8 @@ pub const LOW_KAPPA: f64 = 0.4;
 pub const MIN_LABELS: usize = 4;
 pub const HIGH_FLIP_RATE: f64 = 0.2;
 pub const POOR_AUROC: f64 = 0.6;
+/// AUROC on the expert's labels or scores under which a check ranks outputs the wrong way.
+pub const REVERSED_AUROC: f64 = 0.5;
 /// Spread of FAIL rationales above which they are taken to point at several criteria.
 pub const INCOHERENT_SPREAD: f64 = 0.35;
 /// A calibrated threshold is adopted when it raises kappa by at least this much.
@@ -61,6 +66,8 @@ struct Findings {
     drop: Option<String>,
     threshold: Option<(f32, String)>,
     incoherent: bool,
+    /// AUROC under `REVERSED_AUROC` on the expert's labels or scores, and the reason to drop.
+    reversed: Option<(f64, String)>,
     /// The expert asked for a split.
     split: bool,
 }
@@ -137,6 +144,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     for f in findings.iter_mut().filter(|f| f.split) {
         f.incoherent = true;
     }
+    drop_reversed(&mut findings);
 
     // Splits: FAIL rationales of incoherent checks, clustered.
     let writer = backends.role(&config.roles.check_writer)?;
@@ -268,13 +276,90 @@ fn diagnose(f: &mut Findings, c: &CheckReport) {
     if let Some(s) = &c.separation {
         if let Some(auroc) = s.auroc.filter(|a| *a < POOR_AUROC && s.good.len() >= 2 && s.bad.len() >= 2) {
             f.problems.push(format!("poor separation of good and bad outputs (AUROC {auroc:.2})"));
+            let by_expert = matches!(s.basis, SeparationBasis::ExpertLabels | SeparationBasis::ExpertScores);
+            if by_expert && auroc < REVERSED_AUROC && s.good.len() + s.bad.len() >= MIN_LABELS {
+                f.reversed = Some((auroc, format!("it ranks the expert's {} good and {} bad outputs the wrong way round (AUROC {auroc:.2})", s.good.len(), s.bad.len())));
+            }
         }
     }
     f.incoherent = c.cohesion.is_some_and(|s| s > INCOHERENT_SPREAD);
+}
+
+/// Marks reversed checks to drop, keeping the least reversed one when no other check would
+/// stay (a set needs a check, and the loop a next version to judge).
+fn drop_reversed(findings: &mut [Findings]) {
+    if findings.iter().all(|f| f.drop.is_some() || f.reversed.is_some()) {
+        let auroc = |f: &Findings| f.reversed.as_ref().map_or(f64::INFINITY, |r| r.0);
+        if let Some(best) = findings.iter_mut().filter(|f| f.drop.is_none()).max_by(|a, b| auroc(a).total_cmp(&auroc(b))) {
+            best.reversed = None;
+        }
+    }
+    for f in findings {
+        if let Some((_, why)) = f.reversed.take() {
+            f.drop.get_or_insert(why);
+        }
+    }
 }
 
 /// The text between the first and the last double quote of `s`.
 fn quoted(s: &str) -> Option<&str> {
     let (start, end) = (s.find('"')?, s.rfind('"')?);
     (end > start + 1).then(|| &s[start + 1..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Separation;
+
+    fn judged(auroc: f64, basis: SeparationBasis) -> CheckReport {
+        CheckReport {
+            id: "c".into(),
+            judged: 8,
+            pass_rate: 0.5,
+            mean_p_pass: 0.5,
+            mean_off_format: 0.0,
+            clear_fraction: None,
+            flip_rate: None,
+            judge_disagreement: None,
+            separation: Some(Separation { basis, good: vec![0.5; 4], bad: vec![0.5; 4], auroc: Some(auroc) }),
+            cohesion: None,
+            agreement: None,
+            calibration: None,
+            reliability: None,
+        }
+    }
+
+    fn diagnosed(auroc: f64, basis: SeparationBasis) -> Findings {
+        let mut f = Findings::default();
+        diagnose(&mut f, &judged(auroc, basis));
+        f
+    }
+
+    #[test]
+    fn only_the_experts_good_and_bad_outputs_can_reverse_a_check() {
+        for basis in [SeparationBasis::ExpertLabels, SeparationBasis::ExpertScores] {
+            let f = diagnosed(0.3, basis);
+            assert!(f.reversed.as_ref().is_some_and(|r| r.0 == 0.3 && r.1.contains("4 good and 4 bad")), "{basis:?}");
+            assert_eq!(f.problems.len(), 1, "a reversed check is also poorly separating");
+        }
+        // Discovery generators are a proxy: poor separation there asks for a rewrite only.
+        assert!(diagnosed(0.3, SeparationBasis::Generators).reversed.is_none());
+        // Poor but not reversed: rewritten, kept.
+        let weak = diagnosed(0.55, SeparationBasis::ExpertScores);
+        assert!(weak.reversed.is_none() && weak.problems.len() == 1);
+    }
+
+    #[test]
+    fn reversed_checks_are_dropped_but_never_the_last_one() {
+        let reversed = |auroc: f64| Findings { reversed: Some((auroc, format!("reversed at {auroc}"))), ..Default::default() };
+        let mut some = vec![reversed(0.2), Findings::default(), reversed(0.4)];
+        drop_reversed(&mut some);
+        assert_eq!(some.iter().map(|f| f.drop.clone()).collect::<Vec<_>>(), vec![Some("reversed at 0.2".into()), None, Some("reversed at 0.4".into())]);
+
+        let mut all = vec![reversed(0.2), reversed(0.45), Findings { drop: Some("the expert ruled: drop".into()), ..Default::default() }, reversed(0.1)];
+        drop_reversed(&mut all);
+        assert_eq!(all.iter().map(|f| f.drop.is_none()).collect::<Vec<_>>(), vec![false, true, false, false], "the least reversed check stays");
+        assert_eq!(all[2].drop.as_deref(), Some("the expert ruled: drop"));
+    }
 }

@@ -2,8 +2,9 @@
 //! run's stored judgments, per check and overall:
 //! - consistency: flip rate of sampled verdicts, and disagreement with other judge models
 //!   (other finished runs of the same set and dataset);
-//! - separation: P(PASS) on known-good vs known-bad outputs (expert labels, or else the
-//!   strongest vs the weakest discovery generator), AUROC, and the fraction of clear decisions;
+//! - separation: P(PASS) on known-good vs known-bad outputs (the expert's labels of the check,
+//!   or else the expert's scores of whole outputs, or else the strongest vs the weakest
+//!   discovery generator), AUROC, and the fraction of clear decisions;
 //! - rationale cohesion: spread of the embeddings of a check's FAIL rationales;
 //! - agreement with expert labels: accuracy, Cohen's kappa, FAIL precision and recall, a
 //!   threshold calibrated on the labels, and Spearman of item totals against the expert's;
@@ -30,6 +31,9 @@ pub const CLEAR_MARGIN: f64 = 0.1;
 pub enum SeparationBasis {
     /// Outputs the expert labelled PASS vs FAIL on this check.
     ExpertLabels,
+    /// Outputs the expert scored above vs below the middle of their scores (a whole-output
+    /// judgment: a bad output fails some check, not necessarily this one).
+    ExpertScores,
     /// Outputs of the strongest vs the weakest discovery generator.
     Generators,
 }
@@ -148,6 +152,8 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
     let judgments = store.judgments(run.id)?;
     let check_labels = store.check_labels(dataset_id)?;
     let labels: HashMap<(ItemId, &str), Verdict> = check_labels.iter().map(|l| ((l.item, l.check.as_str()), l.verdict)).collect();
+    let scores: HashMap<ItemId, f64> = store.score_labels(dataset_id)?.into_iter().map(|s| (s.item, s.score)).collect();
+    let middle = scores.values().copied().reduce(f64::min).zip(scores.values().copied().reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0);
     let others = other_judges(store, project, run)?;
     let by_check: BTreeMap<&str, Vec<&Judgment>> = set.set.checks.iter().map(|c| (c.id.as_str(), judgments.iter().filter(|j| j.check_id == c.id).collect())).collect();
 
@@ -176,8 +182,18 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
                 (g, b)
             };
             let (good, bad) = split(&|j| labels.get(&(*item_ids.get(j.item_id.as_str())?, c.id.as_str())).map(|v| *v == Verdict::Pass));
+            let scored = || {
+                let middle = middle?;
+                let (good, bad) = split(&|j| {
+                    let score = *scores.get(item_ids.get(j.item_id.as_str())?)?;
+                    (score != middle).then_some(score > middle)
+                });
+                (!good.is_empty() && !bad.is_empty()).then(|| Separation { auroc: auroc(&good, &bad), good, bad, basis: SeparationBasis::ExpertScores })
+            };
             if !good.is_empty() && !bad.is_empty() {
                 Some(Separation { auroc: auroc(&good, &bad), good, bad, basis: SeparationBasis::ExpertLabels })
+            } else if let Some(by_scores) = scored() {
+                Some(by_scores)
             } else if strongest != weakest {
                 let (good, bad) = split(&|j| match ranks.get(j.item_id.as_str()) {
                     Some(r) if Some(*r) == strongest => Some(true),
@@ -224,7 +240,6 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
             entry.3 += 1;
         }
     }
-    let scores: HashMap<ItemId, f64> = store.score_labels(dataset_id)?.into_iter().map(|s| (s.item, s.score)).collect();
     let total_spearman = if !scores.is_empty() {
         let pairs: Vec<(f64, f64)> = totals.iter().filter_map(|(item, t)| Some((t.0, *scores.get(item_ids.get(item)?)?))).collect();
         spearman(&pairs.iter().map(|p| p.0).collect::<Vec<_>>(), &pairs.iter().map(|p| p.1).collect::<Vec<_>>())
@@ -344,6 +359,7 @@ pub fn render_plots(report: &SetReport) -> Result<Vec<Plot>> {
         if let Some(s) = &c.separation {
             let basis = match s.basis {
                 SeparationBasis::ExpertLabels => "expert PASS vs FAIL",
+                SeparationBasis::ExpertScores => "expert's high vs low output scores",
                 SeparationBasis::Generators => "strongest vs weakest generator",
             };
             let title = format!("{}: P(PASS), {basis}", c.id);

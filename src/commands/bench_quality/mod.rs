@@ -2,12 +2,25 @@
 //! items, for each dataset of `../shared/data` and four ways of getting the set:
 //! (a) one holistic check, (b) a generic set of five, (c) the set discovery writes from the
 //! train split, (d) that set after each round of the loop with an expert simulated from the
-//! train split's labels (label every train pair, run, answer the questions, refine).
+//! train split's labels (run on train, label, answer the questions, refine).
+//!
+//! The simulated expert labels what a label of a whole output says: a good output passes every
+//! check (a PASS label per check), and every output gets a score (1 good, 0 bad). A bad output
+//! fails *some* check, but the dataset does not say which, so its checks go unlabelled and the
+//! questions about them stay open; refinement sees bad outputs through the scores.
+//! One more row, "c weighted", measures a lever without a model call: (c)'s test judgments
+//! scored with each check weighted by how well it separated good from bad train outputs.
+//!
+//! The expert keeps a refined version only when it ranks the train outputs strictly better
+//! than the version before (the headline figure on train); otherwise the loop stops there.
+//! Test splits are small, so every headline figure comes with a bootstrap interval, and the
+//! last kept (d) with the share of resamples on which it beats each baseline.
 //!
 //! Everything happens in a scratch store (`--work-dir`), never the user's database. The test
 //! split is its own dataset: its labels stay in this process and score the test runs; none
 //! reaches the store, and the questions its runs raise are never answered.
 
+mod bootstrap;
 mod datasets;
 
 use crate::options::{BenchQualityArgs, GlobalOptions};
@@ -19,6 +32,7 @@ use assay_pipeline::refine::refine;
 use assay_pipeline::simulated_expert::answer_from_labels;
 use assay_pipeline::{discover, run_judging, start_judge_run, Backends, DiscoverOptions, GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
 use assay_store::{Dataset, NewProject, Project, SetVersion, Store};
+use bootstrap::{headline, resample, Unit};
 use datasets::{Benchmark, LabelledItem, Metric};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -44,8 +58,13 @@ struct ConditionResult {
     /// Mean flip rate of sampled verdicts (with --samples > 1).
     flip_rate: Option<f64>,
     pass_rate: f64,
+    /// 95% bootstrap interval of the headline figure (pairwise accuracy, else AUROC).
+    interval: Option<[f64; 2]>,
     /// Wall time to make the set (discovery, a loop round) and judge the test split.
     seconds: f64,
+    /// What the headline figure is computed over (resampled for `interval`).
+    #[serde(skip)]
+    units: Vec<Unit>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,7 +74,12 @@ struct DatasetResult {
     train_items: usize,
     test_items: usize,
     conditions: Vec<ConditionResult>,
+    /// The last kept (d) against each other set: the share of resamples where (d) is higher.
+    loop_beats: Vec<(String, f64)>,
 }
+
+/// Bootstrap resamples of the test split behind `interval` and `loop_beats`.
+const RESAMPLES: usize = 2000;
 
 fn check(id: &str, question: &str, pass_criteria: &str) -> Check {
     Check { id: id.into(), name: String::new(), question: question.into(), pass_criteria: pass_criteria.into(), fail_examples: Vec::new(), threshold: None }
@@ -134,47 +158,43 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let train = store.import_dataset(project.id, "train", "assay bench quality", &items(&bench.train))?;
     let test = store.import_dataset(project.id, "test", "assay bench quality", &items(&bench.test))?;
     let mut conditions = Vec::new();
-    let mut bench_set = |store: &mut Store, condition: &str, set: &SetVersion, since: Instant| -> Result<()> {
+    let bench_set = |store: &mut Store, conditions: &mut Vec<ConditionResult>, condition: &str, set: &SetVersion, since: Instant| -> Result<Judged> {
         eprintln!("  ({condition}) v{}: {} checks", set.number, set.set.checks.len());
         let judged = judge(store, backends, &project, set, &test, options)?;
-        conditions.push(score(condition, set, &judged, &bench.test, bench.metric, since.elapsed().as_secs_f64()));
-        Ok(())
+        conditions.push(score(condition, set, &judged, &bench.test, bench.metric, None, since.elapsed().as_secs_f64()));
+        Ok(judged)
     };
 
     let since = Instant::now();
     let a = store.create_set_version(project.id, &holistic()?, "(a) one holistic check")?;
-    bench_set(store, "a holistic", &a, since)?;
+    bench_set(store, &mut conditions, "a holistic", &a, since)?;
     let since = Instant::now();
     let b = store.create_set_version(project.id, &generic_five()?, "(b) five generic checks")?;
-    bench_set(store, "b generic", &b, since)?;
+    bench_set(store, &mut conditions, "b generic", &b, since)?;
 
     let since = Instant::now();
     let mut line = super::ProgressLine::new();
     let found = discover(store, backends, &project, &train, &DiscoverOptions { checks: args.checks, seed: args.split_seed }, &mut |stage, done, total| line.update(stage, done, total));
     line.finish();
     let mut set = store.set_version(project.id, found?.set_version)?;
-    bench_set(store, "c discovered", &set, since)?;
+    let discovered = bench_set(store, &mut conditions, "c discovered", &set, since)?;
 
+    let mut on_train = None;
     for round in 1..=args.rounds {
         let since = Instant::now();
-        // The expert labels every train pair of this version's checks with the output's verdict.
-        let records: Vec<LabelRecord> = bench
-            .train
-            .iter()
-            .flat_map(|i| {
-                set.set.checks.iter().map(move |c| LabelRecord {
-                    item: i.item.key.clone(),
-                    check: Some(c.id.clone()),
-                    verdict: Some(verdict(i.good)),
-                    score: None,
-                    note: i.note.clone(),
-                    rater: SIMULATED.into(),
-                })
-            })
-            .collect();
-        let (labels, _) = labels_of(&records, &store.items(train.id)?)?;
+        let records = simulated_labels(&bench.train, &set.set.checks);
+        let (labels, scores) = labels_of(&records, &store.items(train.id)?)?;
         store.set_check_labels(&labels)?;
-        judge(store, backends, &project, &set, &train, options)?;
+        store.set_score_labels(&scores)?;
+        let train_figure = match on_train.take() {
+            Some(figure) => figure,
+            None => {
+                let judged_train = judge(store, backends, &project, &set, &train, options)?;
+                let weights = separation_weights(&set.set.checks, &judged_train, &bench.train);
+                conditions.push(score("c weighted", &set, &discovered, &bench.test, bench.metric, weights.as_ref(), 0.0));
+                headline(&units(&judged_train, &bench.train, bench.metric, None))
+            }
+        };
         let answered = answer_from_labels(store, &project, &train, &records, SIMULATED)?;
         let mut line = super::ProgressLine::new();
         let refined = refine(store, backends, &project, &set, args.split_seed, &mut |stage, done, total| line.update(stage, done, total));
@@ -185,24 +205,75 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
             eprintln!("  round {round}: refine made no new version; the loop stops");
             break;
         };
-        set = store.set_version(project.id, to)?;
-        bench_set(store, &format!("d round {round}"), &set, since)?;
+        let refined = store.set_version(project.id, to)?;
+        let figure = headline(&units(&judge(store, backends, &project, &refined, &train, options)?, &bench.train, bench.metric, None));
+        let shown = |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{f:.3}"));
+        if figure.unwrap_or(f64::NEG_INFINITY) <= train_figure.unwrap_or(f64::NEG_INFINITY) {
+            eprintln!(
+                "  round {round}: v{} ranks the train outputs no better than v{} ({} vs {}); the expert keeps v{} and the loop stops",
+                refined.number,
+                set.number,
+                shown(figure),
+                shown(train_figure),
+                set.number
+            );
+            break;
+        }
+        eprintln!("  round {round}: v{} ranks the train outputs better than v{} ({} vs {})", refined.number, set.number, shown(figure), shown(train_figure));
+        set = refined;
+        on_train = Some(figure);
+        bench_set(store, &mut conditions, &format!("d round {round}"), &set, since)?;
     }
-    Ok(DatasetResult { dataset: bench.name.into(), metric: bench.metric, train_items: bench.train.len(), test_items: bench.test.len(), conditions })
+    let resampled = resample(&conditions.iter().map(|c| c.units.clone()).collect::<Vec<_>>(), RESAMPLES, args.split_seed);
+    for (c, interval) in conditions.iter_mut().zip(&resampled.interval) {
+        c.interval = *interval;
+    }
+    let last = conditions.len() - 1;
+    let loop_beats = if conditions[last].condition.starts_with('d') {
+        conditions.iter().enumerate().filter(|(i, c)| !c.condition.starts_with('d') && *i != last).map(|(i, c)| (c.condition.clone(), resampled.higher[last][i])).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(DatasetResult { dataset: bench.name.into(), metric: bench.metric, train_items: bench.train.len(), test_items: bench.test.len(), conditions, loop_beats })
 }
 
 const SIMULATED: &str = "simulated-expert";
 
-fn verdict(good: bool) -> Verdict {
-    if good {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    }
+/// What the simulated expert records for `checks` on the train split (see the module overview):
+/// a PASS label on every check of a good output, and a score of every output.
+fn simulated_labels(train: &[LabelledItem], checks: &[Check]) -> Vec<LabelRecord> {
+    let record = |i: &LabelledItem, check: Option<&Check>| LabelRecord {
+        item: i.item.key.clone(),
+        check: check.map(|c| c.id.clone()),
+        verdict: check.map(|_| Verdict::Pass),
+        score: check.is_none().then_some(if i.good { 1.0 } else { 0.0 }),
+        note: i.note.clone(),
+        rater: SIMULATED.into(),
+    };
+    train.iter().flat_map(|i| std::iter::once(record(i, None)).chain(checks.iter().filter(|_| i.good).map(move |c| record(i, Some(c))))).collect()
+}
+
+/// Judgments by item key.
+type Judged = HashMap<String, Vec<assay_core::Judgment>>;
+
+/// Each check's weight from the train split: 2 AUROC - 1 of its P(PASS) on good vs bad outputs,
+/// floored at 0 (a check that ranks them no better than chance counts for nothing); `None`
+/// when no check separates them (the plain mean then).
+fn separation_weights(checks: &[Check], judged: &Judged, train: &[LabelledItem]) -> Option<HashMap<String, f64>> {
+    let p = |i: &LabelledItem, check: &str| judged.get(&i.item.key)?.iter().find(|j| j.check_id == check).map(|j| j.p_pass as f64);
+    let weights: HashMap<String, f64> = checks
+        .iter()
+        .map(|c| {
+            let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = train.iter().partition(|i| i.good);
+            let of = |items: &[&LabelledItem]| items.iter().filter_map(|i| p(i, &c.id)).collect::<Vec<f64>>();
+            (c.id.clone(), auroc(&of(&good), &of(&bad)).map_or(0.0, |a| (2.0 * a - 1.0).max(0.0)))
+        })
+        .collect();
+    weights.values().any(|w| *w > 0.0).then_some(weights)
 }
 
 /// Judges `dataset` with `set`; the judgments by item key.
-fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<HashMap<String, Vec<assay_core::Judgment>>> {
+fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<Judged> {
     let (run, _) = start_judge_run(store, backends, project, set, dataset, options)?;
     let mut line = super::ProgressLine::new();
     let report = run_judging(store, backends, project, run.id, assay_pipeline::DEFAULT_CHUNK_ITEMS, &mut |stage, done, total| line.update(stage, done, total));
@@ -215,30 +286,30 @@ fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVer
     Ok(by_item)
 }
 
-/// The test split's figures for one set.
-fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_core::Judgment>>, test: &[LabelledItem], metric: Metric, seconds: f64) -> ConditionResult {
+/// The test split's figures for one set; an output's score is the mean P(PASS) of its checks,
+/// weighted by `weights` (check id -> weight; a check of weight 0 counts for nothing, in the
+/// score and in "every check passes").
+fn score(condition: &str, set: &SetVersion, judged: &Judged, test: &[LabelledItem], metric: Metric, weights: Option<&HashMap<String, f64>>, seconds: f64) -> ConditionResult {
+    let weight = |j: &assay_core::Judgment| weight_of(weights, j);
+    let counted: Judged = judged.iter().map(|(k, js)| (k.clone(), js.iter().filter(|j| weight(j) > 0.0).cloned().collect())).collect();
     let none = Vec::new();
-    let of = |i: &LabelledItem| judged.get(&i.item.key).unwrap_or(&none);
-    let score_of = |i: &LabelledItem| mean(&of(i).iter().map(|j| j.p_pass as f64).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+    let of = |i: &LabelledItem| counted.get(&i.item.key).unwrap_or(&none);
+    let score_of = |i: &LabelledItem| output_score(judged, i, weights);
     let passes = |i: &LabelledItem| !of(i).is_empty() && of(i).iter().all(|j| j.verdict == Verdict::Pass);
     let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = test.iter().partition(|i| i.good);
     // An item without judgments (NaN) stays out of the figures rather than voiding them.
     let scores = |items: &[&LabelledItem]| items.iter().map(|i| score_of(i)).filter(|s| !s.is_nan()).collect::<Vec<f64>>();
     let (good_scores, bad_scores) = (scores(&good), scores(&bad));
     let agreed = agreement(&test.iter().map(passes).collect::<Vec<_>>(), &test.iter().map(|i| i.good).collect::<Vec<_>>());
-    let pairs: Vec<(f64, f64)> = match metric {
-        Metric::Pairwise => {
-            test.chunks(2).filter(|p| p.len() == 2 && p[0].group == p[1].group).map(|p| if p[0].good { (score_of(&p[0]), score_of(&p[1])) } else { (score_of(&p[1]), score_of(&p[0])) }).collect()
-        }
-        Metric::Binary => Vec::new(),
-    };
+    let units = units(judged, test, metric, weights);
+    let pairs: Vec<(f64, f64)> = units.iter().filter_map(|u| if let Unit::Pair { better, worse } = *u { Some((better, worse)) } else { None }).collect();
     let recalls: Vec<(f64, f64)> = test.iter().filter_map(|i| Some((score_of(i), i.recall?))).filter(|(s, _)| !s.is_nan()).collect();
     let all: Vec<&assay_core::Judgment> = test.iter().flat_map(of).collect();
     let flips: Vec<f64> = all.iter().filter_map(|j| j.flip_rate.map(f64::from)).collect();
     ConditionResult {
         condition: condition.into(),
         version: set.number,
-        checks: set.set.checks.len(),
+        checks: set.set.checks.iter().filter(|c| weights.is_none_or(|w| w.get(&c.id).is_some_and(|w| *w > 0.0))).count(),
         pairwise_accuracy: pairwise_accuracy(&pairs),
         auroc: auroc(&good_scores, &bad_scores),
         kappa: agreed.and_then(|a| a.kappa),
@@ -247,7 +318,44 @@ fn score(condition: &str, set: &SetVersion, judged: &HashMap<String, Vec<assay_c
         recall_spearman: spearman(&recalls.iter().map(|r| r.0).collect::<Vec<_>>(), &recalls.iter().map(|r| r.1).collect::<Vec<_>>()),
         flip_rate: mean(&flips),
         pass_rate: all.iter().filter(|j| j.verdict == Verdict::Pass).count() as f64 / all.len().max(1) as f64,
+        interval: None,
         seconds,
+        units,
+    }
+}
+
+/// A check's weight in an output's score: 1, or its entry in `weights` (0 when absent).
+fn weight_of(weights: Option<&HashMap<String, f64>>, j: &assay_core::Judgment) -> f64 {
+    weights.map_or(1.0, |w| w.get(&j.check_id).copied().unwrap_or(0.0))
+}
+
+/// An output's score: the weighted mean P(PASS) of its checks; NaN without a judgment.
+fn output_score(judged: &Judged, item: &LabelledItem, weights: Option<&HashMap<String, f64>>) -> f64 {
+    let js = judged.get(&item.item.key).map(Vec::as_slice).unwrap_or_default();
+    let total: f64 = js.iter().map(|j| weight_of(weights, j)).sum();
+    if total > 0.0 {
+        js.iter().map(|j| weight_of(weights, j) * j.p_pass as f64).sum::<f64>() / total
+    } else {
+        f64::NAN
+    }
+}
+
+/// The headline figure's units of `items`: its pairs (an input's two outputs, in one group)
+/// for a pairwise metric, else its outputs.
+fn units(judged: &Judged, items: &[LabelledItem], metric: Metric, weights: Option<&HashMap<String, f64>>) -> Vec<Unit> {
+    let score = |i: &LabelledItem| output_score(judged, i, weights);
+    match metric {
+        Metric::Pairwise => items
+            .chunks(2)
+            .filter(|p| p.len() == 2 && p[0].group == p[1].group)
+            .map(|p| {
+                let (better, worse) = if p[0].good { (&p[0], &p[1]) } else { (&p[1], &p[0]) };
+                Unit::Pair { better: score(better), worse: score(worse) }
+            })
+            .collect(),
+        // Every output, in order, so that sets' units line up for resampling; one without
+        // judgments (NaN) stays out of the figure rather than voiding it.
+        Metric::Binary => items.iter().map(|i| Unit::Output { score: score(i), good: i.good }).collect(),
     }
 }
 
@@ -255,17 +363,18 @@ fn table(r: &DatasetResult) -> String {
     let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut out = format!("{} ({:?}; {} train / {} test outputs)\n", r.dataset, r.metric, r.train_items, r.test_items);
     out.push_str(&format!(
-        "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
-        "set", "v", "checks", "pairwise", "auroc", "kappa", "acc", "sep", "recall", "flip", "pass", "seconds"
+        "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
+        "set", "v", "checks", "pairwise", "auroc", "95% interval", "kappa", "acc", "sep", "recall", "flip", "pass", "seconds"
     ));
     for c in &r.conditions {
         out.push_str(&format!(
-            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
+            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
             c.condition,
             c.version,
             c.checks,
             cell(c.pairwise_accuracy),
             cell(c.auroc),
+            c.interval.map_or("-".to_string(), |[low, high]| format!("{low:.2}-{high:.2}")),
             cell(c.kappa),
             cell(c.accuracy),
             cell(c.separation),
@@ -274,6 +383,10 @@ fn table(r: &DatasetResult) -> String {
             c.pass_rate,
             c.seconds
         ));
+    }
+    if let Some(last) = r.conditions.last().filter(|_| !r.loop_beats.is_empty()) {
+        let beats: Vec<String> = r.loop_beats.iter().map(|(set, share)| format!("{set} {:.0}%", 100.0 * share)).collect();
+        out.push_str(&format!("  ({}) above, on resampled test splits: {}\n", last.condition, beats.join(", ")));
     }
     out
 }

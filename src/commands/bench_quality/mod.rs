@@ -230,7 +230,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     }
     let last = conditions.len() - 1;
     let loop_beats = if conditions[last].condition.starts_with('d') {
-        conditions.iter().enumerate().filter(|(i, c)| !c.condition.starts_with('d') && *i != last).map(|(i, c)| (c.condition.clone(), resampled.higher[last][i])).collect()
+        conditions.iter().enumerate().filter(|(_, c)| !c.condition.starts_with('d')).map(|(i, c)| (c.condition.clone(), resampled.higher[last][i])).collect()
     } else {
         Vec::new()
     };
@@ -261,10 +261,10 @@ type Judged = HashMap<String, Vec<assay_core::Judgment>>;
 /// when no check separates them (the plain mean then).
 fn separation_weights(checks: &[Check], judged: &Judged, train: &[LabelledItem]) -> Option<HashMap<String, f64>> {
     let p = |i: &LabelledItem, check: &str| judged.get(&i.item.key)?.iter().find(|j| j.check_id == check).map(|j| j.p_pass as f64);
+    let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = train.iter().partition(|i| i.good);
     let weights: HashMap<String, f64> = checks
         .iter()
         .map(|c| {
-            let (good, bad): (Vec<&LabelledItem>, Vec<&LabelledItem>) = train.iter().partition(|i| i.good);
             let of = |items: &[&LabelledItem]| items.iter().filter_map(|i| p(i, &c.id)).collect::<Vec<f64>>();
             (c.id.clone(), auroc(&of(&good), &of(&bad)).map_or(0.0, |a| (2.0 * a - 1.0).max(0.0)))
         })

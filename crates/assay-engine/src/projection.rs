@@ -228,13 +228,13 @@ impl Module for Projection {
 }
 
 /// The f32 values of `x` (`[m, k]` on the CPU).
-fn cpu_f32(x: &Tensor) -> Result<(Tensor, usize)> {
+pub(crate) fn cpu_f32(x: &Tensor) -> Result<(Tensor, usize)> {
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let m = x.dim(0)?;
     Ok((x, m))
 }
 
-fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
+pub(crate) fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
     let (storage, layout) = x.storage_and_layout();
     match &*storage {
         candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) => Ok(f(&data[layout.start_offset()..layout.start_offset() + x.elem_count()])),
@@ -242,27 +242,57 @@ fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
     }
 }
 
-/// `x W^T` through the int8 kernels: `x` quantized once per block size the parts need.
-fn int8_matmul(parts: &[Arc<QuantMatrix>], kernel: CpuKernel, x: &Tensor, out: usize) -> Result<Tensor> {
-    let (x, m) = cpu_f32(x)?;
-    let k = x.dim(1)?;
-    let mut y = vec![0f32; m * out];
-    with_slice(&x, |data| {
+/// A projection's int8 parts without a bias: what fused paths (the gated MLP) call directly on
+/// slices, without a tensor per intermediate result.
+#[derive(Clone, Copy)]
+pub(crate) struct Int8Parts<'a> {
+    parts: &'a [Arc<QuantMatrix>],
+    kernel: CpuKernel,
+    out: usize,
+}
+
+impl Int8Parts<'_> {
+    /// Output columns (the parts' side by side).
+    pub fn out(&self) -> usize {
+        self.out
+    }
+
+    /// `y = x W^T` for `x` `[m, k]` and `y` `[m, out]`, both row-major; `x` is quantized once
+    /// per block size the parts need.
+    pub fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let k = x.len() / m.max(1);
         let mut rows: Vec<QuantizedRows> = Vec::new();
         let mut col0 = 0;
-        for p in parts {
+        for p in self.parts {
             let block = p.format().block();
             let q = match rows.iter().position(|r| r.block() == block) {
                 Some(i) => &rows[i],
                 None => {
-                    rows.push(QuantizedRows::new(data, m, k, block));
+                    rows.push(QuantizedRows::new(x, m, k, block));
                     rows.last().expect("just pushed")
                 }
             };
-            p.matmul(q, &mut y, out, col0, kernel);
+            p.matmul(q, y, self.out, col0, self.kernel);
             col0 += p.n();
         }
-    })?;
+    }
+}
+
+impl Projection {
+    /// The int8 parts, when this projection runs on them and has no bias.
+    pub(crate) fn int8_parts(&self) -> Option<Int8Parts<'_>> {
+        match (&self.weights, &self.bias) {
+            (Weights::Int8 { parts, kernel }, None) => Some(Int8Parts { parts, kernel: *kernel, out: self.out }),
+            _ => None,
+        }
+    }
+}
+
+/// `x W^T` through the int8 kernels.
+fn int8_matmul(parts: &[Arc<QuantMatrix>], kernel: CpuKernel, x: &Tensor, out: usize) -> Result<Tensor> {
+    let (x, m) = cpu_f32(x)?;
+    let mut y = vec![0f32; m * out];
+    with_slice(&x, |data| Int8Parts { parts, kernel, out }.matmul_into(data, m, &mut y))?;
     Tensor::from_vec(y, (m, out), x.device())
 }
 

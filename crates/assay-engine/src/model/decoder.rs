@@ -4,8 +4,9 @@
 //! over all sequences while attention reads each sequence's keys through its block table.
 //! Logits are computed only for the rows the batch asks for.
 
+use super::mlp::GatedMlp;
 use super::weights::WeightSource;
-use super::{Activation, LayerWeight, ModelConfig, Weight};
+use super::{LayerWeight, ModelConfig, Weight};
 use crate::attention::{Attention, Heads};
 use crate::batch::StepBatch;
 use crate::error::{EngineError, Result};
@@ -24,9 +25,7 @@ struct Layer {
     out: Projection,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    /// gate and up stacked: one matmul.
-    gate_up: Projection,
-    down: Projection,
+    mlp: GatedMlp,
     post_ffn_norm: Option<Tensor>,
     window: Option<usize>,
     /// Index into `Decoder::ropes`.
@@ -102,8 +101,7 @@ impl Decoder {
                 out: proj(vec![load(src, w(Out))?], None)?,
                 post_attn_norm: optional_norm(src, PostAttnNorm, c.sandwich_norms)?,
                 ffn_norm: norm_of(src, w(FfnNorm))?,
-                gate_up: proj(vec![load(src, w(Gate))?, load(src, w(Up))?], None)?,
-                down: proj(vec![load(src, w(Down))?], None)?,
+                mlp: GatedMlp::new(proj(vec![load(src, w(Gate))?, load(src, w(Up))?], None)?, proj(vec![load(src, w(Down))?], None)?, c.activation),
                 post_ffn_norm: optional_norm(src, PostFfnNorm, c.sandwich_norms)?,
                 window: c.layer_window(i),
                 rope,
@@ -192,14 +190,7 @@ impl Decoder {
             }
             x = (x + o)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gu = layer.gate_up.forward(&h)?;
-            let i = c.intermediate_size;
-            let gate = gu.narrow(1, 0, i)?;
-            let gate = match c.activation {
-                Activation::Silu => candle_nn::ops::silu(&gate)?,
-                Activation::GeluTanh => gate.gelu()?,
-            };
-            let mut m = layer.down.forward(&(gate * gu.narrow(1, i, i)?)?)?;
+            let mut m = layer.mlp.forward(&h)?;
             if let Some(n) = &layer.post_ffn_norm {
                 m = candle_nn::ops::rms_norm(&m, n, eps)?;
             }

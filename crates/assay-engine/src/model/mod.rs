@@ -8,6 +8,7 @@
 pub mod decoder;
 pub mod gemma3;
 pub mod llama;
+mod mlp;
 pub mod qwen2;
 pub mod qwen3;
 pub mod random;
@@ -55,6 +56,17 @@ pub enum Activation {
     Silu,
     /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
     GeluTanh,
+}
+
+impl Activation {
+    /// The activation of one value, in candle's f32 arithmetic (`silu`, `gelu`), so fused
+    /// paths give the bits candle's ops give.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Self::Silu => v / (1.0 + (-v).exp()),
+            Self::GeluTanh => 0.5 * v * (1.0 + f32::tanh(0.797_884_56 * v * (1.0 + 0.044715 * v * v))),
+        }
+    }
 }
 
 /// Llama 3's per-frequency RoPE scaling (`rope_scaling` of type `llama3`).

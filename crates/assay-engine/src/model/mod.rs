@@ -64,7 +64,7 @@ impl Activation {
     pub fn apply(self, v: f32) -> f32 {
         match self {
             Self::Silu => v / (1.0 + (-v).exp()),
-            Self::GeluTanh => 0.5 * v * (1.0 + f32::tanh(0.797_884_56 * v * (1.0 + 0.044715 * v * v))),
+            Self::GeluTanh => 0.5 * v * (1.0 + f32::tanh(0.797_884_6 * v * (1.0 + 0.044715 * v * v))),
         }
     }
 }

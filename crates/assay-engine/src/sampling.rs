@@ -7,9 +7,9 @@
 use crate::error::Result;
 use assay_core::{SamplingParams, TokenLogprob, TopLogprob};
 use candle_core::{Device, Tensor};
-use rand::distr::{weighted::WeightedIndex, Distribution};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// Tokens whose logit is this far below the best have probability < e^-30 relative to it;
 /// dropping them before sorting changes no sampled distribution by more than 1e-8 in total.
@@ -41,26 +41,29 @@ impl Sampler {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut candidates: Vec<(u32, f32)> =
             logits.iter().enumerate().filter(|(_, &l)| l >= max - NEGLIGIBLE_LOGIT_GAP * self.params.temperature.max(1.0)).map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())).collect();
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        if self.params.top_k > 0 {
+        // Only what top-k and top-p need is sorted: a flat distribution keeps most of a
+        // 50k-150k vocabulary within the gap, and sorting all of it for every row was the
+        // largest cost of a 16-client server step.
+        let by_weight = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        if self.params.top_k > 0 && self.params.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(self.params.top_k - 1, by_weight);
             candidates.truncate(self.params.top_k);
         }
         if self.params.top_p < 1.0 {
-            let total: f32 = candidates.iter().map(|c| c.1).sum();
-            let mut acc = 0.0;
-            let keep = candidates
-                .iter()
-                .position(|c| {
-                    acc += c.1 / total;
-                    acc >= self.params.top_p
-                })
-                .map_or(candidates.len(), |i| i + 1);
+            let keep = nucleus(&mut candidates, self.params.top_p, by_weight);
             candidates.truncate(keep);
         }
-        match WeightedIndex::new(candidates.iter().map(|c| c.1)) {
-            Ok(dist) => candidates[dist.sample(&mut self.rng)].0,
-            Err(_) => candidates[0].0,
+        // One uniform draw over the total weight, walked down the candidates (no cumulative
+        // table); rounding at the end falls to the last one.
+        let total: f32 = candidates.iter().map(|c| c.1).sum();
+        let mut u = self.rng.random::<f32>() * total;
+        for &(id, w) in &candidates {
+            if u < w {
+                return id;
+            }
+            u -= w;
         }
+        candidates.last().map_or_else(|| argmax(&logits), |c| c.0)
     }
 
     fn apply_repetition_penalty(&self, logits: &mut [f32], history: &[u32]) {
@@ -76,6 +79,33 @@ impl Sampler {
                 logits[i] = if logits[i] > 0.0 { logits[i] / p } else { logits[i] * p };
             }
         }
+    }
+}
+
+/// How many of `candidates`, heaviest first, reach `top_p` of their total weight; sorts that
+/// many to the front. The heaviest are selected and sorted in growing batches, so a peaked
+/// distribution sorts a few dozen entries rather than the vocabulary.
+fn nucleus(candidates: &mut [(u32, f32)], top_p: f32, by_weight: impl Fn(&(u32, f32), &(u32, f32)) -> std::cmp::Ordering + Copy) -> usize {
+    let total: f32 = candidates.iter().map(|c| c.1).sum();
+    let mut sorted = 64;
+    loop {
+        if sorted >= candidates.len() {
+            candidates.sort_unstable_by(by_weight);
+        } else {
+            candidates.select_nth_unstable_by(sorted - 1, by_weight);
+            candidates[..sorted].sort_unstable_by(by_weight);
+        }
+        let mut acc = 0.0;
+        if let Some(i) = candidates.iter().take(sorted).position(|c| {
+            acc += c.1 / total;
+            acc >= top_p
+        }) {
+            return i + 1;
+        }
+        if sorted >= candidates.len() {
+            return candidates.len();
+        }
+        sorted *= 4;
     }
 }
 
@@ -140,8 +170,9 @@ pub fn process_rows(logits: &Tensor, wants: Vec<RowWant<'_>>) -> Result<Vec<RowR
     debug_assert_eq!(rows, wants.len(), "one want per logits row");
     let guard = logits.storage_and_layout();
     let data = crate::kv_pool::cpu_f32(&guard.0, guard.1)?;
+    // Rows are independent (each sampler has its own generator): one per thread.
     Ok(wants
-        .into_iter()
+        .into_par_iter()
         .enumerate()
         .map(|(r, want)| {
             let row = &data[r * vocab..(r + 1) * vocab];
@@ -219,5 +250,29 @@ mod tests {
         let z = (1f32 + 1f32.exp() + 2f32.exp()).ln();
         assert!((lp.logprob - (1.0 - z)).abs() < 1e-6);
         assert_eq!(lp.top.iter().map(|t| t.token_id).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    #[test]
+    fn the_nucleus_is_the_heaviest_prefix_of_a_full_sort() {
+        let by_weight = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        // Peaked (found in the first batch), flat (past several batches) and tiny inputs.
+        let shapes: [(usize, fn(usize) -> f32); 3] = [(5000, |i| (-((i * 7919 % 5000) as f32) / 50.0).exp()), (5000, |i| 1.0 + (i * 7919 % 5000) as f32 * 1e-6), (3, |i| i as f32 + 1.0)];
+        for (n, weight) in shapes {
+            let candidates: Vec<(u32, f32)> = (0..n).map(|i| (i as u32, weight(i))).collect();
+            for top_p in [0.01, 0.5, 0.9, 0.999] {
+                let mut reference = candidates.clone();
+                reference.sort_unstable_by(by_weight);
+                let total: f32 = reference.iter().map(|c| c.1).sum();
+                let mut acc = 0.0;
+                let want = reference.iter().position(|c| {
+                    acc += c.1 / total;
+                    acc >= top_p
+                });
+                let mut ours = candidates.clone();
+                let keep = nucleus(&mut ours, top_p, by_weight);
+                assert!(want.is_none_or(|w| keep.abs_diff(w + 1) <= 1), "n {n} top_p {top_p}: {keep} vs {want:?}");
+                assert_eq!(ours[..keep.min(n)].iter().map(|c| c.1).collect::<Vec<_>>(), reference[..keep.min(n)].iter().map(|c| c.1).collect::<Vec<_>>());
+            }
+        }
     }
 }

@@ -256,9 +256,11 @@ mod tests {
     fn the_nucleus_is_the_heaviest_prefix_of_a_full_sort() {
         let by_weight = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
         // Peaked (found in the first batch), flat (past several batches) and tiny inputs.
-        let shapes: [(usize, fn(usize) -> f32); 3] = [(5000, |i| (-((i * 7919 % 5000) as f32) / 50.0).exp()), (5000, |i| 1.0 + (i * 7919 % 5000) as f32 * 1e-6), (3, |i| i as f32 + 1.0)];
-        for (n, weight) in shapes {
-            let candidates: Vec<(u32, f32)> = (0..n).map(|i| (i as u32, weight(i))).collect();
+        let peaked: Vec<f32> = (0..5000).map(|i| (-((i * 7919 % 5000) as f32) / 50.0).exp()).collect();
+        let flat: Vec<f32> = (0..5000).map(|i| 1.0 + (i * 7919 % 5000) as f32 * 1e-6).collect();
+        for weights in [peaked, flat, vec![1.0, 2.0, 3.0]] {
+            let n = weights.len();
+            let candidates: Vec<(u32, f32)> = weights.iter().enumerate().map(|(i, &w)| (i as u32, w)).collect();
             for top_p in [0.01, 0.5, 0.9, 0.999] {
                 let mut reference = candidates.clone();
                 reference.sort_unstable_by(by_weight);

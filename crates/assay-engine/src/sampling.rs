@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 /// Tokens whose logit is this far below the best have probability < e^-30 relative to it;
-/// dropping them before sorting changes no sampled distribution by more than 1e-8 in total.
+/// dropping them before sampling changes no sampled distribution by more than 1e-8 in total.
 const NEGLIGIBLE_LOGIT_GAP: f32 = 30.0;
 
 /// A per-sequence token chooser.
@@ -230,6 +230,17 @@ mod tests {
         allowed.sort_by(|&x, &y| logits[y as usize].total_cmp(&logits[x as usize]));
         allowed.truncate(3);
         assert!(a.iter().all(|t| allowed.contains(t)), "{a:?} not within {allowed:?}");
+    }
+
+    #[test]
+    fn logits_without_a_finite_value_still_give_a_token() {
+        let mut s = Sampler::new(&params(|p| {
+            p.temperature = 0.8;
+            p.seed = Some(3);
+        }));
+        for row in [[f32::NAN; 4], [f32::NEG_INFINITY; 4], [f32::NAN, f32::NEG_INFINITY, f32::NAN, f32::NAN]] {
+            assert!(s.next(&row, &[]) < 4);
+        }
     }
 
     #[test]

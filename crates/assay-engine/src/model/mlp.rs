@@ -39,7 +39,7 @@ impl GatedMlp {
         let k = x.dim(1)?;
         let inter = gate_up.out() / 2;
         let out = down.out();
-        let chunk = CHUNK_ROWS.min(m);
+        let chunk = CHUNK_ROWS.min(m).max(1);
         let mut y = vec![0f32; m * out];
         let mut gu = vec![0f32; chunk * 2 * inter];
         let mut h = vec![0f32; chunk * inter];

@@ -244,7 +244,6 @@ pub(crate) fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T
 
 /// A projection's int8 parts without a bias: what fused paths (the gated MLP) call directly on
 /// slices, without a tensor per intermediate result.
-#[derive(Clone, Copy)]
 pub(crate) struct Int8Parts<'a> {
     parts: &'a [Arc<QuantMatrix>],
     kernel: CpuKernel,

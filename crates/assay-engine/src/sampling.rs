@@ -44,13 +44,12 @@ impl Sampler {
         // Only what top-k and top-p need is sorted: a flat distribution keeps most of a
         // 50k-150k vocabulary within the gap, and sorting all of it for every row was the
         // largest cost of a 16-client server step.
-        let by_weight = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
         if self.params.top_k > 0 && self.params.top_k < candidates.len() {
-            candidates.select_nth_unstable_by(self.params.top_k - 1, by_weight);
+            candidates.select_nth_unstable_by(self.params.top_k - 1, heaviest_first);
             candidates.truncate(self.params.top_k);
         }
         if self.params.top_p < 1.0 {
-            let keep = nucleus(&mut candidates, self.params.top_p, by_weight);
+            let keep = nucleus(&mut candidates, self.params.top_p);
             candidates.truncate(keep);
         }
         // One uniform draw over the total weight, walked down the candidates (no cumulative
@@ -82,18 +81,23 @@ impl Sampler {
     }
 }
 
+/// Orders `(token, weight)` candidates by descending weight.
+fn heaviest_first(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1)
+}
+
 /// How many of `candidates`, heaviest first, reach `top_p` of their total weight; sorts that
 /// many to the front. The heaviest are selected and sorted in growing batches, so a peaked
 /// distribution sorts a few dozen entries rather than the vocabulary.
-fn nucleus(candidates: &mut [(u32, f32)], top_p: f32, by_weight: impl Fn(&(u32, f32), &(u32, f32)) -> std::cmp::Ordering + Copy) -> usize {
+fn nucleus(candidates: &mut [(u32, f32)], top_p: f32) -> usize {
     let total: f32 = candidates.iter().map(|c| c.1).sum();
     let mut sorted = 64;
     loop {
         if sorted >= candidates.len() {
-            candidates.sort_unstable_by(by_weight);
+            candidates.sort_unstable_by(heaviest_first);
         } else {
-            candidates.select_nth_unstable_by(sorted - 1, by_weight);
-            candidates[..sorted].sort_unstable_by(by_weight);
+            candidates.select_nth_unstable_by(sorted - 1, heaviest_first);
+            candidates[..sorted].sort_unstable_by(heaviest_first);
         }
         let mut acc = 0.0;
         if let Some(i) = candidates.iter().take(sorted).position(|c| {
@@ -265,7 +269,6 @@ mod tests {
 
     #[test]
     fn the_nucleus_is_the_heaviest_prefix_of_a_full_sort() {
-        let by_weight = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
         // Peaked (found in the first batch), flat (past several batches) and tiny inputs.
         let peaked: Vec<f32> = (0..5000).map(|i| (-((i * 7919 % 5000) as f32) / 50.0).exp()).collect();
         let flat: Vec<f32> = (0..5000).map(|i| 1.0 + (i * 7919 % 5000) as f32 * 1e-6).collect();
@@ -274,7 +277,7 @@ mod tests {
             let candidates: Vec<(u32, f32)> = weights.iter().enumerate().map(|(i, &w)| (i as u32, w)).collect();
             for top_p in [0.01, 0.5, 0.9, 0.999] {
                 let mut reference = candidates.clone();
-                reference.sort_unstable_by(by_weight);
+                reference.sort_unstable_by(heaviest_first);
                 let total: f32 = reference.iter().map(|c| c.1).sum();
                 let mut acc = 0.0;
                 let want = reference.iter().position(|c| {
@@ -282,7 +285,7 @@ mod tests {
                     acc >= top_p
                 });
                 let mut ours = candidates.clone();
-                let keep = nucleus(&mut ours, top_p, by_weight);
+                let keep = nucleus(&mut ours, top_p);
                 assert!(want.is_none_or(|w| keep.abs_diff(w + 1) <= 1), "n {n} top_p {top_p}: {keep} vs {want:?}");
                 assert_eq!(ours[..keep.min(n)].iter().map(|c| c.1).collect::<Vec<_>>(), reference[..keep.min(n)].iter().map(|c| c.1).collect::<Vec<_>>());
             }

@@ -257,14 +257,14 @@ impl Int8Parts<'_> {
     }
 
     /// `y = x W^T` for `x` `[m, k]` and `y` `[m, out]`, both row-major; `x` is quantized once
-    /// per block size the parts need.
+    /// per activation blocking the parts need.
     pub fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32]) {
         let k = x.len() / m.max(1);
         let mut rows: Vec<QuantizedRows> = Vec::new();
         let mut col0 = 0;
         for p in self.parts {
-            let block = p.format().block();
-            let q = match rows.iter().position(|r| r.block() == block) {
+            let block = p.format().row_blocks();
+            let q = match rows.iter().position(|r| r.blocks() == block) {
                 Some(i) => &rows[i],
                 None => {
                     rows.push(QuantizedRows::new(x, m, k, block));

@@ -15,7 +15,7 @@ impl QuantMatrix {
     /// with row stride `ldy`. Output tiles are split across rayon's threads.
     pub fn matmul(&self, x: &QuantizedRows, y: &mut [f32], ldy: usize, col0: usize, kernel: CpuKernel) {
         assert_eq!(x.k(), self.k(), "rows have {} inputs, the matrix {}", x.k(), self.k());
-        assert_eq!(x.block(), self.layout().block, "rows quantized in blocks of {}, the matrix needs {}", x.block(), self.layout().block);
+        assert_eq!(x.blocks(), self.format().row_blocks(), "rows quantized in blocks {:?}, the matrix needs {:?}", x.blocks(), self.format().row_blocks());
         assert!(col0 + self.n() <= ldy && y.len() >= x.m() * ldy, "output too small");
         assert!(kernel.available(), "{kernel:?} does not run on this CPU");
         let y_addr = y.as_mut_ptr() as usize;

@@ -12,7 +12,7 @@ mod vnni;
 
 pub use f32_gemm::{avx512_available, PackedWeights};
 pub use quant_matrix::{BlockFormat, QuantMatrix};
-pub use rows::QuantizedRows;
+pub use rows::{QuantizedRows, RowBlocks};
 
 use std::str::FromStr;
 
@@ -109,7 +109,7 @@ mod tests {
         let mut y = vec![0f64; x.m() * w.n()];
         for i in 0..x.m() {
             for (j, row) in rows.iter().enumerate() {
-                y[i * w.n() + j] = (0..x.k()).map(|p| row[p] as f64 * x.values[i * x.k() + p] as f64 * x.scales[i * x.blocks() + p / x.block()] as f64).sum();
+                y[i * w.n() + j] = (0..x.k()).map(|p| row[p] as f64 * x.values[i * x.k() + p] as f64 * x.scales[i * x.scales_per_row() + p / x.blocks().scale] as f64).sum();
             }
         }
         y
@@ -123,7 +123,7 @@ mod tests {
                     let (blocks, _) = candle_blocks(dtype, n, k, n as u64);
                     let w = QuantMatrix::from_gguf(format, &blocks, n, k).unwrap();
                     for m in [1, 3, 8, 9, 70] {
-                        let x = QuantizedRows::new(&activations(m, k, m), m, k, format.layout().block);
+                        let x = QuantizedRows::new(&activations(m, k, m), m, k, format.row_blocks());
                         // Written at a column offset inside a wider output, as stacked projections do.
                         let ldy = n + 5;
                         let mut y = vec![f32::NAN; m * ldy];
@@ -150,7 +150,7 @@ mod tests {
                 let (blocks, _) = candle_blocks(dtype, n, k, 3);
                 let w = QuantMatrix::from_gguf(format, &blocks, n, k).unwrap();
                 let xs = activations(13, k, 1);
-                let block = format.layout().block;
+                let block = format.row_blocks();
                 let mut all = vec![0f32; 13 * n];
                 w.matmul(&QuantizedRows::new(&xs, 13, k, block), &mut all, n, 0, kernel);
                 for i in 0..13 {
@@ -168,7 +168,7 @@ mod tests {
             let (n, k, m) = (40, 512, 11);
             let (blocks, _) = candle_blocks(dtype, n, k, 5);
             let w = QuantMatrix::from_gguf(format, &blocks, n, k).unwrap();
-            let x = QuantizedRows::new(&activations(m, k, 2), m, k, format.layout().block);
+            let x = QuantizedRows::new(&activations(m, k, 2), m, k, format.row_blocks());
             let outputs: Vec<Vec<f32>> = CpuKernel::all_available()
                 .into_iter()
                 .map(|kernel| {

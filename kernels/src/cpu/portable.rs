@@ -1,6 +1,6 @@
 //! The integer kernel in plain Rust: the same block arithmetic as the SIMD kernels (integer
-//! dot products per block, then `A dx isum - B dx sum` in f32 with the same fused
-//! multiply-adds, so the same bits), for CPUs without them. Each
+//! dot products per block, integer sub-scales for the K-quants, then the same f32 fused
+//! multiply-adds in the same order, so the same bits), for CPUs without them. Each
 //! block's codes are unpacked once to i16 for all rows of the call, so the inner loop is a
 //! dot product of two i16 slices that the compiler vectorises (`pmaddwd` even on SSE2).
 
@@ -13,37 +13,61 @@ use super::rows::QuantizedRows;
 pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize, rows: usize, y: &mut [f32], ldy: usize, cols: usize) {
     let l = w.layout();
     let tile = w.tile(t);
-    let nb = x.blocks();
+    let (n_scales, n_sums) = (x.scales_per_row(), x.sums_per_row());
+    let head = 2 * TILE * (1 + l.mins as usize);
+    let sub_bytes = if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 };
     let mut acc = vec![[0f32; TILE]; rows];
+    let mut isup = vec![[0i32; TILE]; rows];
     let mut unpacked = [[0i16; 32]; TILE];
     let mut xb = [0i16; 32];
     for s in 0..w.k() / l.super_k {
         let sb = &tile[s * l.super_bytes()..];
-        let blocks = &sb[2 * TILE * (1 + l.mins as usize)..];
+        let d: [f32; TILE] = std::array::from_fn(|col| f16_at(sb, col));
+        let dmin: [f32; TILE] = std::array::from_fn(|col| if l.mins { f16_at(sb, TILE + col) } else { 0.0 });
+        let block = |b: usize| &sb[head + b * l.block_bytes()..];
+        isup.iter_mut().for_each(|v| *v = [0; TILE]);
         for b in 0..l.blocks_per_super() {
-            let blk = &blocks[b * l.block_bytes()..];
-            let codes = &blk[if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 }..];
-            let mut a = [0f32; TILE];
-            let mut m = [0f32; TILE];
-            unpack(l.bits, l.block, codes, &mut unpacked);
-            for col in 0..TILE {
-                let d = f16_at(sb, col);
-                a[col] = if l.sub_scales { d * blk[col] as i8 as f32 } else { d };
-                if l.mins {
-                    let dmin = f16_at(sb, TILE + col);
-                    m[col] = if l.sub_scales { dmin * blk[TILE + col] as i8 as f32 } else { dmin };
-                }
-            }
+            let blk = block(b);
+            unpack(l.bits, l.block, &blk[sub_bytes..], &mut unpacked);
             let kb = s * l.blocks_per_super() + b;
-            for (r, acc) in (r0..r0 + rows).zip(acc.iter_mut()) {
+            for (r, (acc, isup)) in (r0..r0 + rows).zip(acc.iter_mut().zip(isup.iter_mut())) {
                 for (v, &q) in xb.iter_mut().zip(&x.values[r * x.k() + kb * l.block..][..l.block]) {
                     *v = q as i16;
                 }
-                let (dx, sum, dxs) = (x.scales[r * nb + kb], x.sums[r * nb + kb], x.scaled_sums[r * nb + kb]);
+                let sum = x.sums[r * n_sums + kb];
                 for col in 0..TILE {
                     let isum: i32 = unpacked[col][..l.block].iter().zip(&xb[..l.block]).map(|(&c, &v)| c as i32 * v as i32).sum();
-                    // Fused multiply-adds in the SIMD kernels' order: the same bits as theirs.
-                    acc[col] = if l.mins { (-m[col]).mul_add(dxs, (isum as f32).mul_add(a[col] * dx, acc[col])) } else { ((isum - l.offset * sum) as f32).mul_add(a[col] * dx, acc[col]) };
+                    let centred = if l.mins { isum } else { isum - l.offset * sum };
+                    if l.sub_scales {
+                        // At most 2^27 over a super-block (6-bit codes, 8-bit sub-scales): no overflow.
+                        isup[col] += centred * blk[col] as i8 as i32;
+                    } else {
+                        // Fused multiply-adds in the SIMD kernel's order: the same bits as its.
+                        let dx = x.scales[r * n_scales + s];
+                        acc[col] = (centred as f32).mul_add(d[col] * dx, acc[col]);
+                        if l.mins {
+                            acc[col] = (-dmin[col]).mul_add(x.scaled_sums[r * n_sums + kb], acc[col]);
+                        }
+                    }
+                }
+            }
+        }
+        if l.sub_scales {
+            for (r, (acc, isup)) in (r0..r0 + rows).zip(acc.iter_mut().zip(&isup)) {
+                let dx = x.scales[r * n_scales + s];
+                for col in 0..TILE {
+                    acc[col] = (isup[col] as f32).mul_add(d[col] * dx, acc[col]);
+                }
+            }
+            if l.mins {
+                for b in 0..l.blocks_per_super() {
+                    let m: [f32; TILE] = std::array::from_fn(|col| dmin[col] * block(b)[TILE + col] as i8 as f32);
+                    for (r, acc) in (r0..r0 + rows).zip(acc.iter_mut()) {
+                        let ss = x.scaled_sums[r * n_sums + s * l.blocks_per_super() + b];
+                        for col in 0..TILE {
+                            acc[col] = (-m[col]).mul_add(ss, acc[col]);
+                        }
+                    }
                 }
             }
         }

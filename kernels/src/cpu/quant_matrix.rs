@@ -13,6 +13,7 @@
 //! columns (one `vpdpbusd` operand). 4-bit codes put group `2h` in the low nibbles and `2h + 1`
 //! in the high nibbles of the same 64 bytes. Columns past `n` are zero.
 
+use super::rows::RowBlocks;
 use super::KernelError;
 use half::f16;
 use rayon::prelude::*;
@@ -82,9 +83,9 @@ impl BlockFormat {
         Layout { bits, block, super_k, sub_scales, mins, offset, gguf_bytes }
     }
 
-    /// Inputs per scale (what activations are quantized in blocks of).
-    pub fn block(self) -> usize {
-        self.layout().block
+    /// How activations are quantized for this format's kernel.
+    pub fn row_blocks(self) -> RowBlocks {
+        self.layout().row_blocks()
     }
 
     /// Inputs per GGUF block: a matrix's rows must be a multiple of it.
@@ -100,6 +101,12 @@ impl BlockFormat {
 }
 
 impl Layout {
+    /// A scale per block, or for the K-quants per super-block (their integer sub-scales then
+    /// multiply integer sums); a sum per block.
+    pub fn row_blocks(&self) -> RowBlocks {
+        RowBlocks { scale: if self.sub_scales { self.super_k } else { self.block }, sum: self.block }
+    }
+
     pub fn blocks_per_super(&self) -> usize {
         self.super_k / self.block
     }

@@ -7,7 +7,8 @@
 #   benches/serve_side_by_side.sh [THREADS] [CLIENTS] [REQUESTS_PER_CLIENT] [MAX_TOKENS] [GGUF]
 #
 # GGUF defaults to the SmolLM2 file (served by assay as `smollm2`); another path is passed to
-# `assay serve --model` as is.
+# `assay serve --model` as is. SERVE_ENGINES names the engines to run (default: all three, e.g.
+# SERVE_ENGINES="assay llama-server" skips the slow one-request-at-a-time Python server).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 threads="${1:-2}" clients="${2:-1,4,16}" per_client="${3:-3}" max_tokens="${4:-64}"
@@ -15,6 +16,7 @@ default_model=models/local/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 model="${5:-$default_model}"
 if [ "$model" = "$default_model" ]; then assay_model=smollm2; else assay_model="$model"; fi
 port=18473
+engines=" ${SERVE_ENGINES:-assay llama.cpp llama-server} "
 
 models/fetch >/dev/null
 benches/peer-venv >/dev/null
@@ -41,6 +43,7 @@ trap '[ -z "$server_pid" ] || kill -TERM "$server_pid" 2>/dev/null || true' EXIT
 run_engine() {  # engine-name model-name command...
     local engine="$1" name="$2"
     shift 2
+    [[ "$engines" == *" $engine "* ]] || return 0
     "$@" >/dev/null 2>&1 &
     server_pid=$!
     wait_ready

@@ -132,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_inputs_quantize_to_zeros() {
+        let mut x = vec![1.0f32; 64];
+        x[3] = f32::INFINITY;
+        x[40] = f32::NAN;
+        let q = QuantizedRows::new(&x, 1, 64, RowBlocks { scale: 32, sum: 16 });
+        // Block 0 (an infinity): scale infinite, values 0. Block 1 (a NaN, skipped by max): 127s, the NaN 0.
+        assert!(q.values[..32].iter().all(|&v| v == 0) && q.scales[0].is_infinite());
+        assert!(q.values[32..].iter().enumerate().all(|(i, &v)| v == if i == 8 { 0 } else { 127 }), "{:?}", &q.values[32..]);
+        assert_eq!(q.scales[1], 1.0 / 127.0);
+    }
+
+    #[test]
     fn a_row_of_zeros_is_zeros() {
         let q = QuantizedRows::new(&[0.0; 32], 1, 32, RowBlocks { scale: 16, sum: 16 });
         assert!(q.values.iter().all(|&v| v == 0) && q.scales == [0.0, 0.0]);

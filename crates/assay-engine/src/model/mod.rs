@@ -59,14 +59,46 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// The activation of one value, in candle's f32 arithmetic (`silu`, `gelu`), so fused
-    /// paths give the bits candle's ops give.
+    /// The activation of one value. GELU is candle's f32 arithmetic (`gelu`), bit for bit;
+    /// SiLU is candle's formula with an `exp` the compiler vectorises (within 2 ulp of
+    /// `f32::exp`): libm's `expf`, one call per value, was 12% of a 1.5B prefill.
     pub fn apply(self, v: f32) -> f32 {
         match self {
-            Self::Silu => v / (1.0 + (-v).exp()),
+            Self::Silu => v / (1.0 + exp(-v)),
             Self::GeluTanh => 0.5 * v * (1.0 + f32::tanh(0.797_884_6 * v * (1.0 + 0.044715 * v * v))),
         }
     }
+
+    /// `h = act(gate) * up`, one loop per activation so that it vectorises (a `match` per
+    /// value kept it scalar).
+    pub fn gated(self, gate: &[f32], up: &[f32], h: &mut [f32]) {
+        let values = h.iter_mut().zip(gate).zip(up);
+        match self {
+            Self::Silu => values.for_each(|((h, &g), &u)| *h = Self::Silu.apply(g) * u),
+            Self::GeluTanh => values.for_each(|((h, &g), &u)| *h = Self::GeluTanh.apply(g) * u),
+        }
+    }
+}
+
+/// `e^x` within 2 ulp for |x| <= 87 (clamped beyond: `e^88` or `e^-87`, which SiLU turns
+/// into `x` or 0 as the exact value does), NaN for NaN; plain arithmetic without branches
+/// or calls, so loops over it vectorise. `x = n ln 2 + r` with |r| <= ln 2 / 2, `e^r` by its
+/// Taylor series to degree 7 (remainder < 1e-8), `2^n` built in the exponent bits.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding it rounds to an integer, kept in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    // ln 2 in two parts, so `n ln 2` is subtracted without rounding error.
+    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    p * f32::from_bits((n.wrapping_add(127) as u32).wrapping_shl(23))
 }
 
 /// Llama 3's per-frequency RoPE scaling (`rope_scaling` of type `llama3`).
@@ -416,6 +448,20 @@ impl HfBase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_within_2_ulp_and_silu_keeps_its_limits() {
+        for i in -87_000..=87_000 {
+            let x = i as f32 / 1000.0;
+            let (got, want) = (exp(x), (x as f64).exp());
+            let ulp = (want as f32).to_bits().abs_diff(got.to_bits());
+            assert!(ulp <= 2, "exp({x}) = {got}, want {want} ({ulp} ulp)");
+        }
+        assert!(exp(f32::NAN).is_nan() && Activation::Silu.apply(f32::NAN).is_nan());
+        let silu = |v: f32| Activation::Silu.apply(v);
+        assert_eq!((silu(200.0), silu(f32::INFINITY)), (200.0, f32::INFINITY));
+        assert!(silu(-200.0).abs() < 1e-30, "{}", silu(-200.0));
+    }
 
     #[test]
     fn unknown_architectures_list_the_supported_ones() {

@@ -39,10 +39,10 @@ pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize,
                     let isum: i32 = unpacked[col][..l.block].iter().zip(&xb[..l.block]).map(|(&c, &v)| c as i32 * v as i32).sum();
                     let centred = if l.mins { isum } else { isum - l.offset * sum };
                     if l.sub_scales {
-                        // At most 2^27 over a super-block (6-bit codes, 8-bit sub-scales): no overflow.
+                        // Under 2^28 over a super-block (at most 6-bit codes, 8-bit sub-scales): no overflow.
                         isup[col] += centred * blk[col] as i8 as i32;
                     } else {
-                        // Fused multiply-adds in the SIMD kernel's order: the same bits as its.
+                        // Fused multiply-adds in the SIMD kernel's order: the same bits as the SIMD kernel's.
                         let dx = x.scales[r * n_scales + s];
                         acc[col] = (centred as f32).mul_add(d[col] * dx, acc[col]);
                         if l.mins {

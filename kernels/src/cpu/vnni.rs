@@ -3,8 +3,9 @@
 //! Formats without sub-scales turn each block's sums into f32, scaled (`A dx`) into the row's
 //! accumulators, less the min or offset term. The K-quants multiply each block's sums by its
 //! integer sub-scales (less the offset) and rescale in f32 once per 256 inputs (`d dx`), then
-//! take off the mins (`dmin m dx sum`) per block. Up to 8 rows share each load of the codes. Each row's
-//! instructions are the same whatever the number of rows beside it, so its result is too.
+//! take off the mins (`dmin m dx sum`) per block. Up to 8 rows share each load of the codes.
+//! Each row's instructions are the same whatever the number of rows beside it, so its result
+//! is too.
 //!
 //! Monomorphised per format (bits per code, block size, sub-scales, mins) and per row count,
 //! so the accumulators stay in registers.
@@ -13,7 +14,8 @@ use super::quant_matrix::{BlockFormat, QuantMatrix, TILE};
 use super::rows::QuantizedRows;
 use std::arch::x86_64::*;
 
-/// Rows per kernel call: 8 i32 and 8 f32 accumulators leave registers for codes and scales.
+/// Rows per kernel call: each row's block sums, super-block sums (K-quants) and f32
+/// accumulators, 24 of the 32 vector registers, leave room for codes and scales.
 const MR: usize = 8;
 
 /// How far ahead of its loads the kernel asks for a tile's codes: a tile is one stream

@@ -14,8 +14,6 @@ pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize,
     let l = w.layout();
     let tile = w.tile(t);
     let (n_scales, n_sums) = (x.scales_per_row(), x.sums_per_row());
-    let head = 2 * TILE * (1 + l.mins as usize);
-    let sub_bytes = if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 };
     let mut acc = vec![[0f32; TILE]; rows];
     let mut isup = vec![[0i32; TILE]; rows];
     let mut unpacked = [[0i16; 32]; TILE];
@@ -24,11 +22,11 @@ pub(crate) fn tile_rows(w: &QuantMatrix, t: usize, x: &QuantizedRows, r0: usize,
         let sb = &tile[s * l.super_bytes()..];
         let d: [f32; TILE] = std::array::from_fn(|col| f16_at(sb, col));
         let dmin: [f32; TILE] = std::array::from_fn(|col| if l.mins { f16_at(sb, TILE + col) } else { 0.0 });
-        let block = |b: usize| &sb[head + b * l.block_bytes()..];
+        let block = |b: usize| &sb[l.head_bytes() + b * l.block_bytes()..];
         isup.iter_mut().for_each(|v| *v = [0; TILE]);
         for b in 0..l.blocks_per_super() {
             let blk = block(b);
-            unpack(l.bits, l.block, &blk[sub_bytes..], &mut unpacked);
+            unpack(l.bits, l.block, &blk[l.sub_bytes()..], &mut unpacked);
             let kb = s * l.blocks_per_super() + b;
             for (r, (acc, isup)) in (r0..r0 + rows).zip(acc.iter_mut().zip(isup.iter_mut())) {
                 for (v, &q) in xb.iter_mut().zip(&x.values[r * x.k() + kb * l.block..][..l.block]) {

@@ -116,15 +116,28 @@ impl Layout {
         TILE * self.block * self.bits / 8
     }
 
+    /// Bytes of a super-block's head in a tile: the columns' f16 `d` (and `dmin`).
+    pub fn head_bytes(&self) -> usize {
+        2 * TILE * (1 + self.mins as usize)
+    }
+
+    /// Bytes of one block's sub-scales (and mins) in a tile, before its codes.
+    pub fn sub_bytes(&self) -> usize {
+        if self.sub_scales {
+            TILE * (1 + self.mins as usize)
+        } else {
+            0
+        }
+    }
+
     /// Bytes of one block in a tile: sub-scales, mins, codes.
     pub fn block_bytes(&self) -> usize {
-        let sub = if self.sub_scales { TILE * (1 + self.mins as usize) } else { 0 };
-        sub + self.code_bytes()
+        self.sub_bytes() + self.code_bytes()
     }
 
     /// Bytes of one super-block in a tile: `d` (and `dmin`), then its blocks.
     pub fn super_bytes(&self) -> usize {
-        2 * TILE * (1 + self.mins as usize) + self.blocks_per_super() * self.block_bytes()
+        self.head_bytes() + self.blocks_per_super() * self.block_bytes()
     }
 }
 
@@ -325,7 +338,7 @@ impl QuantMatrix {
             let sb = &tile[s * l.super_bytes()..];
             let d = f16_at(sb, col);
             let dmin = if l.mins { f16_at(sb, TILE + col) } else { 0.0 };
-            let blocks = &sb[2 * TILE * (1 + l.mins as usize)..];
+            let blocks = &sb[l.head_bytes()..];
             for b in 0..l.blocks_per_super() {
                 let blk = &blocks[b * l.block_bytes()..];
                 let (a, m) = match l.sub_scales {
@@ -333,7 +346,7 @@ impl QuantMatrix {
                     false => (d, dmin),
                 };
                 let mut codes = [[0i16; 32]; TILE];
-                unpack(l.bits, l.block, &blk[if l.sub_scales { TILE * (1 + l.mins as usize) } else { 0 }..], &mut codes);
+                unpack(l.bits, l.block, &blk[l.sub_bytes()..], &mut codes);
                 for &c in &codes[col][..l.block] {
                     let c = c as f32;
                     out.push(if l.mins { a * c - m } else { a * (c - l.offset as f32) });
@@ -371,19 +384,16 @@ fn pack_super(l: &Layout, dec: &Decoded, sb: &mut [u8], col: usize) {
     if l.mins {
         sb[2 * (TILE + col)..2 * (TILE + col) + 2].copy_from_slice(&dec.dmin.to_le_bytes());
     }
-    let blocks = &mut sb[2 * TILE * (1 + l.mins as usize)..];
+    let blocks = &mut sb[l.head_bytes()..];
     for b in 0..l.blocks_per_super() {
         let blk = &mut blocks[b * l.block_bytes()..][..l.block_bytes()];
-        let codes_at = if l.sub_scales {
+        if l.sub_scales {
             blk[col] = dec.sub[b] as u8;
             if l.mins {
                 blk[TILE + col] = dec.min[b] as u8;
             }
-            TILE * (1 + l.mins as usize)
-        } else {
-            0
-        };
-        let codes = &mut blk[codes_at..];
+        }
+        let codes = &mut blk[l.sub_bytes()..];
         for i in 0..l.block {
             let c = dec.codes[b * l.block + i];
             let (group, byte) = (i / 4, i % 4);

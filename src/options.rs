@@ -304,6 +304,9 @@ pub struct RefineArgs {
     /// Seed of the check writer.
     #[arg(long, env = "ASSAY_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// Judge run whose report refinement reads (default: the set's latest finished judge run).
+    #[arg(long, env = "ASSAY_RUN")]
+    pub run: Option<i64>,
 }
 
 /// The project a command works on.

@@ -89,6 +89,7 @@ fn the_evaluation_loop_over_http() {
     let labels = json!({"labels": [{"item": "ifeval-0", "check": "on_topic", "verdict": "PASS"}, {"item": "ifeval-1", "score": 2}]});
     let (status, added) = server.post("/v1/projects/ifeval/labels", &labels);
     assert_eq!((status, &added["check_labels"], &added["score_labels"]), (200, &json!(1), &json!(1)), "{added}");
+    assert_error(server.post("/v1/projects/ifeval/refine", &json!({"run": 999_999})), 404, "a run that is not the set's");
     let (status, refined) = server.post("/v1/projects/ifeval/refine", &json!({}));
     assert_eq!((status, &refined["from"]), (200, &json!(1)), "{refined}");
     let (status, stored) = server.get_json("/v1/projects/ifeval/sets/1");

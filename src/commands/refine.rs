@@ -3,6 +3,7 @@
 use crate::options::{GlobalOptions, RefineArgs};
 use anyhow::{Context, Result};
 use assay_pipeline::refine::refine;
+use assay_store::RunId;
 
 pub fn run(global: &GlobalOptions, args: &RefineArgs) -> Result<()> {
     let mut store = super::open_store(global)?;
@@ -10,7 +11,7 @@ pub fn run(global: &GlobalOptions, args: &RefineArgs) -> Result<()> {
     let set = super::set_version(&store, &project, args.set.set)?;
     let backends = super::backends(global)?;
     let mut line = super::ProgressLine::new();
-    let report = refine(&mut store, &backends, &project, &set, args.seed, &mut |stage, done, total| line.update(stage, done, total));
+    let report = refine(&mut store, &backends, &project, &set, args.run.map(RunId), args.seed, &mut |stage, done, total| line.update(stage, done, total));
     line.finish();
     let report = report.with_context(|| format!("refining v{} of '{}'", set.number, project.name))?;
     for c in &report.changes {

@@ -182,9 +182,10 @@ pub struct Calibration {
 /// undefined kappa counting as -inf; ties go to higher accuracy, then to t closer to 0.5.
 /// Candidates: 0.5, the midpoints between consecutive distinct p values, and just below the
 /// smallest and just above the largest (±1e-9, clamped to [0, 1]). A NaN p is always FAIL.
-/// `None` if empty or the lengths differ.
+/// `None` if empty, if the lengths differ, or if the expert's verdicts are all the same (a
+/// threshold separates nothing then).
 pub fn calibrate_threshold(p_pass: &[f64], expert_pass: &[bool]) -> Option<Calibration> {
-    if p_pass.is_empty() || p_pass.len() != expert_pass.len() {
+    if p_pass.is_empty() || p_pass.len() != expert_pass.len() || !expert_pass.contains(&true) || !expert_pass.contains(&false) {
         return None;
     }
     let mut sorted: Vec<f64> = p_pass.iter().copied().filter(|p| !p.is_nan()).collect();
@@ -460,11 +461,10 @@ mod tests {
         let c = calibrate_threshold(&[0.9, 0.1], &[false, true]).unwrap();
         assert!(close(c.kappa.unwrap(), 0.0));
         assert!(close(c.accuracy, 0.5));
-        // With a constant expert, kappa is undefined only where the judge agrees on every pair,
-        // and -inf loses to the 0 of any threshold that splits the judge: 0.5 and 0.4 both split
-        // at accuracy 1/2, and 0.5 is closer to 0.5.
-        let c = calibrate_threshold(&[0.2, 0.6], &[true, true]).unwrap();
-        assert_eq!((c.threshold, c.kappa, c.accuracy), (0.5, Some(0.0), 0.5));
+        // A constant expert separates nothing: any threshold under the lowest P(PASS) matches
+        // every label, so none is calibrated.
+        assert_eq!(calibrate_threshold(&[0.2, 0.6], &[true, true]), None);
+        assert_eq!(calibrate_threshold(&[0.2, 0.6], &[false, false]), None);
         // NaN is always FAIL and is not a candidate.
         let c = calibrate_threshold(&[f64::NAN, 0.2, 0.8], &[false, false, true]).unwrap();
         assert!(close(c.kappa.unwrap(), 1.0));

@@ -13,6 +13,10 @@
 //! - FAIL rationales that do not cohere split the check by their clusters (one check per
 //!   cluster of two or more rationales), or drop it when they do not cluster and it also
 //!   disagrees with the expert or fails to separate.
+//! - Outputs the expert scored low that the set scores as high as the ones they scored high are
+//!   what no check looks for: the expert's notes on them, clustered by meaning, each become a
+//!   new check (at most `MAX_CHECKS_FROM_NOTES`). Notes are about many outputs, so the checks
+//!   written from them are about the task, not one input.
 //!
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
@@ -24,9 +28,11 @@ use crate::report::{fail_rationales, report, report_run, CheckReport, Separation
 use crate::static_analysis::constraint_check;
 use crate::taxonomy::{cluster, ErrorPoint};
 use crate::{stable_seed, Progress};
+use assay_core::metrics::mean;
 use assay_core::{Check, EvaluatorSet, Judgment};
-use assay_store::{ErrorId, Project, QuestionStatus, SetVersion, Severity, Store};
+use assay_store::{ErrorId, ItemId, Project, QuestionStatus, Run, RunId, SetVersion, Severity, Store};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Kappa under which a check disagrees with the expert (with at least `MIN_LABELS` labels).
 pub const LOW_KAPPA: f64 = 0.4;
@@ -39,6 +45,18 @@ pub const REVERSED_AUROC: f64 = 0.5;
 pub const INCOHERENT_SPREAD: f64 = 0.35;
 /// A calibrated threshold is adopted when it raises kappa by at least this much.
 pub const CALIBRATION_GAIN: f64 = 0.1;
+/// Most checks one refinement adds from the expert's notes on outputs the set misses.
+pub const MAX_CHECKS_FROM_NOTES: usize = 2;
+
+/// What one check-writer request of a refinement is for.
+enum Purpose {
+    /// Rewrite check `i`.
+    Rewrite(usize),
+    /// Group `g` of check `i`'s FAIL rationales becomes one of the checks it splits into.
+    Split(usize, usize),
+    /// Group `g` of the expert's notes on missed outputs becomes a new check.
+    FromNotes(usize),
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
@@ -77,13 +95,45 @@ struct Findings {
 /// refinement splits it along them, the workbench's check page shows them.
 pub fn fail_rationale_groups(embedder: &crate::Role, judgments: &[Judgment], check: &str) -> Result<Vec<Vec<String>>> {
     let rationales: Vec<String> = judgments.iter().filter(|j| j.check_id == check).flat_map(fail_rationales).map(str::to_string).collect();
-    if rationales.len() < 2 {
+    groups_by_meaning(embedder, &rationales)
+}
+
+/// `texts` clustered by meaning as discovery clusters errors: the groups of two or more,
+/// largest first, each most typical first (the rest are left out).
+fn groups_by_meaning(embedder: &crate::Role, texts: &[String]) -> Result<Vec<Vec<String>>> {
+    if texts.len() < 2 {
         return Ok(Vec::new());
     }
-    let vectors = embedder.embed(&rationales)?;
+    let vectors = embedder.embed(texts)?;
     let points: Vec<ErrorPoint> =
-        rationales.iter().zip(vectors).enumerate().map(|(n, (r, v))| ErrorPoint { id: ErrorId(n as i64), description: r.clone(), severity: Severity::Major, embedding: v }).collect();
-    Ok(cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| rationales[m].clone()).collect()).collect())
+        texts.iter().zip(vectors).enumerate().map(|(n, (t, v))| ErrorPoint { id: ErrorId(n as i64), description: t.clone(), severity: Severity::Major, embedding: v }).collect();
+    Ok(cluster(&points).leaves.into_iter().filter(|l| l.members.len() >= 2).map(|l| l.members.iter().map(|&m| texts[m].clone()).collect()).collect())
+}
+
+/// The expert's notes on the outputs the set misses: outputs the expert scored low (under the
+/// middle of their scores, with a note) that the set scores at least as high as the median of
+/// the outputs the expert scored high (the median: a few accepted outputs the set scores very
+/// high must not hide the rest). Those notes say, in the expert's words, what no check of the
+/// set looks for.
+fn missed_notes(store: &Store, run: &Run, judgments: &[Judgment]) -> Result<Vec<String>> {
+    let Some(dataset) = run.dataset else { return Ok(Vec::new()) };
+    let keys: HashMap<ItemId, String> = store.items(dataset)?.into_iter().map(|i| (i.id, i.fields.key)).collect();
+    let scores = store.score_labels(dataset)?;
+    let Some(middle) = scores.iter().map(|s| s.score).reduce(f64::min).zip(scores.iter().map(|s| s.score).reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0) else {
+        return Ok(Vec::new());
+    };
+    let set_score = |item: ItemId| -> Option<f64> {
+        let key = keys.get(&item)?;
+        let ps: Vec<f64> = judgments.iter().filter(|j| &j.item_id == key).map(|j| j.p_pass as f64).collect();
+        mean(&ps)
+    };
+    let mut accepted: Vec<f64> = scores.iter().filter(|s| s.score > middle).filter_map(|s| set_score(s.item)).collect();
+    if accepted.is_empty() {
+        return Ok(Vec::new());
+    }
+    accepted.sort_by(f64::total_cmp);
+    let bar = (accepted[(accepted.len() - 1) / 2] + accepted[accepted.len() / 2]) / 2.0;
+    Ok(scores.iter().filter(|s| s.score < middle && !s.note.trim().is_empty() && set_score(s.item).is_some_and(|p| p >= bar)).map(|s| s.note.trim().to_string()).collect())
 }
 
 /// Folds an expert's ruling into a check's pass criteria, verbatim, so the judge reads the
@@ -98,9 +148,14 @@ pub fn ruling_on_item(store: &Store, question: &assay_store::Question, ruling: &
     Ok(format!("{ruling}{on}"))
 }
 
-pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, seed: u64, progress: Progress) -> Result<RefineReport> {
+/// Refines `set` from the answered questions and the report of `run` (default: the set's latest
+/// finished judge run; without one, from the rulings alone).
+pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, run: Option<RunId>, seed: u64, progress: Progress) -> Result<RefineReport> {
     let config = ProjectConfig::of(project)?;
-    let run = report_run(store, project, set, None).ok();
+    let run = match run {
+        Some(id) => Some(report_run(store, project, set, Some(id))?),
+        None => report_run(store, project, set, None).ok(),
+    };
     let report: Option<SetReport> = run.as_ref().map(|r| report(store, backends, project, set, r, None)).transpose()?;
     let judgments: Vec<Judgment> = match &run {
         Some(r) => store.judgments(r.id)?,
@@ -165,10 +220,22 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         }
     }
 
-    // One batch of model calls: rewrites, then split checks.
+    // What the set misses, from the expert's notes: one check per cluster of notes (cross-output
+    // by construction), or one for all of them when they do not cluster.
+    let notes = match &run {
+        Some(r) => missed_notes(store, r, &judgments)?,
+        None => Vec::new(),
+    };
+    let mut note_groups = groups_by_meaning(&embedder, &notes)?;
+    if note_groups.is_empty() && notes.len() >= 2 {
+        note_groups.push(notes.clone());
+    }
+    note_groups.truncate(MAX_CHECKS_FROM_NOTES);
+
+    // One batch of model calls: rewrites, split checks, checks from the expert's notes.
     let prompt = &project.generation_prompt;
     let mut requests: Vec<ChatRequest> = Vec::new();
-    let mut purposes: Vec<(usize, Option<usize>)> = Vec::new(); // (check, split group)
+    let mut purposes: Vec<Purpose> = Vec::new();
     for (i, (c, f)) in set.set.checks.iter().zip(&findings).enumerate() {
         if f.drop.is_some() {
             continue;
@@ -178,34 +245,39 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 for (g, group) in groups.iter().enumerate() {
                     let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
                     requests.push(cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["split", &c.id, &g.to_string()])));
-                    purposes.push((i, Some(g)));
+                    purposes.push(Purpose::Split(i, g));
                 }
             }
             None if !f.rulings.is_empty() || !f.problems.is_empty() => {
                 let problem = if f.problems.is_empty() { "the expert's rulings below are not yet part of it".to_string() } else { f.problems.join("; ") };
                 requests.push(rewrite_request(prompt, c, &problem, &f.rulings, config.answer_tokens, stable_seed(seed, &["rewrite", &c.id])));
-                purposes.push((i, None));
+                purposes.push(Purpose::Rewrite(i));
             }
             None => {}
         }
+    }
+    for (g, group) in note_groups.iter().enumerate() {
+        let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
+        requests.push(cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string()])));
+        purposes.push(Purpose::FromNotes(g));
     }
     let answers = writer.chat(&requests, &mut |done| progress("rewriting checks", done, requests.len()))?;
     let mut unreadable = 0;
     let mut rewritten: Vec<Option<Check>> = vec![None; findings.len()];
     let mut splits: Vec<Vec<Check>> = vec![Vec::new(); findings.len()];
-    for ((i, group), answer) in purposes.into_iter().zip(answers) {
-        let old = &set.set.checks[i];
+    for (purpose, answer) in purposes.into_iter().zip(answers) {
         let parsed = answer.ok().as_deref().and_then(parse_check);
         unreadable += usize::from(parsed.is_none());
-        match group {
-            Some(g) => {
+        match purpose {
+            Purpose::Split(i, g) => {
+                let old = &set.set.checks[i];
                 let examples: Vec<String> = split_into[i].as_ref().map(|gs| gs[g].iter().take(3).cloned().collect()).unwrap_or_default();
                 let (question, criteria, fail_examples) =
                     parsed.unwrap_or_else(|| (format!("{} (in particular: {})", old.question, examples.first().cloned().unwrap_or_default()), old.pass_criteria.clone(), examples.clone()));
                 splits[i].push(Check { id: format!("{}-{}", old.id, (b'a' + g as u8) as char), name: old.name.clone(), question, pass_criteria: criteria, fail_examples, threshold: old.threshold });
             }
-            None => {
-                let mut check = old.clone();
+            Purpose::Rewrite(i) => {
+                let mut check = set.set.checks[i].clone();
                 if let Some((question, criteria, examples)) = parsed {
                     check.question = question;
                     check.pass_criteria = criteria;
@@ -214,6 +286,22 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                     }
                 }
                 rewritten[i] = Some(check);
+            }
+            // An unreadable answer adds nothing: a check built from the notes themselves would
+            // ask about one output's particulars.
+            Purpose::FromNotes(g) => {
+                let Some((question, pass_criteria, fail_examples)) = parsed else { continue };
+                let id = check_id(&format!("n{}", set.number + 1), &question);
+                if set.set.checks.iter().chain(&added).any(|c| c.question == question || c.id == id) {
+                    continue;
+                }
+                let group = &note_groups[g];
+                changes.push(Change {
+                    check: id.clone(),
+                    action: "added",
+                    why: format!("the set scores {} output(s) the expert rejected as high as those they accepted; the expert's note on one: {}", group.len(), group[0]),
+                });
+                added.push(Check { id, name: String::new(), question, pass_criteria, fail_examples, threshold: None });
             }
         }
     }
@@ -259,7 +347,10 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
 /// Problems the report shows for one check.
 fn diagnose(f: &mut Findings, c: &CheckReport) {
     if let Some(a) = c.agreement.filter(|a| a.n >= MIN_LABELS) {
-        match a.kappa {
+        // Against an expert of one verdict kappa is 0 whatever the judge does: accuracy says it.
+        let expert_pass = a.confusion.both_pass + a.confusion.expert_only_pass;
+        let one_verdict = expert_pass == 0 || expert_pass == a.n;
+        match a.kappa.filter(|_| !one_verdict) {
             Some(k) if k < LOW_KAPPA => f.problems.push(format!("low agreement with the expert (kappa {k:.2} on {} labels)", a.n)),
             None if a.accuracy < 0.8 => f.problems.push(format!("low agreement with the expert (accuracy {:.2} on {} labels)", a.accuracy, a.n)),
             _ => {}
@@ -348,6 +439,113 @@ mod tests {
         // Poor but not reversed: rewritten, kept.
         let weak = diagnosed(0.55, SeparationBasis::ExpertScores);
         assert!(weak.reversed.is_none() && weak.problems.len() == 1);
+    }
+
+    /// A scripted backend: every check of an output gets the P(PASS) its text holds, notes embed
+    /// by the problem they name (commas or not), and the check writer answers one check about
+    /// commas, keeping what it was asked.
+    #[derive(Default)]
+    struct Notes {
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl crate::backend::Backend for Notes {
+        fn chat(&self, _: &str, requests: &[ChatRequest], _: &mut dyn FnMut(usize)) -> Result<Vec<crate::backend::Completion>> {
+            self.asked.lock().unwrap().extend(requests.iter().map(|r| r.messages[1].content.clone()));
+            Ok(requests.iter().map(|_| Ok(r#"{"question": "Does the output avoid commas?", "pass_criteria": "No comma anywhere.", "fail_examples": []}"#.to_string())).collect())
+        }
+
+        fn judge(&self, _: &str, items: &[assay_core::JudgeItem], checks: &[Check], _: &assay_core::JudgeOptions, _: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
+            let judgment = |item: &assay_core::JudgeItem, c: &Check| {
+                let p: f32 = item.output.parse().unwrap();
+                Judgment {
+                    item_id: item.id.clone(),
+                    check_id: c.id.clone(),
+                    verdict: assay_core::Verdict::at(p, 0.5),
+                    p_pass: p,
+                    logprob_pass: 0.0,
+                    logprob_fail: 0.0,
+                    off_format_mass: 0.0,
+                    rationale: None,
+                    samples: vec![],
+                    flip_rate: None,
+                }
+            };
+            Ok(items.iter().map(|i| checks.iter().map(|c| judgment(i, c)).collect()).collect())
+        }
+
+        fn embed(&self, _: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|t| if t.contains("comma") { vec![1.0, 0.0] } else { vec![0.0, 1.0] }).collect())
+        }
+    }
+
+    #[test]
+    fn notes_on_outputs_the_set_misses_become_a_check() {
+        use assay_store::{NewItem, NewProject, ScoreLabel};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
+        let notes = std::sync::Arc::new(Notes::default());
+        let backends = Backends::new(notes.clone());
+        let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Answer in lowercase, without commas.".into(), ..Default::default() }).unwrap();
+        // Four outputs the expert accepts, three they reject; the set scores two of the rejected
+        // ones as high as the median accepted one (both about commas; one accepted output above
+        // them all must not hide them), the third low.
+        let outputs = [
+            ("a", "0.9", 1.0, "fine"),
+            ("b", "0.9", 1.0, "fine"),
+            ("c", "0.9", 1.0, "fine"),
+            ("g", "1.0", 1.0, "fine"),
+            ("d", "0.9", 0.0, "it uses commas"),
+            ("e", "0.9", 0.0, "a comma splice"),
+            ("f", "0.1", 0.0, "not lowercase"),
+        ];
+        let items: Vec<NewItem> = outputs.iter().map(|(k, o, _, _)| NewItem { key: k.to_string(), input: "Say hi.".into(), output: Some(o.to_string()), ..Default::default() }).collect();
+        let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
+        let check = Check { id: "c0".into(), name: String::new(), question: "Is it a greeting?".into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
+        let set = store.create_set_version(project.id, &EvaluatorSet::new(None, vec![check]).unwrap(), "scripted").unwrap();
+        let (run, _) = crate::start_judge_run(&mut store, &backends, &project, &set, &dataset, &assay_core::JudgeOptions::default()).unwrap();
+        crate::run_judging(&mut store, &backends, &project, run.id, 8, &mut |_, _, _| {}).unwrap();
+
+        // Without the expert's scores nothing is missed.
+        assert_eq!(refine(&mut store, &backends, &project, &set, Some(run.id), 0, &mut |_, _, _| {}).unwrap().to, None);
+
+        let ids = store.items(dataset.id).unwrap();
+        let scores: Vec<ScoreLabel> = ids.iter().zip(&outputs).map(|(i, (_, _, score, note))| ScoreLabel { item: i.id, score: *score, note: note.to_string() }).collect();
+        store.set_score_labels(&scores).unwrap();
+        let report = refine(&mut store, &backends, &project, &set, Some(run.id), 0, &mut |_, _, _| {}).unwrap();
+        assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+        let added = &report.changes[0];
+        assert_eq!((added.action, added.check.as_str()), ("added", "n2-avoid-commas"));
+        assert!(added.why.contains("2 output(s)"), "{}", added.why);
+        let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
+        assert_eq!(v2.set.checks.iter().map(|c| c.question.as_str()).collect::<Vec<_>>(), ["Is it a greeting?", "Does the output avoid commas?"]);
+
+        // The writer saw the notes on both missed outputs, and nothing of the one the set caught.
+        let asked = notes.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1);
+        assert!(asked[0].contains("it uses commas") && asked[0].contains("a comma splice") && !asked[0].contains("not lowercase"), "{}", asked[0]);
+
+        // A run of another set is refused rather than read.
+        let other = store.create_set_version(project.id, &EvaluatorSet::new(None, v2.set.checks[1..].to_vec()).unwrap(), "another").unwrap();
+        assert!(refine(&mut store, &backends, &project, &other, Some(run.id), 0, &mut |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn labels_of_one_verdict_are_read_by_accuracy_not_kappa() {
+        // The expert passed all 10 outputs, the judge 9: kappa is 0, agreement is fine.
+        let mut report = judged(0.7, SeparationBasis::ExpertScores);
+        let judge: Vec<bool> = (0..10).map(|i| i > 0).collect();
+        report.agreement = assay_core::metrics::agreement(&judge, &[true; 10]);
+        assert_eq!(report.agreement.as_ref().unwrap().kappa, Some(0.0));
+        let mut f = Findings::default();
+        diagnose(&mut f, &report);
+        assert!(f.problems.is_empty() && f.threshold.is_none(), "{:?}", f.problems);
+        // The judge failing 3 of them is low agreement, said as accuracy.
+        let judge: Vec<bool> = (0..10).map(|i| i > 2).collect();
+        report.agreement = assay_core::metrics::agreement(&judge, &[true; 10]);
+        let mut f = Findings::default();
+        diagnose(&mut f, &report);
+        assert_eq!(f.problems, ["low agreement with the expert (accuracy 0.70 on 10 labels)"]);
     }
 
     #[test]

@@ -263,7 +263,7 @@ fn project_paths(limits: &Limits) -> Value {
             "requestBody": body(json!({"type": "object", "required": ["labels"], "properties": {"dataset": {"$ref": "#/components/schemas/Name", "description": "Default: the project's most recent dataset"}, "labels": {"type": "array", "minItems": 1, "items": label, "description": "Items of the dataset"}}})),
             "responses": ok("{dataset, check_labels, score_labels}", "application/json")}},
         "/v1/projects/{project}/refine": {"post": {"summary": "A new evaluator-set version from rulings and the latest report (`assay refine`); waits for it", "parameters": parameters(&project, &[]),
-            "requestBody": body(json!({"type": "object", "properties": {"set": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Default: the latest version"}, "seed": schema("Seed")}})),
+            "requestBody": body(json!({"type": "object", "properties": {"set": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Default: the latest version"}, "seed": schema("Seed"), "run": {"allOf": [schema("Id")], "description": "Judge run whose report refinement reads. Default: the set's latest finished judge run"}}})),
             "responses": ok("{from, to (null: no new version), changes: [{check, action, why}], unreadable_rewrites}", "application/json")}}
     });
     for (path, item) in loop_paths.as_object().expect("an object") {

@@ -1019,6 +1019,8 @@ pub(crate) struct Refine {
     pub(crate) set: Option<u32>,
     /// Seed of the check writer.
     pub(crate) seed: Option<u64>,
+    /// Judge run whose report refinement reads. Default: the set's latest finished judge run.
+    pub(crate) run: Option<i64>,
 }
 
 /// A new version from the rulings and the latest report: `POST /v1/.../refine` and the
@@ -1026,7 +1028,7 @@ pub(crate) struct Refine {
 pub(crate) fn refine_version(store: &mut Store, backends: &Backends, name: &str, req: &Refine) -> Result<RefineReport, ApiError> {
     let project = store.project_by_name(name)?;
     let set = store.set_version_or_latest(&project, req.set)?;
-    Ok(refine(store, backends, &project, &set, req.seed.unwrap_or(0), &mut |_, _, _| {})?)
+    Ok(refine(store, backends, &project, &set, req.run.map(RunId), req.seed.unwrap_or(0), &mut |_, _, _| {})?)
 }
 
 /// Waits for the refinement: a few check-writer calls, far shorter than a run.

@@ -168,16 +168,26 @@ fn ifeval(dir: &Path, items: usize) -> Result<Vec<LabelledItem>> {
         if ids.is_empty() || ids.len() != followed.len() {
             continue;
         }
-        let missed: Vec<&str> = ids.iter().zip(&followed).filter(|(_, ok)| !**ok).map(|(id, _)| *id).collect();
+        let missed: Vec<String> = ids.iter().zip(&followed).filter(|(_, ok)| !**ok).map(|(id, _)| instruction_words(id)).collect();
         let good = missed.is_empty();
         let note = if good {
-            format!("IFEval verifier (strict): the response follows every instruction of the prompt ({}).", ids.join(", "))
+            format!("IFEval verifier (strict): the response follows every instruction of the prompt ({}).", ids.iter().map(|id| instruction_words(id)).collect::<Vec<_>>().join("; "))
         } else {
-            format!("IFEval verifier (strict): the response does not follow the prompt's instructions {}.", missed.join(", "))
+            format!("IFEval verifier (strict): the response does not follow the prompt's instructions on {}.", missed.join("; "))
         };
         kinds[usize::from(good)].push(LabelledItem { item: item(key.clone(), prompt, response), group: key.clone(), good, note, recall: None });
     }
     Ok(balanced(kinds, items))
+}
+
+/// An IFEval instruction id in words, as an expert would name it: `change_case:english_lowercase`
+/// becomes "change case (english lowercase)".
+fn instruction_words(id: &str) -> String {
+    let words = |s: &str| s.replace('_', " ");
+    match id.split_once(':') {
+        Some((kind, which)) => format!("{} ({})", words(kind), words(which)),
+        None => words(id),
+    }
 }
 
 /// MEDEC validation: clinical notes, acceptable without the injected error.
@@ -279,6 +289,15 @@ mod tests {
 
     fn data() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    }
+
+    #[test]
+    fn ifeval_instructions_are_named_in_words() {
+        assert_eq!(instruction_words("change_case:english_lowercase"), "change case (english lowercase)");
+        assert_eq!(instruction_words("no_id"), "no id");
+        let b = load("ifeval", &data(), 12, 7, 0.5).unwrap();
+        let bad = b.train.iter().chain(&b.test).find(|i| !i.good).unwrap();
+        assert!(bad.note.contains("instructions on ") && !bad.note.contains('_'), "{}", bad.note);
     }
 
     #[test]

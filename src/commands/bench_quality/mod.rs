@@ -31,7 +31,7 @@ use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::refine::refine;
 use assay_pipeline::simulated_expert::answer_from_labels;
 use assay_pipeline::{discover, run_judging, start_judge_run, Backends, DiscoverOptions, GeneratorConfig, ProjectConfig, PromptVariant, RoleModel, Roles};
-use assay_store::{Dataset, NewProject, Project, SetVersion, Store};
+use assay_store::{Dataset, NewProject, Project, RunId, SetVersion, Store};
 use bootstrap::{headline, resample, Unit};
 use datasets::{Benchmark, LabelledItem, Metric};
 use serde::Serialize;
@@ -160,7 +160,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let mut conditions = Vec::new();
     let bench_set = |store: &mut Store, conditions: &mut Vec<ConditionResult>, condition: &str, set: &SetVersion, since: Instant| -> Result<Judged> {
         eprintln!("  ({condition}) v{}: {} checks", set.number, set.set.checks.len());
-        let judged = judge(store, backends, &project, set, &test, options)?;
+        let (_, judged) = judge(store, backends, &project, set, &test, options)?;
         conditions.push(score(condition, set, &judged, &bench.test, bench.metric, None, since.elapsed().as_secs_f64()));
         Ok(judged)
     };
@@ -179,25 +179,27 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let mut set = store.set_version(project.id, found?.set_version)?;
     let discovered = bench_set(store, &mut conditions, "c discovered", &set, since)?;
 
-    let mut on_train = None;
+    // The train run of the set in hand and its headline figure: refinement reads that run's
+    // report (the set's latest run is the test split's, which has no labels in the store).
+    let mut on_train: Option<(RunId, Option<f64>)> = None;
     for round in 1..=args.rounds {
         let since = Instant::now();
         let records = simulated_labels(&bench.train, &set.set.checks);
         let (labels, scores) = labels_of(&records, &store.items(train.id)?)?;
         store.set_check_labels(&labels)?;
         store.set_score_labels(&scores)?;
-        let train_figure = match on_train.take() {
-            Some(figure) => figure,
+        let (train_run, train_figure) = match on_train.take() {
+            Some(on_train) => on_train,
             None => {
-                let judged_train = judge(store, backends, &project, &set, &train, options)?;
+                let (run, judged_train) = judge(store, backends, &project, &set, &train, options)?;
                 let weights = separation_weights(&set.set.checks, &judged_train, &bench.train);
                 conditions.push(score("c weighted", &set, &discovered, &bench.test, bench.metric, weights.as_ref(), 0.0));
-                headline(&units(&judged_train, &bench.train, bench.metric, None))
+                (run, headline(&units(&judged_train, &bench.train, bench.metric, None)))
             }
         };
         let answered = answer_from_labels(store, &project, &train, &records, SIMULATED)?;
         let mut line = super::ProgressLine::new();
-        let refined = refine(store, backends, &project, &set, args.split_seed, &mut |stage, done, total| line.update(stage, done, total));
+        let refined = refine(store, backends, &project, &set, Some(train_run), args.split_seed, &mut |stage, done, total| line.update(stage, done, total));
         line.finish();
         let refined = refined?;
         eprintln!("  round {round}: {} question(s) answered; refine: {}", answered.answered.len(), refined.changes.iter().map(|c| format!("{} {}", c.action, c.check)).collect::<Vec<_>>().join(", "));
@@ -206,7 +208,8 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
             break;
         };
         let refined = store.set_version(project.id, to)?;
-        let figure = headline(&units(&judge(store, backends, &project, &refined, &train, options)?, &bench.train, bench.metric, None));
+        let (refined_run, judged_train) = judge(store, backends, &project, &refined, &train, options)?;
+        let figure = headline(&units(&judged_train, &bench.train, bench.metric, None));
         let shown = |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{f:.3}"));
         if figure.unwrap_or(f64::NEG_INFINITY) <= train_figure.unwrap_or(f64::NEG_INFINITY) {
             eprintln!(
@@ -221,7 +224,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         }
         eprintln!("  round {round}: v{} ranks the train outputs better than v{} ({} vs {})", refined.number, set.number, shown(figure), shown(train_figure));
         set = refined;
-        on_train = Some(figure);
+        on_train = Some((refined_run, figure));
         bench_set(store, &mut conditions, &format!("d round {round}"), &set, since)?;
     }
     let resampled = resample(&conditions.iter().map(|c| c.units.clone()).collect::<Vec<_>>(), RESAMPLES, args.split_seed);
@@ -272,8 +275,8 @@ fn separation_weights(checks: &[Check], judged: &Judged, train: &[LabelledItem])
     weights.values().any(|w| *w > 0.0).then_some(weights)
 }
 
-/// Judges `dataset` with `set`; the judgments by item key.
-fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<Judged> {
+/// Judges `dataset` with `set`; the run and its judgments by item key.
+fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVersion, dataset: &Dataset, options: &JudgeOptions) -> Result<(RunId, Judged)> {
     let (run, _) = start_judge_run(store, backends, project, set, dataset, options)?;
     let mut line = super::ProgressLine::new();
     let report = run_judging(store, backends, project, run.id, assay_pipeline::DEFAULT_CHUNK_ITEMS, &mut |stage, done, total| line.update(stage, done, total));
@@ -283,7 +286,7 @@ fn judge(store: &mut Store, backends: &Backends, project: &Project, set: &SetVer
     for j in store.judgments(report.run.id)? {
         by_item.entry(j.item_id.clone()).or_default().push(j);
     }
-    Ok(by_item)
+    Ok((report.run.id, by_item))
 }
 
 /// The test split's figures for one set; an output's score is the mean P(PASS) of its checks,

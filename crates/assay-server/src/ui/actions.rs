@@ -272,7 +272,7 @@ pub(crate) async fn check_action(State(state): State<AppState>, headers: HeaderM
     let name = project.clone();
     let refined = waited_for(&state, move |store, backends| {
         rule_on_check(store, &name, &check, &req)?;
-        refine_version(store, backends, &name, &Refine { set: None, seed: None })
+        refine_version(store, backends, &name, &Refine { set: None, seed: None, run: None })
     })
     .await?;
     Ok(refined_to(&project, &refined))
@@ -294,7 +294,7 @@ pub(crate) struct RefineForm {
 
 /// Refines the version; shows the diff to the new one (or the version, when nothing changed).
 pub(crate) async fn refine(State(state): State<AppState>, ApiPath(project): ApiPath<String>, Form(form): Form<RefineForm>) -> Action {
-    let req = Refine { set: number("set", &form.set)?, seed: None };
+    let req = Refine { set: number("set", &form.set)?, seed: None, run: None };
     let name = project.clone();
     let refined = waited_for(&state, move |store, backends| refine_version(store, backends, &name, &req)).await?;
     Ok(refined_to(&project, &refined))

@@ -25,21 +25,6 @@ pub fn cluster_request(task_prompt: &str, errors: &[&str], max_tokens: usize, se
     request(user, max_tokens, seed)
 }
 
-/// Asks for a check that catches what the expert's `notes` (on outputs they rejected) object to.
-/// The answer is begun for the writer as "Is the output free of": a small writer otherwise
-/// often asks whether the output *has* the problem, a question whose yes (PASS) is the bad case.
-pub fn notes_request(task_prompt: &str, notes: &[&str], max_tokens: usize, seed: u64) -> ChatRequest {
-    let listed: String = notes.iter().map(|n| format!("- {n}\n")).collect();
-    let user = format!(
-        "Task instructions:\n{task_prompt}\n\nThe expert rejected outputs of the task, saying:\n{listed}\n\
-         Write one yes/no question that detects this kind of problem in any output of the task, whatever its input. PASS means the output is free of it.\n{FORMAT}"
-    );
-    ChatRequest { answer_prefix: format!("{{\"question\": \"{FREE_OF}"), ..request(user, max_tokens, seed) }
-}
-
-/// How a question written from the expert's notes begins.
-const FREE_OF: &str = "Is the output free of ";
-
 /// Asks for a rewrite of `check` that fixes `problem`; `rulings` are the expert's words.
 pub fn rewrite_request(task_prompt: &str, check: &Check, problem: &str, rulings: &[String], max_tokens: usize, seed: u64) -> ChatRequest {
     let rulings: String = rulings.iter().map(|r| format!("- {r}\n")).collect();
@@ -127,15 +112,6 @@ mod tests {
         assert!(parse_check("no json").is_none());
         // Cut off after the question: still a check.
         assert_eq!(parse_check(r#"{"question": "Is it short?", "pass_criteria": "under 50 wo"#).unwrap().0, "Is it short?");
-    }
-
-    #[test]
-    fn a_question_from_notes_is_begun_so_that_pass_is_the_good_case() {
-        let r = notes_request("Answer.", &["it uses commas", "a comma splice"], 64, 1);
-        assert_eq!(r.answer_prefix, "{\"question\": \"Is the output free of ");
-        assert!(r.messages[1].content.contains("- it uses commas\n- a comma splice\n"), "{}", r.messages[1].content);
-        let answer = format!("{}commas?\", \"pass_criteria\": \"none\"}}", r.answer_prefix);
-        assert_eq!(parse_check(&answer).unwrap().0, "Is the output free of commas?");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
 use crate::backend::{Backends, ChatRequest};
-use crate::check_writer::{check_id, cluster_request, notes_request, parse_check, rewrite_request};
+use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
 use crate::report::{fail_rationales, report, report_run, CheckReport, SeparationBasis, SetReport};
@@ -258,7 +258,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     }
     for (g, group) in note_groups.iter().enumerate() {
         let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
-        requests.push(notes_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string()])));
+        requests.push(cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string()])));
         purposes.push(Purpose::FromNotes(g));
     }
     let answers = writer.chat(&requests, &mut |done| progress("rewriting checks", done, requests.len()))?;
@@ -452,7 +452,7 @@ mod tests {
     impl crate::backend::Backend for Notes {
         fn chat(&self, _: &str, requests: &[ChatRequest], _: &mut dyn FnMut(usize)) -> Result<Vec<crate::backend::Completion>> {
             self.asked.lock().unwrap().extend(requests.iter().map(|r| r.messages[1].content.clone()));
-            Ok(requests.iter().map(|r| Ok(format!(r#"{}commas?", "pass_criteria": "No comma anywhere.", "fail_examples": []}}"#, r.answer_prefix))).collect())
+            Ok(requests.iter().map(|_| Ok(r#"{"question": "Does the output avoid commas?", "pass_criteria": "No comma anywhere.", "fail_examples": []}"#.to_string())).collect())
         }
 
         fn judge(&self, _: &str, items: &[assay_core::JudgeItem], checks: &[Check], _: &assay_core::JudgeOptions, _: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
@@ -515,10 +515,10 @@ mod tests {
         let report = refine(&mut store, &backends, &project, &set, Some(run.id), 0, &mut |_, _, _| {}).unwrap();
         assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
         let added = &report.changes[0];
-        assert_eq!((added.action, added.check.as_str()), ("added", "n2-commas"));
+        assert_eq!((added.action, added.check.as_str()), ("added", "n2-avoid-commas"));
         assert!(added.why.contains("2 output(s)"), "{}", added.why);
         let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
-        assert_eq!(v2.set.checks.iter().map(|c| c.question.as_str()).collect::<Vec<_>>(), ["Is it a greeting?", "Is the output free of commas?"]);
+        assert_eq!(v2.set.checks.iter().map(|c| c.question.as_str()).collect::<Vec<_>>(), ["Is it a greeting?", "Does the output avoid commas?"]);
 
         // The writer saw the notes on both missed outputs, and nothing of the one the set caught.
         let asked = notes.asked.lock().unwrap().clone();

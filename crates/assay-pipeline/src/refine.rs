@@ -13,8 +13,8 @@
 //! - FAIL rationales that do not cohere split the check by their clusters (one check per
 //!   cluster of two or more rationales), or drop it when they do not cluster and it also
 //!   disagrees with the expert or fails to separate.
-//! - Outputs the expert scored low that the set scores as high as the ones they scored high are
-//!   what no check looks for: the expert's notes on them, clustered by meaning, each become a
+//! - Outputs the expert scored low that the set scores as high as the median one they scored
+//!   high are what no check looks for: the expert's notes on them, clustered by meaning, each become a
 //!   new check (at most `MAX_CHECKS_FROM_NOTES`). Notes are about many outputs, so the checks
 //!   written from them are about the task, not one input.
 //!
@@ -122,11 +122,11 @@ fn missed_notes(store: &Store, run: &Run, judgments: &[Judgment]) -> Result<Vec<
     let Some(middle) = scores.iter().map(|s| s.score).reduce(f64::min).zip(scores.iter().map(|s| s.score).reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0) else {
         return Ok(Vec::new());
     };
-    let set_score = |item: ItemId| -> Option<f64> {
-        let key = keys.get(&item)?;
-        let ps: Vec<f64> = judgments.iter().filter(|j| &j.item_id == key).map(|j| j.p_pass as f64).collect();
-        mean(&ps)
-    };
+    let mut by_item: HashMap<&str, Vec<f64>> = HashMap::new();
+    for j in judgments {
+        by_item.entry(j.item_id.as_str()).or_default().push(j.p_pass as f64);
+    }
+    let set_score = |item: ItemId| keys.get(&item).and_then(|key| mean(by_item.get(key.as_str())?));
     let mut accepted: Vec<f64> = scores.iter().filter(|s| s.score > middle).filter_map(|s| set_score(s.item)).collect();
     if accepted.is_empty() {
         return Ok(Vec::new());

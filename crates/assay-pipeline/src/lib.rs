@@ -63,3 +63,20 @@ pub fn stable_seed(seed: u64, parts: &[&str]) -> u64 {
     }
     hash
 }
+
+/// A judgment as scripted test backends make it: `p` as P(PASS), the verdict at 0.5, nothing else.
+#[cfg(test)]
+pub(crate) fn scripted_judgment(item: &str, check: &str, p: f32) -> assay_core::Judgment {
+    assay_core::Judgment {
+        item_id: item.into(),
+        check_id: check.into(),
+        verdict: assay_core::Verdict::at(p, 0.5),
+        p_pass: p,
+        logprob_pass: 0.0,
+        logprob_fail: 0.0,
+        off_format_mass: 0.0,
+        rationale: None,
+        samples: vec![],
+        flip_rate: None,
+    }
+}

@@ -399,18 +399,7 @@ pub(crate) mod tests {
                         .enumerate()
                         .map(|(k, c)| {
                             let p = if number(&item.output) > k as i64 { 0.9 } else { 0.1 };
-                            Judgment {
-                                item_id: item.id.clone(),
-                                check_id: c.id.clone(),
-                                verdict: Verdict::at(p, 0.5),
-                                p_pass: p,
-                                logprob_pass: 0.0,
-                                logprob_fail: 0.0,
-                                off_format_mass: 0.0,
-                                rationale: None,
-                                samples: vec![],
-                                flip_rate: None,
-                            }
+                            crate::scripted_judgment(&item.id, &c.id, p)
                         })
                         .collect()
                 })

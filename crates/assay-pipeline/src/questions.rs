@@ -82,18 +82,7 @@ mod tests {
     use super::*;
 
     fn judgment(p: f32, flip: Option<f32>) -> Judgment {
-        Judgment {
-            item_id: "i".into(),
-            check_id: "c".into(),
-            verdict: if p >= 0.5 { Verdict::Pass } else { Verdict::Fail },
-            p_pass: p,
-            logprob_pass: 0.0,
-            logprob_fail: 0.0,
-            off_format_mass: 0.0,
-            rationale: None,
-            samples: vec![],
-            flip_rate: flip,
-        }
+        Judgment { flip_rate: flip, ..crate::scripted_judgment("i", "c", p) }
     }
 
     #[test]

@@ -456,21 +456,7 @@ mod tests {
         }
 
         fn judge(&self, _: &str, items: &[assay_core::JudgeItem], checks: &[Check], _: &assay_core::JudgeOptions, _: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
-            let judgment = |item: &assay_core::JudgeItem, c: &Check| {
-                let p: f32 = item.output.parse().unwrap();
-                Judgment {
-                    item_id: item.id.clone(),
-                    check_id: c.id.clone(),
-                    verdict: assay_core::Verdict::at(p, 0.5),
-                    p_pass: p,
-                    logprob_pass: 0.0,
-                    logprob_fail: 0.0,
-                    off_format_mass: 0.0,
-                    rationale: None,
-                    samples: vec![],
-                    flip_rate: None,
-                }
-            };
+            let judgment = |item: &assay_core::JudgeItem, c: &Check| crate::scripted_judgment(&item.id, &c.id, item.output.parse().unwrap());
             Ok(items.iter().map(|i| checks.iter().map(|c| judgment(i, c)).collect()).collect())
         }
 

@@ -52,9 +52,7 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     let (Some(set), Some(dataset)) = (this.set_version, this.dataset) else {
         return Err(PipelineError::Invalid(format!("run {run} is a {} run, not a judge run", this.kind)));
     };
-    let options: JudgeOptions = serde_json::from_value(this.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
-    // Stored by an older build, options past today's bounds fail the run instead of the process.
-    options.validate().map_err(|e| PipelineError::Invalid(format!("run {run}'s stored options: {e}")))?;
+    let options = run_options(&this)?;
     let config = ProjectConfig::of(project)?;
     let judge = backends.role(&config.roles.judge)?;
     let set = store.set_version_by_id(set)?;
@@ -69,6 +67,15 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     let judged_now = judged_now?;
     let questions = raise_ambiguities(store, project, run)?;
     Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
+}
+
+/// The judge options a judge run was started with.
+pub fn run_options(run: &Run) -> Result<JudgeOptions> {
+    let invalid = |e: String| PipelineError::Invalid(format!("run {}'s stored options: {e}", run.id));
+    let options: JudgeOptions = serde_json::from_value(run.params["options"].clone()).map_err(|e| invalid(e.to_string()))?;
+    // Stored by an older build, options past today's bounds fail the run instead of the process.
+    options.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(options)
 }
 
 /// Copies into `run` the judgments that finished runs with the same dataset and parameters

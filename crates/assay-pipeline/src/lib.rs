@@ -24,6 +24,7 @@ pub mod lenient_json;
 pub mod optimise;
 pub mod plots;
 pub mod preview;
+pub mod probe;
 pub mod questions;
 pub mod refine;
 pub mod report;

@@ -11,7 +11,7 @@ use crate::error::{PipelineError, Result};
 use crate::refine::{fold_ruling, ruling_on_item};
 use crate::report::report_run;
 use assay_core::metrics::cohen_kappa;
-use assay_core::{JudgeOptions, Verdict};
+use assay_core::Verdict;
 use assay_store::{Project, Question, SetVersion, Store};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ pub fn preview_ruling(store: &Store, backends: &Backends, project: &Project, set
     let check = set.set.checks.iter().find(|c| c.id == key).ok_or_else(|| PipelineError::Invalid(format!("check '{key}' is not in v{}", set.number)))?;
     let run = report_run(store, project, set, None)?;
     let dataset = run.dataset.ok_or_else(|| PipelineError::Invalid(format!("run {} has no dataset", run.id)))?;
-    let options: JudgeOptions = serde_json::from_value(run.params["options"].clone()).map_err(|e| PipelineError::Invalid(format!("run {}'s stored options: {e}", run.id)))?;
+    let options = crate::judge_run::run_options(&run)?;
     let mut folded = check.clone();
     fold_ruling(&mut folded, &ruling_on_item(store, question, ruling)?);
 

@@ -17,6 +17,12 @@
 //!   high are what no check looks for: the expert's notes on them, clustered by meaning, each become a
 //!   new check (at most `MAX_CHECKS_FROM_NOTES`). Notes are about many outputs, so the checks
 //!   written from them are about the task, not one input.
+//! - New wordings are measured before they are adopted (`probe`): judged on the outputs the
+//!   expert scored. Of the `NOTE_CANDIDATES` drafts per cluster of notes, the one that best
+//!   separates the expert's high and low scores is added, and only when it separates them
+//!   (AUROC at least `POOR_AUROC`): a question whose yes is the bad case, or one about a single
+//!   output, shows there. A rewrite that separates them worse than the wording it replaces is
+//!   not adopted (rulings are still folded in).
 //!
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
@@ -24,6 +30,7 @@ use crate::backend::{Backends, ChatRequest};
 use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
+use crate::probe::ScoredOutputs;
 use crate::report::{fail_rationales, report, report_run, CheckReport, SeparationBasis, SetReport};
 use crate::static_analysis::constraint_check;
 use crate::taxonomy::{cluster, ErrorPoint};
@@ -47,6 +54,10 @@ pub const INCOHERENT_SPREAD: f64 = 0.35;
 pub const CALIBRATION_GAIN: f64 = 0.1;
 /// Most checks one refinement adds from the expert's notes on outputs the set misses.
 pub const MAX_CHECKS_FROM_NOTES: usize = 2;
+/// Checks the writer drafts per cluster of notes: its greedy answer and sampled ones.
+pub const NOTE_CANDIDATES: usize = 3;
+/// Sampling temperature of the drafts after the first: varied wording, still on the task.
+const CANDIDATE_TEMPERATURE: f32 = 0.8;
 
 /// What one check-writer request of a refinement is for.
 enum Purpose {
@@ -54,7 +65,7 @@ enum Purpose {
     Rewrite(usize),
     /// Group `g` of check `i`'s FAIL rationales becomes one of the checks it splits into.
     Split(usize, usize),
-    /// Group `g` of the expert's notes on missed outputs becomes a new check.
+    /// Group `g` of the expert's notes on missed outputs: one draft of its new check.
     FromNotes(usize),
 }
 
@@ -74,6 +85,21 @@ pub struct RefineReport {
     /// Rewrites whose check writer answer was unreadable (the check kept its question; rulings
     /// were still appended).
     pub unreadable_rewrites: usize,
+    /// New wordings (drafts from the expert's notes, rewrites), as measured on the outputs the
+    /// expert scored (`probe`).
+    pub probed: Vec<Probed>,
+}
+
+/// A new wording of a check and how well it separates the expert's scored outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probed {
+    pub check: String,
+    pub question: String,
+    /// AUROC of its P(PASS) on the outputs the expert scored high vs low.
+    pub auroc: Option<f64>,
+    /// A rewrite's: the AUROC of the wording it would replace, on the same outputs.
+    pub replaces: Option<f64>,
+    pub adopted: bool,
 }
 
 /// What is wrong with one check, gathered before any model call.
@@ -258,13 +284,20 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     }
     for (g, group) in note_groups.iter().enumerate() {
         let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
-        requests.push(cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string()])));
-        purposes.push(Purpose::FromNotes(g));
+        for draft in 0..NOTE_CANDIDATES {
+            let mut request = cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string(), &draft.to_string()]));
+            if draft > 0 {
+                request.params.temperature = CANDIDATE_TEMPERATURE;
+            }
+            requests.push(request);
+            purposes.push(Purpose::FromNotes(g));
+        }
     }
     let answers = writer.chat(&requests, &mut |done| progress("rewriting checks", done, requests.len()))?;
     let mut unreadable = 0;
     let mut rewritten: Vec<Option<Check>> = vec![None; findings.len()];
     let mut splits: Vec<Vec<Check>> = vec![Vec::new(); findings.len()];
+    let mut drafts: Vec<(usize, Check)> = Vec::new();
     for (purpose, answer) in purposes.into_iter().zip(answers) {
         let parsed = answer.ok().as_deref().and_then(parse_check);
         unreadable += usize::from(parsed.is_none());
@@ -277,31 +310,64 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 splits[i].push(Check { id: format!("{}-{}", old.id, (b'a' + g as u8) as char), name: old.name.clone(), question, pass_criteria: criteria, fail_examples, threshold: old.threshold });
             }
             Purpose::Rewrite(i) => {
-                let mut check = set.set.checks[i].clone();
-                if let Some((question, criteria, examples)) = parsed {
-                    check.question = question;
-                    check.pass_criteria = criteria;
-                    if !examples.is_empty() {
-                        check.fail_examples = examples;
-                    }
-                }
-                rewritten[i] = Some(check);
+                let Some((question, pass_criteria, examples)) = parsed else { continue };
+                let old = &set.set.checks[i];
+                let fail_examples = if examples.is_empty() { old.fail_examples.clone() } else { examples };
+                rewritten[i] = Some(Check { question, pass_criteria, fail_examples, ..old.clone() });
             }
             // An unreadable answer adds nothing: a check built from the notes themselves would
             // ask about one output's particulars.
             Purpose::FromNotes(g) => {
                 let Some((question, pass_criteria, fail_examples)) = parsed else { continue };
                 let id = check_id(&format!("n{}", set.number + 1), &question);
-                if set.set.checks.iter().chain(&added).any(|c| c.question == question || c.id == id) {
+                if set.set.checks.iter().chain(&added).chain(drafts.iter().map(|(_, c)| c)).any(|c| c.question == question || c.id == id) {
                     continue;
                 }
-                let group = &note_groups[g];
-                changes.push(Change {
-                    check: id.clone(),
-                    action: "added",
-                    why: format!("the set scores {} output(s) the expert rejected as high as those they accepted; the expert's note on one: {}", group.len(), group[0]),
-                });
-                added.push(Check { id, name: String::new(), question, pass_criteria, fail_examples, threshold: None });
+                drafts.push((g, Check { id, name: String::new(), question, pass_criteria, fail_examples, threshold: None }));
+            }
+        }
+    }
+
+    // New wordings, measured on the expert's scored outputs (with the run's judge options):
+    // per cluster of notes, the draft that separates them best, if it separates them; a rewrite,
+    // unless it separates them worse than the wording it replaces.
+    let mut probed = Vec::new();
+    if let Some(run) = &run {
+        let scored = ScoredOutputs::of_run(store, run)?;
+        let rewrites: Vec<usize> = (0..rewritten.len()).filter(|&i| rewritten[i].is_some()).collect();
+        let new: Vec<Check> = drafts.iter().map(|(_, c)| c.clone()).chain(rewrites.iter().filter_map(|&i| rewritten[i].clone())).collect();
+        let auroc = scored.probe(&backends.role(&config.roles.judge)?, &new, progress)?;
+        let (of_drafts, of_rewrites) = auroc.split_at(drafts.len());
+        for (g, group) in note_groups.iter().enumerate() {
+            let best = (0..drafts.len()).filter(|&d| drafts[d].0 == g).max_by(|&a, &b| of_drafts[a].unwrap_or(f64::MIN).total_cmp(&of_drafts[b].unwrap_or(f64::MIN)));
+            let Some(best) = best.filter(|&d| of_drafts[d].is_some_and(|a| a >= POOR_AUROC)) else { continue };
+            let check = drafts[best].1.clone();
+            changes.push(Change {
+                check: check.id.clone(),
+                action: "added",
+                why: format!(
+                    "the set scores {} output(s) the expert rejected as high as those they accepted; the expert's note on one: {}; it separates the expert's scored outputs (AUROC {:.2})",
+                    group.len(),
+                    group[0],
+                    of_drafts[best].unwrap_or(f64::NAN)
+                ),
+            });
+            added.push(check);
+        }
+        probed.extend(drafts.iter().zip(of_drafts).map(|((_, c), auroc)| Probed {
+            check: c.id.clone(),
+            question: c.question.clone(),
+            auroc: *auroc,
+            replaces: None,
+            adopted: added.iter().any(|a| a.id == c.id),
+        }));
+        for (&i, &auroc) in rewrites.iter().zip(of_rewrites) {
+            let replaces = scored.auroc_of(&judgments, &set.set.checks[i].id);
+            let adopted = !matches!((auroc, replaces), (Some(new), Some(old)) if new < old);
+            let Some(check) = rewritten[i].as_ref() else { continue };
+            probed.push(Probed { check: check.id.clone(), question: check.question.clone(), auroc, replaces, adopted });
+            if !adopted {
+                rewritten[i] = None;
             }
         }
     }
@@ -323,6 +389,9 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             fold_ruling(&mut check, ruling);
         }
         let mut why: Vec<String> = f.problems.clone();
+        if let Some(Probed { auroc: Some(new), replaces: Some(was), .. }) = probed.iter().find(|p| p.adopted && p.check == old.id) {
+            why.push(format!("the new wording separates the expert's scored outputs at AUROC {new:.2} (was {was:.2})"));
+        }
         if !f.rulings.is_empty() {
             why.push(format!("{} expert ruling(s) folded in", f.rulings.len()));
         }
@@ -337,11 +406,11 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     }
     checks.extend(added);
     if changes.is_empty() || checks.is_empty() {
-        return Ok(RefineReport { from: set.number, to: None, changes: if checks.is_empty() { changes } else { Vec::new() }, unreadable_rewrites: unreadable });
+        return Ok(RefineReport { from: set.number, to: None, changes: if checks.is_empty() { changes } else { Vec::new() }, unreadable_rewrites: unreadable, probed });
     }
     let reason = format!("refined from v{}: {}", set.number, changes.iter().map(|c| format!("{} {} ({})", c.check, c.action, c.why)).collect::<Vec<_>>().join("; "));
     let version = store.create_set_version(project.id, &EvaluatorSet::new(None, checks)?, &reason)?;
-    Ok(RefineReport { from: set.number, to: Some(version.number), changes, unreadable_rewrites: unreadable })
+    Ok(RefineReport { from: set.number, to: Some(version.number), changes, unreadable_rewrites: unreadable, probed })
 }
 
 /// Problems the report shows for one check.
@@ -441,22 +510,44 @@ mod tests {
         assert!(weak.reversed.is_none() && weak.problems.len() == 1);
     }
 
-    /// A scripted backend: every check of an output gets the P(PASS) its text holds, notes embed
-    /// by the problem they name (commas or not), and the check writer answers one check about
-    /// commas, keeping what it was asked.
-    #[derive(Default)]
+    /// A scripted backend: every check of an output gets the P(PASS) its text holds (one minus
+    /// it for a check asking whether the output *uses* commas: yes is the bad case; 0.5 for one
+    /// asking whether it is polite), notes embed by the problem they name (commas or not), and
+    /// the check writer, keeping what it was asked, answers "Does the output <verb> commas?"
+    /// with its greedy verb or, when sampling, its sampled verb.
     struct Notes {
         asked: std::sync::Mutex<Vec<String>>,
+        verbs: [&'static str; 2],
+    }
+
+    impl Notes {
+        fn drafting(greedy: &'static str, sampled: &'static str) -> Self {
+            Self { asked: Default::default(), verbs: [greedy, sampled] }
+        }
     }
 
     impl crate::backend::Backend for Notes {
         fn chat(&self, _: &str, requests: &[ChatRequest], _: &mut dyn FnMut(usize)) -> Result<Vec<crate::backend::Completion>> {
             self.asked.lock().unwrap().extend(requests.iter().map(|r| r.messages[1].content.clone()));
-            Ok(requests.iter().map(|_| Ok(r#"{"question": "Does the output avoid commas?", "pass_criteria": "No comma anywhere.", "fail_examples": []}"#.to_string())).collect())
+            let draft = |r: &ChatRequest| {
+                let verb = self.verbs[usize::from(r.params.temperature > 0.0)];
+                Ok(format!(r#"{{"question": "Does the output {verb} commas?", "pass_criteria": "", "fail_examples": []}}"#))
+            };
+            Ok(requests.iter().map(draft).collect())
         }
 
         fn judge(&self, _: &str, items: &[assay_core::JudgeItem], checks: &[Check], _: &assay_core::JudgeOptions, _: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Judgment>>> {
-            let judgment = |item: &assay_core::JudgeItem, c: &Check| crate::scripted_judgment(&item.id, &c.id, item.output.parse().unwrap());
+            let judgment = |item: &assay_core::JudgeItem, c: &Check| {
+                let p: f32 = item.output.parse().unwrap();
+                let p = if c.question.contains("use commas") {
+                    1.0 - p
+                } else if c.question.contains("polite") {
+                    0.5
+                } else {
+                    p
+                };
+                crate::scripted_judgment(&item.id, &c.id, p)
+            };
             Ok(items.iter().map(|i| checks.iter().map(|c| judgment(i, c)).collect()).collect())
         }
 
@@ -465,55 +556,104 @@ mod tests {
         }
     }
 
-    #[test]
-    fn notes_on_outputs_the_set_misses_become_a_check() {
+    /// Seven outputs of one input (P(PASS) in their text), judged by a set of one check, and
+    /// the expert's score and note on each.
+    struct Judged {
+        _dir: tempfile::TempDir,
+        store: Store,
+        project: Project,
+        set: SetVersion,
+        run: RunId,
+        scores: Vec<assay_store::ScoreLabel>,
+    }
+
+    /// Four outputs the expert accepts, three they reject; with a check whose P(PASS) is the
+    /// output's number, the set scores two of the rejected ones as high as the median accepted
+    /// one (`notes` on them: about commas; one accepted output above them all must not hide
+    /// them), the third low.
+    fn seven_outputs(backends: &Backends, question: &str, notes: [&str; 3]) -> Judged {
         use assay_store::{NewItem, NewProject, ScoreLabel};
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
-        let notes = std::sync::Arc::new(Notes::default());
-        let backends = Backends::new(notes.clone());
         let project = store.create_project(&NewProject { name: "p".into(), generation_prompt: "Answer in lowercase, without commas.".into(), ..Default::default() }).unwrap();
-        // Four outputs the expert accepts, three they reject; the set scores two of the rejected
-        // ones as high as the median accepted one (both about commas; one accepted output above
-        // them all must not hide them), the third low.
         let outputs = [
             ("a", "0.9", 1.0, "fine"),
             ("b", "0.9", 1.0, "fine"),
             ("c", "0.9", 1.0, "fine"),
             ("g", "1.0", 1.0, "fine"),
-            ("d", "0.9", 0.0, "it uses commas"),
-            ("e", "0.9", 0.0, "a comma splice"),
-            ("f", "0.1", 0.0, "not lowercase"),
+            ("d", "0.9", 0.0, notes[0]),
+            ("e", "0.9", 0.0, notes[1]),
+            ("f", "0.1", 0.0, notes[2]),
         ];
         let items: Vec<NewItem> = outputs.iter().map(|(k, o, _, _)| NewItem { key: k.to_string(), input: "Say hi.".into(), output: Some(o.to_string()), ..Default::default() }).collect();
         let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
-        let check = Check { id: "c0".into(), name: String::new(), question: "Is it a greeting?".into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
+        let check = Check { id: "c0".into(), name: String::new(), question: question.into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
         let set = store.create_set_version(project.id, &EvaluatorSet::new(None, vec![check]).unwrap(), "scripted").unwrap();
-        let (run, _) = crate::start_judge_run(&mut store, &backends, &project, &set, &dataset, &assay_core::JudgeOptions::default()).unwrap();
-        crate::run_judging(&mut store, &backends, &project, run.id, 8, &mut |_, _, _| {}).unwrap();
+        let (run, _) = crate::start_judge_run(&mut store, backends, &project, &set, &dataset, &assay_core::JudgeOptions::default()).unwrap();
+        crate::run_judging(&mut store, backends, &project, run.id, 8, &mut |_, _, _| {}).unwrap();
+        let ids = store.items(dataset.id).unwrap();
+        let scores = ids.iter().zip(&outputs).map(|(i, (_, _, score, note))| ScoreLabel { item: i.id, score: *score, note: note.to_string() }).collect();
+        Judged { _dir: dir, store, project, set, run: run.id, scores }
+    }
+
+    #[test]
+    fn notes_on_outputs_the_set_misses_become_the_draft_that_separates_the_experts_scores() {
+        let notes = std::sync::Arc::new(Notes::drafting("use", "avoid"));
+        let backends = Backends::new(notes.clone());
+        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, "Is it a greeting?", ["it uses commas", "a comma splice", "not lowercase"]);
 
         // Without the expert's scores nothing is missed.
-        assert_eq!(refine(&mut store, &backends, &project, &set, Some(run.id), 0, &mut |_, _, _| {}).unwrap().to, None);
+        assert_eq!(refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap().to, None);
 
-        let ids = store.items(dataset.id).unwrap();
-        let scores: Vec<ScoreLabel> = ids.iter().zip(&outputs).map(|(i, (_, _, score, note))| ScoreLabel { item: i.id, score: *score, note: note.to_string() }).collect();
         store.set_score_labels(&scores).unwrap();
-        let report = refine(&mut store, &backends, &project, &set, Some(run.id), 0, &mut |_, _, _| {}).unwrap();
+        // Only drafts whose yes is the bad case: measured, none is added.
+        let reversed = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
+        let report = refine(&mut store, &reversed, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
+        assert_eq!((report.to, report.changes.len()), (None, 0), "{:?}", report.changes);
+        assert_eq!(report.probed.len(), 1, "identical drafts are judged once");
+        assert!(!report.probed[0].adopted && report.probed[0].auroc == Some(0.25), "{:?}", report.probed);
+
+        let report = refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
         assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
         let added = &report.changes[0];
         assert_eq!((added.action, added.check.as_str()), ("added", "n2-avoid-commas"));
-        assert!(added.why.contains("2 output(s)"), "{}", added.why);
+        assert!(added.why.contains("2 output(s)") && added.why.contains("AUROC 0.75"), "{}", added.why);
+        let measured: Vec<(&str, Option<f64>, bool)> = report.probed.iter().map(|c| (c.question.as_str(), c.auroc, c.adopted)).collect();
+        assert_eq!(measured, [("Does the output use commas?", Some(0.25), false), ("Does the output avoid commas?", Some(0.75), true)]);
         let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
         assert_eq!(v2.set.checks.iter().map(|c| c.question.as_str()).collect::<Vec<_>>(), ["Is it a greeting?", "Does the output avoid commas?"]);
 
-        // The writer saw the notes on both missed outputs, and nothing of the one the set caught.
+        // Every draft was asked from the notes on both missed outputs, and nothing of the one the
+        // set caught.
         let asked = notes.asked.lock().unwrap().clone();
-        assert_eq!(asked.len(), 1);
-        assert!(asked[0].contains("it uses commas") && asked[0].contains("a comma splice") && !asked[0].contains("not lowercase"), "{}", asked[0]);
+        assert_eq!(asked.len(), NOTE_CANDIDATES);
+        assert!(asked.iter().all(|a| a.contains("it uses commas") && a.contains("a comma splice") && !a.contains("not lowercase")), "{asked:?}");
 
         // A run of another set is refused rather than read.
         let other = store.create_set_version(project.id, &EvaluatorSet::new(None, v2.set.checks[1..].to_vec()).unwrap(), "another").unwrap();
-        assert!(refine(&mut store, &backends, &project, &other, Some(run.id), 0, &mut |_, _, _| {}).is_err());
+        assert!(refine(&mut store, &backends, &project, &other, Some(run), 0, &mut |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn a_rewrite_is_adopted_only_when_it_separates_the_experts_scores_no_worse() {
+        // A check at P(PASS) 0.5 on every output separates nothing (AUROC 0.5): rewritten. No
+        // notes, so nothing is drafted from them.
+        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&Backends::new(std::sync::Arc::new(Notes::drafting("use", "use"))), "Is it polite?", [""; 3]);
+        store.set_score_labels(&scores).unwrap();
+
+        let worse = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
+        let report = refine(&mut store, &worse, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
+        assert_eq!((report.to, report.changes.len()), (None, 0), "the check keeps its wording: {:?}", report.changes);
+        let measured: Vec<(&str, Option<f64>, Option<f64>, bool)> = report.probed.iter().map(|p| (p.check.as_str(), p.auroc, p.replaces, p.adopted)).collect();
+        assert_eq!(measured, [("c0", Some(0.25), Some(0.5), false)]);
+
+        let better = Backends::new(std::sync::Arc::new(Notes::drafting("avoid", "avoid")));
+        let report = refine(&mut store, &better, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
+        assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+        assert_eq!(report.changes[0].action, "rewritten");
+        assert!(report.changes[0].why.contains("AUROC 0.75 (was 0.50)"), "{}", report.changes[0].why);
+        let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
+        assert_eq!(v2.set.checks[0].question, "Does the output avoid commas?");
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! Checks measured before refinement adopts them: a draft from the expert's notes, or a rewrite,
+//! is judged on the outputs the expert scored in the run's dataset (with the run's judge
+//! options), and its P(PASS) ranked against the expert's high and low scores (AUROC). A check
+//! writer can word a question so that yes is the bad case, ask about one output's particulars,
+//! or rewrite a check into one that ranks worse; measured on the expert's own outputs, that
+//! shows before it reaches a version.
+//!
+//! Nothing is stored: the judgments serve the choice only, and the version's next run judges
+//! the adopted check again.
+
+use crate::backend::Role;
+use crate::error::Result;
+use crate::judge_run::run_options;
+use crate::Progress;
+use assay_core::metrics::auroc;
+use assay_core::{Check, JudgeItem, Judgment};
+use assay_store::{ItemId, Run, Store};
+use std::collections::HashMap;
+
+/// Most outputs of each side (scored high, scored low) a probe judges: enough to rank a check,
+/// few enough that probing stays a fraction of a judge run.
+pub const MAX_PROBE_OUTPUTS: usize = 32;
+
+/// The outputs of a run's dataset the expert scored off the middle of their scores (at most
+/// `MAX_PROBE_OUTPUTS` a side, in dataset order), and the run they are probed like.
+pub struct ScoredOutputs<'r> {
+    run: &'r Run,
+    items: Vec<JudgeItem>,
+    /// Whether the expert scored each of `items` high.
+    good: Vec<bool>,
+}
+
+impl<'r> ScoredOutputs<'r> {
+    pub fn of_run(store: &Store, run: &'r Run) -> Result<Self> {
+        let mut scored = Self { run, items: Vec::new(), good: Vec::new() };
+        let Some(dataset) = run.dataset else { return Ok(scored) };
+        let scores: HashMap<ItemId, f64> = store.score_labels(dataset)?.into_iter().map(|s| (s.item, s.score)).collect();
+        let Some(middle) = scores.values().copied().reduce(f64::min).zip(scores.values().copied().reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0) else {
+            return Ok(scored);
+        };
+        let mut taken = [0usize; 2];
+        for item in store.items(dataset)? {
+            let (Some(&score), Some(judge_item)) = (scores.get(&item.id), item.to_judge_item()) else { continue };
+            let side = score > middle;
+            if score == middle || taken[usize::from(side)] == MAX_PROBE_OUTPUTS {
+                continue;
+            }
+            taken[usize::from(side)] += 1;
+            scored.items.push(judge_item);
+            scored.good.push(side);
+        }
+        Ok(scored)
+    }
+
+    /// Whether the expert scored outputs on both sides: without, nothing can be ranked.
+    pub fn ranks(&self) -> bool {
+        self.good.contains(&true) && self.good.contains(&false)
+    }
+
+    /// AUROC of `check`'s P(PASS) among `judgments` (the run's, say) on these outputs.
+    pub fn auroc_of(&self, judgments: &[Judgment], check: &str) -> Option<f64> {
+        let p: HashMap<&str, f64> = judgments.iter().filter(|j| j.check_id == check).map(|j| (j.item_id.as_str(), j.p_pass as f64)).collect();
+        self.auroc(|n| p.get(self.items[n].id.as_str()).copied())
+    }
+
+    /// Judges `checks` on these outputs: each check's AUROC (`None` for all when `ranks` is not).
+    pub fn probe(&self, judge: &Role, checks: &[Check], progress: Progress) -> Result<Vec<Option<f64>>> {
+        if checks.is_empty() || !self.ranks() {
+            return Ok(vec![None; checks.len()]);
+        }
+        let options = run_options(self.run)?;
+        let total = self.items.len() * checks.len();
+        let judged = judge.judge(&self.items, checks, &options, &mut |done| progress("probing checks", done, total))?;
+        Ok((0..checks.len()).map(|c| self.auroc(|n| judged[n].get(c).map(|j| j.p_pass as f64))).collect())
+    }
+
+    /// AUROC of the P(PASS) `p` gives output `n`, high-scored vs low-scored.
+    fn auroc(&self, p: impl Fn(usize) -> Option<f64>) -> Option<f64> {
+        let side = |good: bool| (0..self.items.len()).filter(|&n| self.good[n] == good).filter_map(&p).collect::<Vec<_>>();
+        auroc(&side(true), &side(false))
+    }
+}

@@ -25,6 +25,18 @@ pub fn cluster_request(task_prompt: &str, errors: &[&str], max_tokens: usize, se
     request(user, max_tokens, seed)
 }
 
+/// Asks for a check, in the task instructions' own terms, on the requirement that the outputs
+/// an expert rejected with `notes` break: the notes name one output's particulars, the check
+/// must apply to every input of the task.
+pub fn task_request(task_prompt: &str, notes: &[&str], max_tokens: usize, seed: u64) -> ChatRequest {
+    let listed: String = notes.iter().map(|e| format!("- {e}\n")).collect();
+    let user = format!(
+        "Task instructions:\n{task_prompt}\n\nAn expert rejected several outputs of the task, each written for a different input, with these notes:\n{listed}\n\
+         Which requirement of the task instructions do these outputs break? Write one yes/no question that checks it in the task instructions' own terms, so that it applies to the output for any input. PASS means the output meets the requirement.\n{FORMAT}"
+    );
+    request(user, max_tokens, seed)
+}
+
 /// Asks for a rewrite of `check` that fixes `problem`; `rulings` are the expert's words.
 pub fn rewrite_request(task_prompt: &str, check: &Check, problem: &str, rulings: &[String], max_tokens: usize, seed: u64) -> ChatRequest {
     let rulings: String = rulings.iter().map(|r| format!("- {r}\n")).collect();

@@ -18,7 +18,8 @@
 //!   new check (at most `MAX_CHECKS_FROM_NOTES`). Notes are about many outputs, so the checks
 //!   written from them are about the task, not one input.
 //! - New wordings are measured before they are adopted (`probe`): judged on the outputs the
-//!   expert scored. Of the `NOTE_CANDIDATES` drafts per cluster of notes, the one that best
+//!   expert scored. Of the `NOTE_CANDIDATES` drafts per cluster of notes (against the notes'
+//!   kind of error, and on the task requirement they break), the one that best
 //!   separates the expert's high and low scores is added, and only when it separates them
 //!   (AUROC at least `POOR_AUROC`): a question whose yes is the bad case, or one about a single
 //!   output, shows there. A rewrite that separates them worse than the wording it replaces is
@@ -27,7 +28,7 @@
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
 use crate::backend::{Backends, ChatRequest};
-use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request};
+use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request, task_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
 use crate::probe::ScoredOutputs;
@@ -54,9 +55,10 @@ pub const INCOHERENT_SPREAD: f64 = 0.35;
 pub const CALIBRATION_GAIN: f64 = 0.1;
 /// Most checks one refinement adds from the expert's notes on outputs the set misses.
 pub const MAX_CHECKS_FROM_NOTES: usize = 2;
-/// Checks the writer drafts per cluster of notes: its greedy answer and sampled ones.
-pub const NOTE_CANDIDATES: usize = 3;
-/// Sampling temperature of the drafts after the first: varied wording, still on the task.
+/// Checks the writer drafts per cluster of notes: asked for a check against the notes' kind of
+/// error and for one on the task requirement they break, each greedily and sampled.
+pub const NOTE_CANDIDATES: usize = 4;
+/// Sampling temperature of the sampled drafts: varied wording, still on the task.
 const CANDIDATE_TEMPERATURE: f32 = 0.8;
 
 /// What one check-writer request of a refinement is for.
@@ -285,8 +287,9 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     for (g, group) in note_groups.iter().enumerate() {
         let texts: Vec<&str> = group.iter().map(String::as_str).take(8).collect();
         for draft in 0..NOTE_CANDIDATES {
-            let mut request = cluster_request(prompt, &texts, config.answer_tokens, stable_seed(seed, &["notes", &g.to_string(), &draft.to_string()]));
-            if draft > 0 {
+            let draft_seed = stable_seed(seed, &["notes", &g.to_string(), &draft.to_string()]);
+            let mut request = if draft % 2 == 0 { cluster_request(prompt, &texts, config.answer_tokens, draft_seed) } else { task_request(prompt, &texts, config.answer_tokens, draft_seed) };
+            if draft >= 2 {
                 request.params.temperature = CANDIDATE_TEMPERATURE;
             }
             requests.push(request);
@@ -389,8 +392,12 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             fold_ruling(&mut check, ruling);
         }
         let mut why: Vec<String> = f.problems.clone();
-        if let Some(Probed { auroc: Some(new), replaces: Some(was), .. }) = probed.iter().find(|p| p.adopted && p.check == old.id) {
-            why.push(format!("the new wording separates the expert's scored outputs at AUROC {new:.2} (was {was:.2})"));
+        if let Some(Probed { auroc: Some(new), replaces: Some(was), adopted, .. }) = probed.iter().find(|p| p.check == old.id) {
+            why.push(if *adopted {
+                format!("the new wording separates the expert's scored outputs at AUROC {new:.2} (was {was:.2})")
+            } else {
+                format!("the check writer's rewrite separated the expert's scored outputs worse (AUROC {new:.2}, was {was:.2}): wording kept")
+            });
         }
         if !f.rulings.is_empty() {
             why.push(format!("{} expert ruling(s) folded in", f.rulings.len()));
@@ -627,6 +634,7 @@ mod tests {
         // set caught.
         let asked = notes.asked.lock().unwrap().clone();
         assert_eq!(asked.len(), NOTE_CANDIDATES);
+        assert_eq!(asked.iter().filter(|a| a.contains("Which requirement of the task instructions")).count(), NOTE_CANDIDATES / 2, "half the drafts are on the task's requirement");
         assert!(asked.iter().all(|a| a.contains("it uses commas") && a.contains("a comma splice") && !a.contains("not lowercase")), "{asked:?}");
 
         // A run of another set is refused rather than read.

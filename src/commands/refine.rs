@@ -14,10 +14,8 @@ pub fn run(global: &GlobalOptions, args: &RefineArgs) -> Result<()> {
     let report = refine(&mut store, &backends, &project, &set, args.run.map(RunId), args.seed, &mut |stage, done, total| line.update(stage, done, total));
     line.finish();
     let report = report.with_context(|| format!("refining v{} of '{}'", set.number, project.name))?;
-    let auroc = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.2}"));
     for p in &report.probed {
-        let was = p.replaces.map(|r| format!(", the wording it replaces {}", auroc(Some(r)))).unwrap_or_default();
-        println!("{:<10} {}: {} (AUROC {} on the expert's scored outputs{was})", if p.adopted { "adopted" } else { "not kept" }, p.check, p.question, auroc(p.auroc));
+        println!("{p}");
     }
     for c in &report.changes {
         println!("{:<10} {}: {}", c.action, c.check, c.why);

@@ -3,7 +3,8 @@
 //! It owns discovery (generator spectrum -> annotations -> error taxonomy -> checks, plus
 //! static analysis of the task prompt), judge runs (resumable), reports (consistency,
 //! separation, cohesion, agreement with expert labels; SVG plots), ambiguity questions and
-//! refinement into new evaluator-set versions, and gold outputs evolved with the set as
+//! refinement into new evaluator-set versions (new wordings measured on the outputs the
+//! expert scored before they are adopted), and gold outputs evolved with the set as
 //! fitness (critiqued by the expert; exported as training data), and an expert simulated from a
 //! labels file (benchmarks and tests of the loop only). Every model call goes
 //! through a `Backend` (the local engine or an OpenAI-compatible server), chosen per role in

@@ -104,6 +104,17 @@ pub struct Probed {
     pub adopted: bool,
 }
 
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auroc = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.2}"));
+        write!(f, "{} {}: {} (AUROC {} on the expert's scored outputs", if self.adopted { "adopted" } else { "not adopted" }, self.check, self.question, auroc(self.auroc))?;
+        if self.replaces.is_some() {
+            write!(f, "; the wording it replaces: {}", auroc(self.replaces))?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// What is wrong with one check, gathered before any model call.
 #[derive(Default)]
 struct Findings {
@@ -654,6 +665,7 @@ mod tests {
         assert_eq!((report.to, report.changes.len()), (None, 0), "the check keeps its wording: {:?}", report.changes);
         let measured: Vec<(&str, Option<f64>, Option<f64>, bool)> = report.probed.iter().map(|p| (p.check.as_str(), p.auroc, p.replaces, p.adopted)).collect();
         assert_eq!(measured, [("c0", Some(0.25), Some(0.5), false)]);
+        assert_eq!(report.probed[0].to_string(), "not adopted c0: Does the output use commas? (AUROC 0.25 on the expert's scored outputs; the wording it replaces: 0.50)");
 
         let better = Backends::new(std::sync::Arc::new(Notes::drafting("avoid", "avoid")));
         let report = refine(&mut store, &better, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();

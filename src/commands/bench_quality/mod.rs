@@ -203,10 +203,8 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         line.finish();
         let refined = refined?;
         eprintln!("  round {round}: {} question(s) answered; refine: {}", answered.answered.len(), refined.changes.iter().map(|c| format!("{} {}", c.action, c.check)).collect::<Vec<_>>().join(", "));
-        let auroc = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.2}"));
         for p in &refined.probed {
-            let was = p.replaces.map(|r| format!(" (replacing {})", auroc(Some(r)))).unwrap_or_default();
-            eprintln!("  round {round}: probed {}: AUROC {} on train{was}{}: {}", p.check, auroc(p.auroc), if p.adopted { ", adopted" } else { "" }, p.question);
+            eprintln!("  round {round}: {p}");
         }
         let Some(to) = refined.to else {
             eprintln!("  round {round}: refine made no new version; the loop stops");

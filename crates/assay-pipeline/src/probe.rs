@@ -17,6 +17,25 @@ use assay_core::{Check, JudgeItem, Judgment};
 use assay_store::{ItemId, Run, Store};
 use std::collections::HashMap;
 
+/// The middle of the expert's scores ((lowest + highest) / 2): outputs above it the expert
+/// scored high, below it low, on it neither. Separation, the notes on missed outputs and the
+/// probe split the expert's outputs by the same line.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreMiddle(f64);
+
+impl ScoreMiddle {
+    /// `None` when there are no scores.
+    pub fn of(scores: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let (lo, hi) = scores.into_iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        (lo <= hi).then_some(Self((lo + hi) / 2.0))
+    }
+
+    /// Whether `score` is on the high side; `None` on the middle itself.
+    pub fn high(self, score: f64) -> Option<bool> {
+        (score != self.0).then_some(score > self.0)
+    }
+}
+
 /// Most outputs of each side (scored high, scored low) a probe judges: enough to rank a check,
 /// few enough that probing stays a fraction of a judge run.
 pub const MAX_PROBE_OUTPUTS: usize = 32;
@@ -35,14 +54,12 @@ impl<'r> ScoredOutputs<'r> {
         let mut scored = Self { run, items: Vec::new(), good: Vec::new() };
         let Some(dataset) = run.dataset else { return Ok(scored) };
         let scores: HashMap<ItemId, f64> = store.score_labels(dataset)?.into_iter().map(|s| (s.item, s.score)).collect();
-        let Some(middle) = scores.values().copied().reduce(f64::min).zip(scores.values().copied().reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0) else {
-            return Ok(scored);
-        };
+        let Some(middle) = ScoreMiddle::of(scores.values().copied()) else { return Ok(scored) };
         let mut taken = [0usize; 2];
         for item in store.items(dataset)? {
             let (Some(&score), Some(judge_item)) = (scores.get(&item.id), item.to_judge_item()) else { continue };
-            let side = score > middle;
-            if score == middle || taken[usize::from(side)] == MAX_PROBE_OUTPUTS {
+            let Some(side) = middle.high(score) else { continue };
+            if taken[usize::from(side)] == MAX_PROBE_OUTPUTS {
                 continue;
             }
             taken[usize::from(side)] += 1;
@@ -78,5 +95,18 @@ impl<'r> ScoredOutputs<'r> {
     fn auroc(&self, p: impl Fn(usize) -> Option<f64>) -> Option<f64> {
         let side = |good: bool| (0..self.items.len()).filter(|&n| self.good[n] == good).filter_map(&p).collect::<Vec<_>>();
         auroc(&side(true), &side(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScoreMiddle;
+
+    #[test]
+    fn the_middle_of_the_scores_splits_them_into_high_and_low_and_leaves_itself_out() {
+        assert!(ScoreMiddle::of([]).is_none());
+        let middle = ScoreMiddle::of([1.0, 5.0, 2.0, 3.0]).unwrap();
+        assert_eq!([1.0, 2.0, 3.0, 5.0].map(|s| middle.high(s)), [Some(false), Some(false), None, Some(true)]);
+        assert_eq!(ScoreMiddle::of([4.0]).unwrap().high(4.0), None);
     }
 }

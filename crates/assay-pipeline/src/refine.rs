@@ -31,7 +31,7 @@ use crate::backend::{Backends, ChatRequest};
 use crate::check_writer::{check_id, cluster_request, parse_check, rewrite_request, task_request};
 use crate::config::ProjectConfig;
 use crate::error::Result;
-use crate::probe::ScoredOutputs;
+use crate::probe::{ScoreMiddle, ScoredOutputs};
 use crate::report::{fail_rationales, report, report_run, CheckReport, SeparationBasis, SetReport};
 use crate::static_analysis::constraint_check;
 use crate::taxonomy::{cluster, ErrorPoint};
@@ -158,21 +158,19 @@ fn missed_notes(store: &Store, run: &Run, judgments: &[Judgment]) -> Result<Vec<
     let Some(dataset) = run.dataset else { return Ok(Vec::new()) };
     let keys: HashMap<ItemId, String> = store.items(dataset)?.into_iter().map(|i| (i.id, i.fields.key)).collect();
     let scores = store.score_labels(dataset)?;
-    let Some(middle) = scores.iter().map(|s| s.score).reduce(f64::min).zip(scores.iter().map(|s| s.score).reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0) else {
-        return Ok(Vec::new());
-    };
+    let Some(middle) = ScoreMiddle::of(scores.iter().map(|s| s.score)) else { return Ok(Vec::new()) };
     let mut by_item: HashMap<&str, Vec<f64>> = HashMap::new();
     for j in judgments {
         by_item.entry(j.item_id.as_str()).or_default().push(j.p_pass as f64);
     }
     let set_score = |item: ItemId| keys.get(&item).and_then(|key| mean(by_item.get(key.as_str())?));
-    let mut accepted: Vec<f64> = scores.iter().filter(|s| s.score > middle).filter_map(|s| set_score(s.item)).collect();
+    let mut accepted: Vec<f64> = scores.iter().filter(|s| middle.high(s.score) == Some(true)).filter_map(|s| set_score(s.item)).collect();
     if accepted.is_empty() {
         return Ok(Vec::new());
     }
     accepted.sort_by(f64::total_cmp);
     let bar = (accepted[(accepted.len() - 1) / 2] + accepted[accepted.len() / 2]) / 2.0;
-    Ok(scores.iter().filter(|s| s.score < middle && !s.note.trim().is_empty() && set_score(s.item).is_some_and(|p| p >= bar)).map(|s| s.note.trim().to_string()).collect())
+    Ok(scores.iter().filter(|s| middle.high(s.score) == Some(false) && !s.note.trim().is_empty() && set_score(s.item).is_some_and(|p| p >= bar)).map(|s| s.note.trim().to_string()).collect())
 }
 
 /// Folds an expert's ruling into a check's pass criteria, verbatim, so the judge reads the

@@ -16,6 +16,7 @@ use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
 use crate::plots::{bars_svg, reliability_svg, separation_svg, write_plot};
+use crate::probe::ScoreMiddle;
 use assay_core::metrics::{agreement, auroc, calibrate_threshold, clear_fraction, embedding_spread, mean, reliability, spearman, Agreement, Calibration, Reliability};
 use assay_core::{Judgment, Verdict};
 use assay_store::{ItemId, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
@@ -153,7 +154,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
     let check_labels = store.check_labels(dataset_id)?;
     let labels: HashMap<(ItemId, &str), Verdict> = check_labels.iter().map(|l| ((l.item, l.check.as_str()), l.verdict)).collect();
     let scores: HashMap<ItemId, f64> = store.score_labels(dataset_id)?.into_iter().map(|s| (s.item, s.score)).collect();
-    let middle = scores.values().copied().reduce(f64::min).zip(scores.values().copied().reduce(f64::max)).map(|(lo, hi)| (lo + hi) / 2.0);
+    let middle = ScoreMiddle::of(scores.values().copied());
     let others = other_judges(store, project, run)?;
     let by_check: BTreeMap<&str, Vec<&Judgment>> = set.set.checks.iter().map(|c| (c.id.as_str(), judgments.iter().filter(|j| j.check_id == c.id).collect())).collect();
 
@@ -184,10 +185,7 @@ pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVe
             let (good, bad) = split(&|j| labels.get(&(*item_ids.get(j.item_id.as_str())?, c.id.as_str())).map(|v| *v == Verdict::Pass));
             let scored = || {
                 let middle = middle?;
-                let (good, bad) = split(&|j| {
-                    let score = *scores.get(item_ids.get(j.item_id.as_str())?)?;
-                    (score != middle).then_some(score > middle)
-                });
+                let (good, bad) = split(&|j| middle.high(*scores.get(item_ids.get(j.item_id.as_str())?)?));
                 (!good.is_empty() && !bad.is_empty()).then(|| Separation { auroc: auroc(&good, &bad), good, bad, basis: SeparationBasis::ExpertScores })
             };
             if !good.is_empty() && !bad.is_empty() {

@@ -91,6 +91,15 @@ impl<'r> ScoredOutputs<'r> {
         Ok((0..checks.len()).map(|c| self.auroc(|n| judged[n].get(c).map(|j| j.p_pass as f64))).collect())
     }
 
+    /// A name or figure in `check`'s question or pass criteria that only one of these outputs'
+    /// inputs mentions (of three or more inputs): such a check asks about that input's
+    /// particulars, and however well it ranks that input's outputs, it measures nothing on others.
+    pub fn particular(&self, check: &Check) -> Option<String> {
+        let inputs: std::collections::HashSet<&str> = self.items.iter().map(|i| i.input.as_str()).collect();
+        let inputs: Vec<&str> = inputs.into_iter().collect();
+        [&check.question, &check.pass_criteria].into_iter().find_map(|text| particular_of_one_input(text, &inputs)).map(str::to_string)
+    }
+
     /// AUROC of the P(PASS) `p` gives output `n`, high-scored vs low-scored.
     fn auroc(&self, p: impl Fn(usize) -> Option<f64>) -> Option<f64> {
         let side = |good: bool| (0..self.items.len()).filter(|&n| self.good[n] == good).filter_map(&p).collect::<Vec<_>>();
@@ -98,9 +107,49 @@ impl<'r> ScoredOutputs<'r> {
     }
 }
 
+/// The first name (a capitalised word inside a sentence) or figure (a word with a digit) of
+/// `text` that exactly one of `inputs` (three or more) contains as a word, case aside.
+fn particular_of_one_input<'t>(text: &'t str, inputs: &[&str]) -> Option<&'t str> {
+    if inputs.len() < 3 {
+        return None;
+    }
+    let words = |t: &str| t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect::<std::collections::HashSet<_>>();
+    let input_words: Vec<_> = inputs.iter().map(|i| words(i)).collect();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for (at, c) in text.char_indices().filter(|(_, c)| c.is_alphanumeric()) {
+        match spans.last_mut() {
+            Some((_, end)) if *end == at => *end = at + c.len_utf8(),
+            _ => spans.push((at, at + c.len_utf8())),
+        }
+    }
+    for (start, end) in spans {
+        let word = &text[start..end];
+        let sentence_start = text[..start].trim_end().chars().last().is_none_or(|c| matches!(c, '.' | '?' | '!' | ':' | '"'));
+        let name_or_figure = word.chars().any(|c| c.is_ascii_digit()) || (!sentence_start && word.chars().next().is_some_and(char::is_uppercase));
+        if name_or_figure && input_words.iter().filter(|w| w.contains(&word.to_lowercase())).count() == 1 {
+            return Some(word);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ScoreMiddle;
+    use super::{particular_of_one_input, ScoreMiddle};
+
+    #[test]
+    fn a_name_or_figure_only_one_input_mentions_is_that_inputs_particular() {
+        let inputs = ["Which SSRI is Escitalopram like?", "Is 5 mg of melatonin safe?", "What helps a cough?"];
+        let particular = |text| particular_of_one_input(text, &inputs);
+        assert_eq!(particular("Does the output state that Escitalopram is sold as Lexapro?"), Some("Escitalopram"));
+        assert_eq!(particular("Does it say 5 mg at most?"), Some("5"));
+        // Sentence starts, names no input mentions, and words of several inputs are not.
+        assert_eq!(particular("Does the output answer the question? Is Lexapro named?"), None);
+        assert_eq!(particular("Is the dose safe? Melatonin aside."), None);
+        assert_eq!(particular("Does it answer what Is asked?"), None, "'is' is in two inputs");
+        // Of fewer than three inputs, every word is some input's.
+        assert_eq!(particular_of_one_input("Is Escitalopram named?", &inputs[..2]), None);
+    }
 
     #[test]
     fn the_middle_of_the_scores_splits_them_into_high_and_low_and_leaves_itself_out() {

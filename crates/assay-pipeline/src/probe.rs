@@ -108,7 +108,8 @@ impl<'r> ScoredOutputs<'r> {
 }
 
 /// The first name (a capitalised word inside a sentence) or figure (a word with a digit) of
-/// `text` that exactly one of `inputs` (three or more) contains as a word, case aside.
+/// `text` that exactly one of `inputs` (three or more) contains as a word, case aside; the
+/// verdicts PASS and FAIL are no particular.
 fn particular_of_one_input<'t>(text: &'t str, inputs: &[&str]) -> Option<&'t str> {
     if inputs.len() < 3 {
         return None;
@@ -125,7 +126,9 @@ fn particular_of_one_input<'t>(text: &'t str, inputs: &[&str]) -> Option<&'t str
     for (start, end) in spans {
         let word = &text[start..end];
         let sentence_start = text[..start].trim_end().chars().last().is_none_or(|c| matches!(c, '.' | '?' | '!' | ':' | '"'));
-        let name_or_figure = word.chars().any(|c| c.is_ascii_digit()) || (!sentence_start && word.chars().next().is_some_and(char::is_uppercase));
+        // PASS and FAIL are the judge's verdicts, named in any check's criteria.
+        let verdict = word.eq_ignore_ascii_case("pass") || word.eq_ignore_ascii_case("fail");
+        let name_or_figure = !verdict && (word.chars().any(|c| c.is_ascii_digit()) || (!sentence_start && word.chars().next().is_some_and(char::is_uppercase)));
         if name_or_figure && input_words.iter().filter(|w| w.contains(&word.to_lowercase())).count() == 1 {
             return Some(word);
         }
@@ -147,6 +150,8 @@ mod tests {
         assert_eq!(particular("Does the output answer the question? Is Lexapro named?"), None);
         assert_eq!(particular("Is the dose safe? Melatonin aside."), None);
         assert_eq!(particular("Does it answer what Is asked?"), None, "'is' is in two inputs");
+        let with_pass = ["Will I pass the exam?", "Say hi.", "Say bye."];
+        assert_eq!(particular_of_one_input("Answer PASS when it names the exam.", &with_pass), None);
         // Of fewer than three inputs, every word is some input's.
         assert_eq!(particular_of_one_input("Is Escitalopram named?", &inputs[..2]), None);
     }

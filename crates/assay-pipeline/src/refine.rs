@@ -9,9 +9,7 @@
 //!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
 //! - A check that separates the expert's good and bad outputs the wrong way round (AUROC
 //!   under 0.5 on the expert's labels or scores) is dropped: its P(PASS) pulls an output's
-//!   score away from the expert's. The best of them stays when every check would go. One that
-//!   does not separate them (under `POOR_AUROC`, even after a rewrite) is dropped when the new
-//!   version keeps or adds a check that does: at chance, it only dilutes that check's scores.
+//!   score away from the expert's. The best of them stays when every check would go.
 //! - FAIL rationales that do not cohere split the check by their clusters (one check per
 //!   cluster of two or more rationales), or drop it when they do not cluster and it also
 //!   disagrees with the expert or fails to separate.
@@ -25,8 +23,9 @@
 //!   separates the expert's high and low scores is added, and only when it separates them
 //!   (AUROC at least `POOR_AUROC`): a question whose yes is the bad case, or one about a single
 //!   output, shows there. A draft naming what only one of the scored outputs' inputs mentions
-//!   (a drug, a figure) is refused unmeasured: it can rank that input's outputs, not others. A rewrite that separates them worse than the wording it replaces is
-//!   not adopted (rulings are still folded in).
+//!   (a drug, a figure) is refused unmeasured: it can rank that input's outputs, not others. A
+//!   rewrite that separates them worse than the wording it replaces is not adopted (rulings are
+//!   still folded in).
 //!
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
@@ -134,9 +133,6 @@ struct Findings {
     incoherent: bool,
     /// AUROC under `REVERSED_AUROC` on the expert's labels or scores, and the reason to drop.
     reversed: Option<(f64, String)>,
-    /// AUROC of its P(PASS) on the expert's good and bad outputs (labels or scores, two or more
-    /// of each).
-    separation: Option<f64>,
     /// The expert asked for a split.
     split: bool,
 }
@@ -401,18 +397,6 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         }
     }
 
-    // Each kept check's separation as it will stand (an adopted rewrite's, measured above); a
-    // check with new rulings is left to be measured with them folded in.
-    let standing: Vec<Option<f64>> = (0..findings.len())
-        .map(|i| match &rewritten[i] {
-            Some(check) => probed.iter().find(|p| p.check == check.id && p.replaces.is_some()).and_then(|p| p.auroc),
-            None if splits[i].is_empty() && findings[i].rulings.is_empty() => findings[i].separation,
-            None => None,
-        })
-        .collect();
-    let added_separating = probed.iter().any(|p| p.adopted && p.replaces.is_none());
-    drop_unseparating(&mut findings, &standing, added_separating);
-
     let mut checks = Vec::new();
     for (i, (old, f)) in set.set.checks.iter().zip(findings).enumerate() {
         if let Some(why) = f.drop {
@@ -479,10 +463,9 @@ fn diagnose(f: &mut Findings, c: &CheckReport) {
         f.problems.push(format!("sampled verdicts flip {:.0}% of the time", 100.0 * flips));
     }
     if let Some(s) = &c.separation {
-        let by_expert = matches!(s.basis, SeparationBasis::ExpertLabels | SeparationBasis::ExpertScores);
-        f.separation = s.auroc.filter(|_| by_expert && s.good.len() >= 2 && s.bad.len() >= 2);
         if let Some(auroc) = s.auroc.filter(|a| *a < POOR_AUROC && s.good.len() >= 2 && s.bad.len() >= 2) {
             f.problems.push(format!("poor separation of good and bad outputs (AUROC {auroc:.2})"));
+            let by_expert = matches!(s.basis, SeparationBasis::ExpertLabels | SeparationBasis::ExpertScores);
             if by_expert && auroc < REVERSED_AUROC && s.good.len() + s.bad.len() >= MIN_LABELS {
                 f.reversed = Some((auroc, format!("it ranks the expert's {} good and {} bad outputs the wrong way round (AUROC {auroc:.2})", s.good.len(), s.bad.len())));
             }
@@ -503,23 +486,6 @@ fn drop_reversed(findings: &mut [Findings]) {
     for f in findings {
         if let Some((_, why)) = f.reversed.take() {
             f.drop.get_or_insert(why);
-        }
-    }
-}
-
-/// Marks checks to drop that do not separate the expert's good and bad outputs (`standing`:
-/// each check's AUROC as the new version would have it, `None` when unmeasured) once the
-/// version keeps a check that does, or adds one (`added_separating`): averaged into an output's
-/// score, a check at chance only dilutes the checks that rank the outputs as the expert does.
-fn drop_unseparating(findings: &mut [Findings], standing: &[Option<f64>], added_separating: bool) {
-    let kept = |i: &usize| findings[*i].drop.is_none();
-    let separating = added_separating || (0..findings.len()).filter(kept).any(|i| standing[i].is_some_and(|a| a >= POOR_AUROC));
-    if !separating {
-        return;
-    }
-    for (f, auroc) in findings.iter_mut().zip(standing) {
-        if let Some(a) = auroc.filter(|a| *a < POOR_AUROC) {
-            f.drop.get_or_insert_with(|| format!("it does not separate the expert's good and bad outputs (AUROC {a:.2}) and the version keeps checks that do: it would only dilute them"));
         }
     }
 }
@@ -619,8 +585,8 @@ mod tests {
         }
     }
 
-    /// Seven outputs of three inputs (P(PASS) in their text), judged by a set of checks, and the
-    /// expert's score and note on each.
+    /// Seven outputs of three inputs (P(PASS) in their text), judged by a set of one check, and
+    /// the expert's score and note on each.
     struct Judged {
         _dir: tempfile::TempDir,
         store: Store,
@@ -634,7 +600,7 @@ mod tests {
     /// output's number, the set scores two of the rejected ones as high as the median accepted
     /// one (`notes` on them: about commas; one accepted output above them all must not hide
     /// them), the third low.
-    fn seven_outputs(backends: &Backends, questions: &[&str], notes: [&str; 3]) -> Judged {
+    fn seven_outputs(backends: &Backends, question: &str, notes: [&str; 3]) -> Judged {
         use assay_store::{NewItem, NewProject, ScoreLabel};
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
@@ -652,12 +618,8 @@ mod tests {
         let items: Vec<NewItem> =
             outputs.iter().enumerate().map(|(n, (k, o, _, _))| NewItem { key: k.to_string(), input: inputs[n % 3].into(), output: Some(o.to_string()), ..Default::default() }).collect();
         let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
-        let checks = questions
-            .iter()
-            .enumerate()
-            .map(|(n, q)| Check { id: format!("c{n}"), name: String::new(), question: q.to_string(), pass_criteria: String::new(), fail_examples: vec![], threshold: None })
-            .collect();
-        let set = store.create_set_version(project.id, &EvaluatorSet::new(None, checks).unwrap(), "scripted").unwrap();
+        let check = Check { id: "c0".into(), name: String::new(), question: question.into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
+        let set = store.create_set_version(project.id, &EvaluatorSet::new(None, vec![check]).unwrap(), "scripted").unwrap();
         let (run, _) = crate::start_judge_run(&mut store, backends, &project, &set, &dataset, &assay_core::JudgeOptions::default()).unwrap();
         crate::run_judging(&mut store, backends, &project, run.id, 8, &mut |_, _, _| {}).unwrap();
         let ids = store.items(dataset.id).unwrap();
@@ -669,7 +631,7 @@ mod tests {
     fn notes_on_outputs_the_set_misses_become_the_draft_that_separates_the_experts_scores() {
         let notes = std::sync::Arc::new(Notes::drafting("use", "avoid"));
         let backends = Backends::new(notes.clone());
-        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, &["Is it a greeting?"], ["it uses commas", "a comma splice", "not lowercase"]);
+        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, "Is it a greeting?", ["it uses commas", "a comma splice", "not lowercase"]);
 
         // Without the expert's scores nothing is missed.
         assert_eq!(refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap().to, None);
@@ -708,7 +670,7 @@ mod tests {
     fn a_rewrite_is_adopted_only_when_it_separates_the_experts_scores_no_worse() {
         // A check at P(PASS) 0.5 on every output separates nothing (AUROC 0.5): rewritten. No
         // notes, so nothing is drafted from them.
-        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&Backends::new(std::sync::Arc::new(Notes::drafting("use", "use"))), &["Is it polite?"], [""; 3]);
+        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&Backends::new(std::sync::Arc::new(Notes::drafting("use", "use"))), "Is it polite?", [""; 3]);
         store.set_score_labels(&scores).unwrap();
 
         let worse = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
@@ -730,26 +692,12 @@ mod tests {
     #[test]
     fn a_draft_naming_what_only_one_input_mentions_is_refused_unmeasured() {
         let backends = Backends::new(std::sync::Arc::new(Notes::drafting("greet Alice without", "avoid")));
-        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, &["Is it a greeting?"], ["it uses commas", "a comma splice", "not lowercase"]);
+        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, "Is it a greeting?", ["it uses commas", "a comma splice", "not lowercase"]);
         store.set_score_labels(&scores).unwrap();
         let report = refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
         let measured: Vec<(&str, Option<f64>, Option<&str>, bool)> = report.probed.iter().map(|p| (p.question.as_str(), p.auroc, p.particular.as_deref(), p.adopted)).collect();
         assert_eq!(measured, [("Does the output greet Alice without commas?", None, Some("Alice"), false), ("Does the output avoid commas?", Some(0.75), None, true)]);
         assert!(report.probed[0].to_string().ends_with("(names 'Alice', which only one of the expert's scored inputs mentions)"), "{}", report.probed[0]);
-    }
-
-    #[test]
-    fn a_check_at_chance_is_dropped_once_the_version_keeps_one_that_separates() {
-        // "Is it polite?" ranks the expert's outputs at chance (0.50), "Is it a greeting?" as the
-        // expert does (0.75); the writer's rewrite of the first ("use commas", 0.25) is refused.
-        let backends = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
-        let Judged { mut store, project, set, run, scores, .. } = seven_outputs(&backends, &["Is it polite?", "Is it a greeting?"], [""; 3]);
-        store.set_score_labels(&scores).unwrap();
-        let report = refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
-        assert_eq!(report.changes.iter().map(|c| (c.check.as_str(), c.action)).collect::<Vec<_>>(), [("c0", "dropped")]);
-        assert!(report.changes[0].why.contains("does not separate the expert's good and bad outputs (AUROC 0.50)"), "{}", report.changes[0].why);
-        let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
-        assert_eq!(v2.set.checks.iter().map(|c| c.question.as_str()).collect::<Vec<_>>(), ["Is it a greeting?"]);
     }
 
     #[test]

@@ -11,30 +11,12 @@
 use crate::backend::Role;
 use crate::error::Result;
 use crate::judge_run::run_options;
+use crate::report::ScoreMiddle;
 use crate::Progress;
 use assay_core::metrics::auroc;
 use assay_core::{Check, JudgeItem, Judgment};
 use assay_store::{ItemId, Run, Store};
 use std::collections::HashMap;
-
-/// The middle of the expert's scores ((lowest + highest) / 2): outputs above it the expert
-/// scored high, below it low, on it neither. Separation, the notes on missed outputs and the
-/// probe split the expert's outputs by the same line.
-#[derive(Debug, Clone, Copy)]
-pub struct ScoreMiddle(f64);
-
-impl ScoreMiddle {
-    /// `None` when there are no scores.
-    pub fn of(scores: impl IntoIterator<Item = f64>) -> Option<Self> {
-        let (lo, hi) = scores.into_iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
-        (lo <= hi).then_some(Self((lo + hi) / 2.0))
-    }
-
-    /// Whether `score` is on the high side; `None` on the middle itself.
-    pub fn high(self, score: f64) -> Option<bool> {
-        (score != self.0).then_some(score > self.0)
-    }
-}
 
 /// Most outputs of each side (scored high, scored low) a probe judges: enough to rank a check,
 /// few enough that probing stays a fraction of a judge run.
@@ -138,7 +120,7 @@ fn particular_of_one_input<'t>(text: &'t str, inputs: &[&str]) -> Option<&'t str
 
 #[cfg(test)]
 mod tests {
-    use super::{particular_of_one_input, ScoreMiddle};
+    use super::particular_of_one_input;
 
     #[test]
     fn a_name_or_figure_only_one_input_mentions_is_that_inputs_particular() {
@@ -154,13 +136,5 @@ mod tests {
         assert_eq!(particular_of_one_input("Answer PASS when it names the exam.", &with_pass), None);
         // Of fewer than three inputs, every word is some input's.
         assert_eq!(particular_of_one_input("Is Escitalopram named?", &inputs[..2]), None);
-    }
-
-    #[test]
-    fn the_middle_of_the_scores_splits_them_into_high_and_low_and_leaves_itself_out() {
-        assert!(ScoreMiddle::of([]).is_none());
-        let middle = ScoreMiddle::of([1.0, 5.0, 2.0, 3.0]).unwrap();
-        assert_eq!([1.0, 2.0, 3.0, 5.0].map(|s| middle.high(s)), [Some(false), Some(false), None, Some(true)]);
-        assert_eq!(ScoreMiddle::of([4.0]).unwrap().high(4.0), None);
     }
 }

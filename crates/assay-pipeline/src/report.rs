@@ -16,7 +16,6 @@ use crate::backend::Backends;
 use crate::config::ProjectConfig;
 use crate::error::{PipelineError, Result};
 use crate::plots::{bars_svg, reliability_svg, separation_svg, write_plot};
-use crate::probe::ScoreMiddle;
 use assay_core::metrics::{agreement, auroc, calibrate_threshold, clear_fraction, embedding_spread, mean, reliability, spearman, Agreement, Calibration, Reliability};
 use assay_core::{Judgment, Verdict};
 use assay_store::{ItemId, Project, Run, RunId, RunKind, RunStatus, SetVersion, Store};
@@ -142,6 +141,25 @@ pub fn report_run(store: &Store, project: &Project, set: &SetVersion, run: Optio
         assay_store::StoreError::NoneYet(format!("v{} of project '{}' has no judge run yet (start one with `assay run --project {} --set {}`)", set.number, project.name, project.name, set.number))
             .into()
     })
+}
+
+/// The middle of the expert's scores ((lowest + highest) / 2): outputs above it the expert
+/// scored high, below it low, on it neither. Separation, the notes on missed outputs and the
+/// probe split the expert's outputs by the same line.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreMiddle(f64);
+
+impl ScoreMiddle {
+    /// `None` when there are no scores.
+    pub fn of(scores: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let (lo, hi) = scores.into_iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        (lo <= hi).then_some(Self((lo + hi) / 2.0))
+    }
+
+    /// Whether `score` is on the high side; `None` on the middle itself.
+    pub fn high(self, score: f64) -> Option<bool> {
+        (score != self.0).then_some(score > self.0)
+    }
 }
 
 pub fn report(store: &Store, backends: &Backends, project: &Project, set: &SetVersion, run: &Run, plots_dir: Option<&Path>) -> Result<SetReport> {
@@ -406,4 +424,17 @@ fn write_plots(report: &SetReport, dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScoreMiddle;
+
+    #[test]
+    fn the_middle_of_the_scores_splits_them_into_high_and_low_and_leaves_itself_out() {
+        assert!(ScoreMiddle::of([]).is_none());
+        let middle = ScoreMiddle::of([1.0, 5.0, 2.0, 3.0]).unwrap();
+        assert_eq!([1.0, 2.0, 3.0, 5.0].map(|s| middle.high(s)), [Some(false), Some(false), None, Some(true)]);
+        assert_eq!(ScoreMiddle::of([4.0]).unwrap().high(4.0), None);
+    }
 }

@@ -181,8 +181,9 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let mut set = store.set_version(project.id, found?.set_version)?;
     let discovered = bench_set(store, &mut conditions, "c discovered", &set, since)?;
 
-    // The train run of the set in hand and its units (what its headline figure is over): refinement reads that run's
-    // report (the set's latest run is the test split's, which has no labels in the store).
+    // The train run of the set in hand and its units (what its headline figure is over):
+    // refinement reads that run's report (the set's latest run is the test split's, which has no
+    // labels in the store).
     let mut on_train: Option<(RunId, Vec<Unit>)> = None;
     for round in 1..=args.rounds {
         let since = Instant::now();

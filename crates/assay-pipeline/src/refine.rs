@@ -1,10 +1,10 @@
 //! Refinement (`assay refine`): a new evaluator-set version from what the expert and the
 //! latest report say about the current one.
 //! - A ruling on a question about a check is folded into that check verbatim (and the check
-//!   writer rewrites the question around it); a ruling that says "drop" drops the check, one
-//!   that says "split" splits it by its FAIL rationales' clusters (when they form two or more),
-//!   and one that says "add" on a question proposing a check (an uncovered prompt constraint, a
-//!   rejected gold output) adds that check.
+//!   writer rewrites the question around it, the ruling folded into the rewrite too); a ruling
+//!   that says "drop" drops the check, one that says "split" splits it by its FAIL rationales'
+//!   clusters (when they form two or more), and one that says "add" on a question proposing a
+//!   check (an uncovered prompt constraint, a rejected gold output) adds that check.
 //! - Low agreement with expert labels, a high flip rate or poor separation get the check
 //!   rewritten, with the problem stated; a better threshold calibrated on labels is adopted.
 //! - A check that separates the expert's good and bad outputs the wrong way round (AUROC
@@ -24,8 +24,11 @@
 //!   (AUROC at least `POOR_AUROC`): a question whose yes is the bad case, or one about a single
 //!   output, shows there. A draft naming what only one of the scored outputs' inputs mentions
 //!   (a drug, a figure) is refused unmeasured: it can rank that input's outputs, not others. A
-//!   rewrite that separates them worse than the wording it replaces is not adopted (rulings are
-//!   still folded in).
+//!   check's new wordings (its rewrite, and the check as it is with the rulings folded in) are
+//!   measured as a version would hold them, rulings included: the first that no other, nor the
+//!   check as it is, separates better is kept. So a ruling is folded in unless the judge then
+//!   ranks the expert's own outputs worse (the judge reads criteria text, not intent: a ruling
+//!   on one item can tilt every verdict).
 //!
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 
@@ -73,6 +76,16 @@ enum Purpose {
     FromNotes(usize),
 }
 
+/// A new wording of an existing check; both kinds carry the expert's rulings on it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wording {
+    /// The check writer's rewrite.
+    Rewrite,
+    /// The check as it is, with the rulings folded in.
+    Folded,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
     pub check: String,
@@ -101,8 +114,12 @@ pub struct Probed {
     pub question: String,
     /// AUROC of its P(PASS) on the outputs the expert scored high vs low.
     pub auroc: Option<f64>,
-    /// A rewrite's: the AUROC of the wording it would replace, on the same outputs.
+    /// A new wording of an existing check (`None`: a draft from the expert's notes).
+    pub wording: Option<Wording>,
+    /// The AUROC of the check as it is (a new wording's), on the same outputs.
     pub replaces: Option<f64>,
+    /// Expert rulings folded into this wording (a rewrite's, or the check as it is with them).
+    pub rulings: usize,
     /// A draft's name or figure that only one of the expert's scored inputs mentions: the draft
     /// is refused unmeasured.
     pub particular: Option<String>,
@@ -115,9 +132,15 @@ impl std::fmt::Display for Probed {
         if let Some(word) = &self.particular {
             return write!(f, "not adopted {}: {} (names '{word}', which only one of the expert's scored inputs mentions)", self.check, self.question);
         }
-        write!(f, "{} {}: {} (AUROC {} on the expert's scored outputs", if self.adopted { "adopted" } else { "not adopted" }, self.check, self.question, auroc(self.auroc))?;
-        if self.replaces.is_some() {
-            write!(f, "; the wording it replaces: {}", auroc(self.replaces))?;
+        let what = match self.wording {
+            Some(Wording::Rewrite) => format!("the rewrite of {}", self.check),
+            Some(Wording::Folded) => format!("{} as it is", self.check),
+            None => self.check.clone(),
+        };
+        let rulings = if self.rulings > 0 { format!(" with {} expert ruling(s) folded in", self.rulings) } else { String::new() };
+        write!(f, "{} {what}{rulings}: {} (AUROC {} on the expert's scored outputs", if self.adopted { "adopted" } else { "not adopted" }, self.question, auroc(self.auroc))?;
+        if self.wording.is_some() {
+            write!(f, "; the check as it was run: {}", auroc(self.replaces))?;
         }
         write!(f, ")")
     }
@@ -333,7 +356,11 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 let Some((question, pass_criteria, examples)) = parsed else { continue };
                 let old = &set.set.checks[i];
                 let fail_examples = if examples.is_empty() { old.fail_examples.clone() } else { examples };
-                rewritten[i] = Some(Check { question, pass_criteria, fail_examples, ..old.clone() });
+                let mut rewrite = Check { question, pass_criteria, fail_examples, ..old.clone() };
+                for ruling in &findings[i].rulings {
+                    fold_ruling(&mut rewrite, ruling);
+                }
+                rewritten[i] = Some(rewrite);
             }
             // An unreadable answer adds nothing: a check built from the notes themselves would
             // ask about one output's particulars.
@@ -348,20 +375,51 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         }
     }
 
+    // Per check, its new wordings, most changed first: the check writer's rewrite, then the check
+    // as it is with the expert's rulings folded in (both carry the rulings, so what is measured
+    // is what a version would hold).
+    let wordings: Vec<Vec<(Wording, Check)>> = set
+        .set
+        .checks
+        .iter()
+        .zip(&findings)
+        .zip(&split_into)
+        .zip(rewritten)
+        .map(|(((old, f), split), rewrite)| {
+            let mut folded = old.clone();
+            for ruling in &f.rulings {
+                fold_ruling(&mut folded, ruling);
+            }
+            let folded = (!f.rulings.is_empty() && f.drop.is_none() && split.is_none()).then_some(folded);
+            rewrite.map(|c| (Wording::Rewrite, c)).into_iter().chain(folded.map(|c| (Wording::Folded, c))).collect()
+        })
+        .collect();
+    // The wording each check keeps (`None`: as it is) and what the measurement says about it.
+    let mut kept: Vec<Option<Check>> = vec![None; findings.len()];
+    let mut measured: Vec<Vec<String>> = vec![Vec::new(); findings.len()];
+
     // New wordings, measured on the expert's scored outputs (with the run's judge options):
-    // per cluster of notes, the draft that separates them best, if it separates them; a rewrite,
-    // unless it separates them worse than the wording it replaces.
+    // per cluster of notes, the draft that separates them best, if it separates them; per check,
+    // the first of its wordings that no other (the check as it is included) separates better.
     let mut probed = Vec::new();
     if let Some(run) = &run {
         let scored = ScoredOutputs::of_run(store, run)?;
         // A draft about one input's particulars is refused before it is measured.
         let (particular, general): (Vec<_>, Vec<_>) = std::mem::take(&mut drafts).into_iter().map(|(g, c)| (scored.particular(&c), g, c)).partition(|(p, _, _)| p.is_some());
-        probed.extend(particular.into_iter().map(|(particular, _, c)| Probed { check: c.id, question: c.question, auroc: None, replaces: None, particular, adopted: false }));
+        probed.extend(particular.into_iter().map(|(particular, _, c)| Probed {
+            check: c.id,
+            question: c.question,
+            auroc: None,
+            wording: None,
+            replaces: None,
+            rulings: 0,
+            particular,
+            adopted: false,
+        }));
         drafts = general.into_iter().map(|(_, g, c)| (g, c)).collect();
-        let rewrites: Vec<usize> = (0..rewritten.len()).filter(|&i| rewritten[i].is_some()).collect();
-        let new: Vec<Check> = drafts.iter().map(|(_, c)| c.clone()).chain(rewrites.iter().filter_map(|&i| rewritten[i].clone())).collect();
+        let new: Vec<Check> = drafts.iter().map(|(_, c)| c.clone()).chain(wordings.iter().flatten().map(|(_, c)| c.clone())).collect();
         let auroc = scored.probe(&backends.role(&config.roles.judge)?, &new, progress)?;
-        let (of_drafts, of_rewrites) = auroc.split_at(drafts.len());
+        let (of_drafts, mut of_wordings) = auroc.split_at(drafts.len());
         for (g, group) in note_groups.iter().enumerate() {
             let best = (0..drafts.len()).filter(|&d| drafts[d].0 == g).max_by(|&a, &b| of_drafts[a].unwrap_or(f64::MIN).total_cmp(&of_drafts[b].unwrap_or(f64::MIN)));
             let Some(best) = best.filter(|&d| of_drafts[d].is_some_and(|a| a >= POOR_AUROC)) else { continue };
@@ -382,18 +440,32 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             check: c.id.clone(),
             question: c.question.clone(),
             auroc: *auroc,
+            wording: None,
             replaces: None,
+            rulings: 0,
             particular: None,
             adopted: added.iter().any(|a| a.id == c.id),
         }));
-        for (&i, &auroc) in rewrites.iter().zip(of_rewrites) {
-            let replaces = scored.auroc_of(&judgments, &set.set.checks[i].id);
-            let adopted = !matches!((auroc, replaces), (Some(new), Some(old)) if new < old);
-            let Some(check) = rewritten[i].as_ref() else { continue };
-            probed.push(Probed { check: check.id.clone(), question: check.question.clone(), auroc, replaces, particular: None, adopted });
-            if !adopted {
-                rewritten[i] = None;
+        for (i, (old, these)) in set.set.checks.iter().zip(&wordings).enumerate() {
+            if these.is_empty() {
+                continue;
             }
+            let (aurocs, rest) = of_wordings.split_at(these.len());
+            of_wordings = rest;
+            let was = scored.auroc_of(&judgments, &old.id);
+            let chosen = kept_wording(&[aurocs, &[was]].concat());
+            let rulings = findings[i].rulings.len();
+            for (w, ((kind, wording), &auroc)) in these.iter().zip(aurocs).enumerate() {
+                probed.push(Probed { check: wording.id.clone(), question: wording.question.clone(), auroc, wording: Some(*kind), replaces: was, rulings, particular: None, adopted: w == chosen });
+            }
+            let kinds: Vec<Wording> = these.iter().map(|(kind, _)| *kind).collect();
+            measured[i] = measured_wording(&kinds, aurocs, was, chosen, rulings);
+            kept[i] = these.get(chosen).map(|(_, c)| c.clone());
+        }
+    } else {
+        // Nothing to measure on: the rewrite, or the rulings folded into the check as it is.
+        for (k, these) in kept.iter_mut().zip(&wordings) {
+            *k = these.first().map(|(_, c)| c.clone());
         }
     }
 
@@ -409,19 +481,10 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             checks.append(&mut splits[i]);
             continue;
         }
-        let mut check = rewritten[i].take().unwrap_or_else(|| old.clone());
-        for ruling in &f.rulings {
-            fold_ruling(&mut check, ruling);
-        }
+        let mut check = kept[i].take().unwrap_or_else(|| old.clone());
         let mut why: Vec<String> = f.problems.clone();
-        if let Some(Probed { auroc: Some(new), replaces: Some(was), adopted, .. }) = probed.iter().find(|p| p.check == old.id) {
-            why.push(if *adopted {
-                format!("the new wording separates the expert's scored outputs at AUROC {new:.2} (was {was:.2})")
-            } else {
-                format!("the check writer's rewrite separated the expert's scored outputs worse (AUROC {new:.2}, was {was:.2}): wording kept")
-            });
-        }
-        if !f.rulings.is_empty() {
+        why.append(&mut measured[i]);
+        if run.is_none() && !f.rulings.is_empty() {
             why.push(format!("{} expert ruling(s) folded in", f.rulings.len()));
         }
         if let Some((t, reason)) = f.threshold {
@@ -440,6 +503,36 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
     let reason = format!("refined from v{}: {}", set.number, changes.iter().map(|c| format!("{} {} ({})", c.check, c.action, c.why)).collect::<Vec<_>>().join("; "));
     let version = store.create_set_version(project.id, &EvaluatorSet::new(None, checks)?, &reason)?;
     Ok(RefineReport { from: set.number, to: Some(version.number), changes, unreadable_rewrites: unreadable, probed })
+}
+
+/// Which of a check's wordings refinement keeps, given each one's AUROC on the expert's scored
+/// outputs, most changed first and the check as it is last: the first that no other separates
+/// better (an unmeasured one is never beaten and never beats).
+fn kept_wording(aurocs: &[Option<f64>]) -> usize {
+    let beaten = |a: Option<f64>| aurocs.iter().any(|o| matches!((o, a), (Some(o), Some(a)) if *o > a));
+    (0..aurocs.len()).find(|&i| !beaten(aurocs[i])).unwrap_or(aurocs.len() - 1)
+}
+
+/// What the measurement of a check's new wordings (`kinds`, AUROC each; `was`: the check as
+/// it is) says about the one kept (`chosen`; past the wordings: the check as it is).
+fn measured_wording(kinds: &[Wording], aurocs: &[Option<f64>], was: Option<f64>, chosen: usize, rulings: usize) -> Vec<String> {
+    let a = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+    let mut why = Vec::new();
+    for (w, (kind, &auroc)) in kinds.iter().zip(aurocs).enumerate() {
+        why.push(match (kind, w == chosen) {
+            (Wording::Rewrite, true) => format!("the new wording separates the expert's scored outputs at AUROC {} (was {})", a(auroc), a(was)),
+            (Wording::Rewrite, false) => format!("the check writer's rewrite is not adopted (AUROC {} on the expert's scored outputs, {} as it is)", a(auroc), a(was)),
+            (Wording::Folded, true) => format!("{rulings} expert ruling(s) folded in (AUROC {} with them, {} without)", a(auroc), a(was)),
+            (Wording::Folded, false) if chosen == kinds.len() => {
+                format!("{rulings} expert ruling(s) not folded in: with them the check separates the expert's scored outputs worse (AUROC {}, {} without)", a(auroc), a(was))
+            }
+            (Wording::Folded, false) => continue,
+        });
+    }
+    if kinds.get(chosen) == Some(&Wording::Rewrite) && rulings > 0 {
+        why.push(format!("{rulings} expert ruling(s) folded in"));
+    }
+    why
 }
 
 /// Problems the report shows for one check.
@@ -541,9 +634,9 @@ mod tests {
 
     /// A scripted backend: every check of an output gets the P(PASS) its text holds (one minus
     /// it for a check asking whether the output *uses* commas: yes is the bad case; 0.5 for one
-    /// asking whether it is polite), notes embed by the problem they name (commas or not), and
-    /// the check writer, keeping what it was asked, answers "Does the output <verb> commas?"
-    /// with its greedy verb or, when sampling, its sampled verb.
+    /// asking whether it is polite, or with "noise" in its criteria), notes embed by the problem
+    /// they name (commas or not), and the check writer, keeping what it was asked, answers
+    /// "Does the output <verb> commas?" with its greedy verb or, when sampling, its sampled verb.
     struct Notes {
         asked: std::sync::Mutex<Vec<String>>,
         verbs: [&'static str; 2],
@@ -570,7 +663,7 @@ mod tests {
                 let p: f32 = item.output.parse().unwrap();
                 let p = if c.question.contains("use commas") {
                     1.0 - p
-                } else if c.question.contains("polite") {
+                } else if c.question.contains("polite") || c.pass_criteria.contains("noise") {
                     0.5
                 } else {
                     p
@@ -678,7 +771,7 @@ mod tests {
         assert_eq!((report.to, report.changes.len()), (None, 0), "the check keeps its wording: {:?}", report.changes);
         let measured: Vec<(&str, Option<f64>, Option<f64>, bool)> = report.probed.iter().map(|p| (p.check.as_str(), p.auroc, p.replaces, p.adopted)).collect();
         assert_eq!(measured, [("c0", Some(0.25), Some(0.5), false)]);
-        assert_eq!(report.probed[0].to_string(), "not adopted c0: Does the output use commas? (AUROC 0.25 on the expert's scored outputs; the wording it replaces: 0.50)");
+        assert_eq!(report.probed[0].to_string(), "not adopted the rewrite of c0: Does the output use commas? (AUROC 0.25 on the expert's scored outputs; the check as it was run: 0.50)");
 
         let better = Backends::new(std::sync::Arc::new(Notes::drafting("avoid", "avoid")));
         let report = refine(&mut store, &better, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
@@ -687,6 +780,53 @@ mod tests {
         assert!(report.changes[0].why.contains("AUROC 0.75 (was 0.50)"), "{}", report.changes[0].why);
         let v2 = store.set_version(project.id, report.to.unwrap()).unwrap();
         assert_eq!(v2.set.checks[0].question, "Does the output avoid commas?");
+    }
+
+    #[test]
+    fn a_ruling_is_folded_in_unless_the_check_then_separates_the_experts_scores_worse() {
+        // As run, "Is it a greeting?" ranks the expert's scores at AUROC 0.75; the check writer's
+        // rewrite ("... use commas?") at 0.25; with a criterion that reads as noise, the check ranks
+        // them at 0.5.
+        let refined = |rulings: &[&str]| {
+            let backends = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
+            let Judged { _dir, mut store, project, set, run, scores } = seven_outputs(&backends, "Is it a greeting?", [""; 3]);
+            store.set_score_labels(&scores).unwrap();
+            let item = store.items(store.run(run).unwrap().dataset.unwrap()).unwrap()[0].id;
+            for ruling in rulings {
+                let ask = assay_store::NewQuestion { item: Some(item), check: Some("c0".into()), why: "near the threshold".into(), ..Default::default() };
+                let q = store.add_questions(project.id, &[ask]).unwrap()[0];
+                store.answer_question(q, ruling).unwrap();
+            }
+            let report = refine(&mut store, &backends, &project, &set, Some(run), 0, &mut |_, _, _| {}).unwrap();
+            let version = report.to.map(|v| store.set_version(project.id, v).unwrap().set.checks);
+            (report, version)
+        };
+
+        let (report, version) = refined(&["PASS: a greeting in any words", "PASS: treat it as noise"]);
+        let measured: Vec<_> = report.probed.iter().map(|p| (p.question.as_str(), p.auroc, p.replaces, p.rulings, p.adopted)).collect();
+        assert_eq!(measured, [("Does the output use commas?", Some(0.25), Some(0.75), 2, false), ("Is it a greeting?", Some(0.5), Some(0.75), 2, false)]);
+        assert_eq!((version, report.changes.len()), (None, 0), "the check stays as it is: {:?}", report.changes);
+        assert_eq!(
+            report.probed[1].to_string(),
+            "not adopted c0 as it is with 2 expert ruling(s) folded in: Is it a greeting? (AUROC 0.50 on the expert's scored outputs; the check as it was run: 0.75)"
+        );
+
+        // A ruling that does not tilt the judge is folded into the check as it is (its rewrite
+        // still ranks worse).
+        let (report, version) = refined(&["PASS: a greeting in any words"]);
+        assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+        let why = &report.changes[0].why;
+        assert!(why.contains("rewrite is not adopted (AUROC 0.25") && why.contains("1 expert ruling(s) folded in (AUROC 0.75 with them, 0.75 without)"), "{why}");
+        let check = &version.unwrap()[0];
+        assert_eq!((check.question.as_str(), check.pass_criteria.as_str()), ("Is it a greeting?", "Expert ruling: PASS: a greeting in any words (on item 'a')"));
+    }
+
+    #[test]
+    fn kept_wording_is_the_first_no_other_separates_better() {
+        assert_eq!(kept_wording(&[Some(0.7), Some(0.7), Some(0.6)]), 0, "ties go to the most changed");
+        assert_eq!(kept_wording(&[Some(0.6), Some(0.7), Some(0.7)]), 1);
+        assert_eq!(kept_wording(&[Some(0.6), Some(0.5), Some(0.7)]), 2, "the check as it is");
+        assert_eq!(kept_wording(&[None, None, Some(0.7)]), 0, "unmeasured: as before the probe");
     }
 
     #[test]

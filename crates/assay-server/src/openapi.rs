@@ -264,7 +264,7 @@ fn project_paths(limits: &Limits) -> Value {
             "responses": ok("{dataset, check_labels, score_labels}", "application/json")}},
         "/v1/projects/{project}/refine": {"post": {"summary": "A new evaluator-set version from rulings and the latest report (`assay refine`); waits for it", "parameters": parameters(&project, &[]),
             "requestBody": body(json!({"type": "object", "properties": {"set": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Default: the latest version"}, "seed": schema("Seed"), "run": {"allOf": [schema("Id")], "description": "Judge run whose report refinement reads. Default: the set's latest finished judge run"}}})),
-            "responses": ok("{from, to (null: no new version), changes: [{check, action, why}], unreadable_rewrites, probed: [{check, question, auroc, replaces, particular, adopted}]}", "application/json")}}
+            "responses": ok("{from, to (null: no new version), changes: [{check, action, why}], unreadable_rewrites, probed: [{check, question, auroc, wording (rewrite | folded | null: a draft from notes), replaces, rulings, particular, adopted}]}", "application/json")}}
     });
     for (path, item) in loop_paths.as_object().expect("an object") {
         match paths.get_mut(path) {

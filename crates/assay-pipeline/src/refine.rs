@@ -26,9 +26,9 @@
 //!   (a drug, a figure) is refused unmeasured: it can rank that input's outputs, not others. A
 //!   check's new wordings (its rewrite, and the check as it is with the rulings folded in) are
 //!   measured as a version would hold them, rulings included: the first that no other, nor the
-//!   check as it is, separates better is kept. So a ruling is folded in unless the judge then
-//!   ranks the expert's own outputs worse (the judge reads criteria text, not intent: a ruling
-//!   on one item can tilt every verdict).
+//!   check as it is, separates better is kept. So the rulings on a check are folded in, all
+//!   together, unless the judge then ranks the expert's own outputs worse (the judge reads
+//!   criteria text, not intent: a ruling on one item can tilt every verdict).
 //!
 //! Nothing changes in place: the result is a new version whose reason lists every change.
 

@@ -210,6 +210,14 @@ pub fn fold_ruling(check: &mut Check, ruling: &str) {
     check.pass_criteria = format!("{}\nExpert ruling: {ruling}", check.pass_criteria).trim_start().to_string();
 }
 
+/// `check` with every one of the expert's `rulings` folded in, in order.
+fn with_rulings(mut check: Check, rulings: &[String]) -> Check {
+    for ruling in rulings {
+        fold_ruling(&mut check, ruling);
+    }
+    check
+}
+
 /// A ruling as refinement folds it: with the item it was given on.
 pub fn ruling_on_item(store: &Store, question: &assay_store::Question, ruling: &str) -> Result<String> {
     let on = question.asked.item.map(|item| store.item(item).map(|i| format!(" (on item '{}')", i.fields.key))).transpose()?.unwrap_or_default();
@@ -356,11 +364,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
                 let Some((question, pass_criteria, examples)) = parsed else { continue };
                 let old = &set.set.checks[i];
                 let fail_examples = if examples.is_empty() { old.fail_examples.clone() } else { examples };
-                let mut rewrite = Check { question, pass_criteria, fail_examples, ..old.clone() };
-                for ruling in &findings[i].rulings {
-                    fold_ruling(&mut rewrite, ruling);
-                }
-                rewritten[i] = Some(rewrite);
+                rewritten[i] = Some(with_rulings(Check { question, pass_criteria, fail_examples, ..old.clone() }, &findings[i].rulings));
             }
             // An unreadable answer adds nothing: a check built from the notes themselves would
             // ask about one output's particulars.
@@ -386,11 +390,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
         .zip(&split_into)
         .zip(rewritten)
         .map(|(((old, f), split), rewrite)| {
-            let mut folded = old.clone();
-            for ruling in &f.rulings {
-                fold_ruling(&mut folded, ruling);
-            }
-            let folded = (!f.rulings.is_empty() && f.drop.is_none() && split.is_none()).then_some(folded);
+            let folded = (!f.rulings.is_empty() && f.drop.is_none() && split.is_none()).then(|| with_rulings(old.clone(), &f.rulings));
             rewrite.map(|c| (Wording::Rewrite, c)).into_iter().chain(folded.map(|c| (Wording::Folded, c))).collect()
         })
         .collect();
@@ -458,8 +458,7 @@ pub fn refine(store: &mut Store, backends: &Backends, project: &Project, set: &S
             for (w, ((kind, wording), &auroc)) in these.iter().zip(aurocs).enumerate() {
                 probed.push(Probed { check: wording.id.clone(), question: wording.question.clone(), auroc, wording: Some(*kind), replaces: was, rulings, particular: None, adopted: w == chosen });
             }
-            let kinds: Vec<Wording> = these.iter().map(|(kind, _)| *kind).collect();
-            measured[i] = measured_wording(&kinds, aurocs, was, chosen, rulings);
+            measured[i] = measured_wording(these, aurocs, was, chosen, rulings);
             kept[i] = these.get(chosen).map(|(_, c)| c.clone());
         }
     } else {
@@ -513,23 +512,23 @@ fn kept_wording(aurocs: &[Option<f64>]) -> usize {
     (0..aurocs.len()).find(|&i| !beaten(aurocs[i])).unwrap_or(aurocs.len() - 1)
 }
 
-/// What the measurement of a check's new wordings (`kinds`, AUROC each; `was`: the check as
+/// What the measurement of a check's new wordings (`wordings`, AUROC each; `was`: the check as
 /// it is) says about the one kept (`chosen`; past the wordings: the check as it is).
-fn measured_wording(kinds: &[Wording], aurocs: &[Option<f64>], was: Option<f64>, chosen: usize, rulings: usize) -> Vec<String> {
+fn measured_wording(wordings: &[(Wording, Check)], aurocs: &[Option<f64>], was: Option<f64>, chosen: usize, rulings: usize) -> Vec<String> {
     let a = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
     let mut why = Vec::new();
-    for (w, (kind, &auroc)) in kinds.iter().zip(aurocs).enumerate() {
+    for (w, ((kind, _), &auroc)) in wordings.iter().zip(aurocs).enumerate() {
         why.push(match (kind, w == chosen) {
             (Wording::Rewrite, true) => format!("the new wording separates the expert's scored outputs at AUROC {} (was {})", a(auroc), a(was)),
             (Wording::Rewrite, false) => format!("the check writer's rewrite is not adopted (AUROC {} on the expert's scored outputs, {} as it is)", a(auroc), a(was)),
             (Wording::Folded, true) => format!("{rulings} expert ruling(s) folded in (AUROC {} with them, {} without)", a(auroc), a(was)),
-            (Wording::Folded, false) if chosen == kinds.len() => {
+            (Wording::Folded, false) if chosen == wordings.len() => {
                 format!("{rulings} expert ruling(s) not folded in: with them the check separates the expert's scored outputs worse (AUROC {}, {} without)", a(auroc), a(was))
             }
             (Wording::Folded, false) => continue,
         });
     }
-    if kinds.get(chosen) == Some(&Wording::Rewrite) && rulings > 0 {
+    if matches!(wordings.get(chosen), Some((Wording::Rewrite, _))) && rulings > 0 {
         why.push(format!("{rulings} expert ruling(s) folded in"));
     }
     why

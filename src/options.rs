@@ -46,8 +46,9 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "ASSAY_STEP_TOKENS", default_value_t = assay_engine::engine::DEFAULT_STEP_TOKENS)]
     pub step_tokens: usize,
     /// CPU matmul kernel on the model file's quantized blocks: auto (vnni where the CPU has
-    /// AVX512-VNNI, else dense f32 copies of the weights, faster there than the portable kernel),
-    /// vnni, or portable (int8 in plain Rust, any CPU). A named kernel the CPU lacks is an error.
+    /// AVX512-VNNI, else avx2 where it has AVX2, else dense f32 copies of the weights, faster
+    /// there than the portable kernel), vnni, avx2, or portable (int8 in plain Rust, any CPU).
+    /// A named kernel the CPU lacks is an error.
     #[arg(long, global = true, env = "ASSAY_CPU_KERNEL", default_value = "auto")]
     pub cpu_kernel: String,
 }

@@ -36,6 +36,9 @@ impl QuantMatrix {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the kernel is available (asserted above).
                     CpuKernel::Vnni => unsafe { super::vnni::tile_rows(self, t, x, r0, rows, y, ldy, cols) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    CpuKernel::Avx2 => unsafe { super::avx2::tile_rows(self, t, x, r0, rows, y, ldy, cols) },
                     _ => super::portable::tile_rows(self, t, x, r0, rows, y, ldy, cols),
                 }
             };

@@ -1,7 +1,10 @@
 //! CPU kernels: `QuantMatrix` (weights repacked from GGUF blocks) times `QuantizedRows`
-//! (activations quantized per block), on the best kernel this CPU runs or one forced by name;
+//! (activations quantized per block), on the best kernel this CPU runs (AVX512-VNNI, AVX2) or
+//! one forced by name;
 //! and `PackedWeights`, an f32 GEMM for the exact reference path.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod f32_gemm;
 mod matmul;
 mod portable;
@@ -25,7 +28,7 @@ pub enum KernelError {
     RaggedRows { format: BlockFormat, n: usize, k: usize, multiple: usize },
     #[error("{format:?} [{n}, {k}] needs {want} bytes of blocks, got {got}")]
     WrongSize { format: BlockFormat, n: usize, k: usize, want: usize, got: usize },
-    #[error("unknown CPU kernel '{0}' (known: auto, vnni, portable)")]
+    #[error("unknown CPU kernel '{0}' (known: auto, vnni, avx2, portable)")]
     UnknownKernel(String),
     #[error("the {0:?} kernel does not run on this CPU")]
     KernelUnavailable(CpuKernel),
@@ -36,17 +39,20 @@ pub enum KernelError {
 pub enum CpuKernel {
     /// AVX512-VNNI (`vpdpbusd`: 64 int8 products per instruction).
     Vnni,
+    /// AVX2 (`vpmaddubsw` and `vpmaddwd`: 32 int8 products per instruction pair), for x86
+    /// CPUs without AVX-512.
+    Avx2,
     /// Plain Rust, any CPU (the compiler vectorises what it can).
     Portable,
 }
 
 impl CpuKernel {
     /// The kernel models load with: the one `set_preferred` chose (`--cpu-kernel`), else VNNI
-    /// where the CPU has it, else none: without VNNI, dense f32 weights through a float GEMM
+    /// or AVX2, the first the CPU has, else none: dense f32 weights through a float GEMM
     /// measured 10-15x faster than the portable int8 kernel (BENCHMARKS.md), so callers keep
     /// f32 copies there unless the portable kernel is asked for by name.
     pub fn preferred() -> Option<Self> {
-        PREFERRED.get().copied().flatten().or_else(|| Self::Vnni.available().then_some(Self::Vnni))
+        PREFERRED.get().copied().flatten().or_else(|| [Self::Vnni, Self::Avx2].into_iter().find(|k| k.available()))
     }
 
     /// Chooses the kernel for the whole process by name (`auto`, `vnni`, `portable`; once,
@@ -65,14 +71,16 @@ impl CpuKernel {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"),
             #[cfg(not(target_arch = "x86_64"))]
-            Self::Vnni => false,
+            Self::Vnni | Self::Avx2 => false,
         }
     }
 
     /// Every kernel this CPU runs (tests cover each).
     pub fn all_available() -> Vec<Self> {
-        [Self::Vnni, Self::Portable].into_iter().filter(|k| k.available()).collect()
+        [Self::Vnni, Self::Avx2, Self::Portable].into_iter().filter(|k| k.available()).collect()
     }
 }
 
@@ -87,6 +95,7 @@ impl FromStr for Choice {
         match s {
             "auto" => Ok(Self(None)),
             "vnni" => Ok(Self(Some(CpuKernel::Vnni))),
+            "avx2" => Ok(Self(Some(CpuKernel::Avx2))),
             "portable" => Ok(Self(Some(CpuKernel::Portable))),
             other => Err(KernelError::UnknownKernel(other.to_string())),
         }
@@ -184,6 +193,7 @@ mod tests {
     #[test]
     fn kernels_are_chosen_by_name() {
         assert!(matches!("portable".parse::<Choice>(), Ok(Choice(Some(CpuKernel::Portable)))));
+        assert!(matches!("avx2".parse::<Choice>(), Ok(Choice(Some(CpuKernel::Avx2)))));
         assert!(matches!("auto".parse::<Choice>(), Ok(Choice(None))));
         assert!(matches!(CpuKernel::set_preferred("amx"), Err(KernelError::UnknownKernel(_))));
     }

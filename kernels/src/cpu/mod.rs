@@ -55,7 +55,7 @@ impl CpuKernel {
         PREFERRED.get().copied().flatten().or_else(|| [Self::Vnni, Self::Avx2].into_iter().find(|k| k.available()))
     }
 
-    /// Chooses the kernel for the whole process by name (`auto`, `vnni`, `portable`; once,
+    /// Chooses the kernel for the whole process by name (`auto`, `vnni`, `avx2`, `portable`; once,
     /// later calls keep the first choice); a named kernel the CPU lacks is an error.
     pub fn set_preferred(name: &str) -> Result<(), KernelError> {
         let kernel = name.parse::<Choice>()?.0;

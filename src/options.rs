@@ -707,6 +707,9 @@ pub enum BenchKind {
     Gen(BenchGenArgs),
     /// Dense (gemm) versus quantized matmul time by number of rows, for the model's shapes.
     Matmul(BenchMatmulArgs),
+    /// One layer's attention at judge shapes (sequences that share a prefix, each with its own
+    /// suffix rows), through each code of the fused CPU kernel and the candle-ops reference.
+    Attention(BenchAttentionArgs),
     /// Judge workloads J1 (one ~1,000-token context, 25 checks of ~60 tokens) and J2 (64 items
     /// x 25 checks), judged naively (each check a full prompt), with prefix reuse (checks one
     /// after another) and packed.
@@ -811,6 +814,28 @@ pub struct BenchGenArgs {
     /// Timed repetitions after one warm-up; the median is reported.
     #[arg(long, env = "ASSAY_BENCH_REPEATS", default_value_t = 3)]
     pub repeats: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAttentionArgs {
+    /// Query heads (12: Qwen2.5-1.5B).
+    #[arg(long, env = "ASSAY_BENCH_HEADS", default_value_t = 12)]
+    pub heads: usize,
+    /// Key/value heads.
+    #[arg(long, env = "ASSAY_BENCH_KV_HEADS", default_value_t = 2)]
+    pub kv_heads: usize,
+    /// Head size (64, 128 or 256).
+    #[arg(long, env = "ASSAY_BENCH_HEAD_DIM", default_value_t = 128)]
+    pub head_dim: usize,
+    /// Tokens of the prefix every sequence shares (a judge's instructions and item).
+    #[arg(long, env = "ASSAY_BENCH_PREFIX", default_value_t = 1024)]
+    pub prefix: usize,
+    /// Sequences (checks), each with its own suffix.
+    #[arg(long, env = "ASSAY_BENCH_SEQUENCES", default_value_t = 25)]
+    pub sequences: usize,
+    /// Suffix rows per sequence to measure (1 is a decode step).
+    #[arg(long, env = "ASSAY_BENCH_ROWS", value_delimiter = ',', default_value = "1,64")]
+    pub rows: Vec<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,8 @@ use assay_engine::judge::{judge_prompts, score_alone, Labels};
 use assay_engine::{Engine, EngineError};
 
 /// Largest |difference| allowed between judged and alone label log-likelihoods. On the CPU
-/// with AVX-512 both compute every row with the same arithmetic (equal bit for bit); the
-/// candle-ops path merges shared segments by log-sum-exp, which rounds differently (~1e-5).
+/// both compute every row with the same arithmetic (equal bit for bit); the candle-ops path
+/// (GPUs) merges shared segments by log-sum-exp, which rounds differently (~1e-5).
 const LOGPROB_TOLERANCE: f32 = 1e-4;
 
 fn checks() -> Vec<Check> {

@@ -2,7 +2,7 @@
 //! quality). Each prints a table to stderr and one JSON line to stdout so that `benches/`
 //! scripts can put peers side by side.
 
-use crate::options::{BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
+use crate::options::{BenchAttentionArgs, BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
 use assay_core::SamplingParams;
 use assay_engine::projection::{LoadedWeight, Projection};
@@ -15,6 +15,7 @@ pub fn run(global: &GlobalOptions, args: &crate::options::BenchArgs) -> Result<(
     match &args.what {
         BenchKind::Gen(a) => gen(global, a),
         BenchKind::Matmul(a) => matmul(global, a),
+        BenchKind::Attention(a) => attention(a),
         BenchKind::Judge(a) => judge(global, a),
         BenchKind::Quality(a) => super::bench_quality::run(global, a),
     }
@@ -158,6 +159,74 @@ fn matmul(global: &GlobalOptions, args: &BenchMatmulArgs) -> Result<()> {
         }
     }
     println!("{}", serde_json::json!({ "engine": "assay", "bench": "matmul", "model": args.model, "threads": candle_core::utils::get_num_threads(), "results": results }));
+    Ok(())
+}
+
+/// One layer's attention for `sequences` spans that share a `prefix`-token block run, each with
+/// `rows` new rows after it: timed through each fused code and the reference, with the
+/// multiply-adds of scores and values (`2 * heads * head_dim` per visible key per row) as floor.
+fn attention(args: &BenchAttentionArgs) -> Result<()> {
+    use assay_engine::attention::{shared_segments, Attention, AttentionCode, CpuAttention, Heads, QuerySpan};
+    use assay_engine::kv_pool::{slot_of, KvLayout, KvPool, BLOCK_SIZE};
+    let heads = Heads { n_heads: args.heads, n_kv_heads: args.kv_heads, head_dim: args.head_dim };
+    anyhow::ensure!(args.sequences > 0 && args.prefix > 0, "--sequences and --prefix must be positive");
+    let mut attentions: Vec<(String, Attention)> = Vec::new();
+    for code in AttentionCode::all_available() {
+        let kernel = CpuAttention::with_code(args.heads, args.kv_heads, args.head_dim, code).context("the fused kernel takes a head size of 64, 128 or 256 and heads a multiple of the kv heads")?;
+        attentions.push((format!("fused_{code:?}").to_lowercase(), Attention::Fused(kernel)));
+    }
+    attentions.push(("reference".into(), Attention::Reference));
+    let dev = Device::Cpu;
+    let layout = KvLayout { n_layers: 1, n_kv_heads: args.kv_heads, head_dim: args.head_dim, dtype: candle_core::DType::F32 };
+    let shared_blocks = args.prefix.div_ceil(BLOCK_SIZE);
+    let mut results = Vec::new();
+    eprintln!("{:>6} {:>9} {}", "rows", "GMAC", attentions.iter().map(|(n, _)| format!("{:>18}", format!("{n} ms (GMAC/s)"))).collect::<String>());
+    for &rows in &args.rows {
+        let own_blocks = (args.prefix + rows).div_ceil(BLOCK_SIZE) - shared_blocks + 1;
+        let blocks = shared_blocks + args.sequences * own_blocks;
+        let mut timings = serde_json::Map::new();
+        let mut line = String::new();
+        let mut gmac = 0.0;
+        for (name, attention) in &attentions {
+            let mut pool = KvPool::new(layout, blocks * layout.bytes_per_block(), &dev, attention.wants_cpu_blocks())?;
+            let prefix: Vec<u32> = (0..shared_blocks).map(|_| pool.allocate().context("pool sized for the prefix")).collect::<Result<_>>()?;
+            let tables: Vec<Vec<u32>> = (0..args.sequences)
+                .map(|_| {
+                    let own = (0..own_blocks).map(|_| pool.allocate().context("pool sized for every suffix")).collect::<Result<Vec<u32>>>()?;
+                    Ok(prefix.iter().copied().chain(own).collect())
+                })
+                .collect::<Result<_>>()?;
+            // Keys and values: the prefix once, then each sequence's rows (prefix rounded up to
+            // whole blocks, so that the shared run is complete and each suffix is its own).
+            let start = shared_blocks * BLOCK_SIZE;
+            let kv = |n: usize| -> Result<Tensor> { Ok(Tensor::randn(0f32, 1.0, (n, args.kv_heads, args.head_dim), &dev)?) };
+            pool.write(0, &(0..start).map(|p| slot_of(&tables[0], p)).collect::<Vec<_>>(), &kv(start)?, &kv(start)?)?;
+            for table in &tables {
+                pool.write(0, &(start..start + rows).map(|p| slot_of(table, p)).collect::<Vec<_>>(), &kv(rows)?, &kv(rows)?)?;
+            }
+            let total = args.sequences * rows;
+            let spans: Vec<QuerySpan<'_>> = tables.iter().enumerate().map(|(i, table)| QuerySpan { offset: i * rows, rows, start, table }).collect();
+            let refs: Vec<&[u32]> = tables.iter().map(Vec::as_slice).collect();
+            let segments = shared_segments(&refs, &vec![shared_blocks; args.sequences]);
+            let q = (Tensor::randn(0f32, 1.0, (total, args.heads, args.head_dim), &dev)? * (args.head_dim as f64).powf(-0.5))?;
+            let keys_seen: usize = (0..rows).map(|i| start + i + 1).sum::<usize>() * args.sequences;
+            gmac = (2 * args.heads * args.head_dim * keys_seen) as f64 / 1e9;
+            attention.attend(&q, &spans, &segments, &pool, 0, None, heads)?;
+            let mut runs: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    attention.attend(&q, &spans, &segments, &pool, 0, None, heads).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<assay_engine::Result<_>>()?;
+            let ms = median(&mut runs);
+            line.push_str(&format!("{:>18}", format!("{ms:.2} ({:.1})", gmac / ms * 1e3)));
+            timings.insert(format!("{name}_ms"), serde_json::json!(ms));
+        }
+        eprintln!("{rows:>6} {gmac:>9.3} {line}");
+        results.push(serde_json::json!({"rows": rows, "gmac": gmac, "timings": timings}));
+    }
+    let shapes = serde_json::json!({"heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim, "prefix": args.prefix, "sequences": args.sequences});
+    println!("{}", serde_json::json!({ "engine": "assay", "bench": "attention", "shapes": shapes, "threads": candle_core::utils::get_num_threads(), "results": results }));
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //!
 //! Two storages, one interface: on the CPU with the fused attention kernel the blocks are laid
 //! out for that kernel (keys transposed within a block, so a block of keys is `head_dim` rows
-//! of 32 lanes); everywhere else (GPUs, CPUs without AVX-512, the reference path) each layer is
+//! of 32 lanes); everywhere else (GPUs, head sizes the kernel lacks, the reference path) each layer is
 //! a tensor of slots `[n_blocks * BLOCK_SIZE, n_kv_heads, head_dim]` written and gathered with
 //! candle ops. Memory is reserved lazily by the OS (zeroed allocation), so a large budget costs
 //! only what is used.

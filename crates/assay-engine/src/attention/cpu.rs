@@ -14,8 +14,12 @@
 //! batched and solo generation bit-identical, and a recomputed (preempted) sequence equal to
 //! its first run.
 //!
-//! The kernel needs AVX-512F and a head size of 64, 128 or 256; `CpuAttention::new` says
-//! whether it applies, and callers use the reference path (`reference.rs`) otherwise.
+//! Two codes compute it: AVX-512 registers (`attend_rows`), and plain Rust (`attend_row_plain`)
+//! for every other CPU, compiled for AVX2 and FMA where the CPU has them. They perform the same
+//! fused multiply-adds in the same order, the same exponential and the same summation tree, so
+//! they give the same bits: a model computes alike on any CPU. The kernel needs a head size of
+//! 64, 128 or 256; `CpuAttention::new` says whether it applies, and callers use the reference
+//! path (`reference.rs`) otherwise.
 
 use super::QuerySpan;
 use crate::kv_pool::BLOCK_SIZE;
@@ -29,19 +33,42 @@ const TILE: usize = 8;
 /// Largest head size the kernel handles.
 const MAX_HEAD_DIM: usize = 256;
 
-/// Shapes of the attention a model runs.
+/// Which code computes the tiles (the same bits either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionCode {
+    /// AVX-512F registers: 8 rows x 32 keys of scores held in 16 vectors.
+    Avx512,
+    /// Plain Rust, one row at a time, vectorised by the compiler (AVX2 and FMA where present).
+    Plain,
+}
+
+impl AttentionCode {
+    /// The codes this CPU runs, fastest first.
+    pub fn all_available() -> Vec<Self> {
+        [Self::Avx512, Self::Plain].into_iter().filter(|c| *c == Self::Plain || avx512_available()).collect()
+    }
+}
+
+/// Shapes of the attention a model runs, and the code that computes it.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuAttention {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    code: AttentionCode,
 }
 
 impl CpuAttention {
-    /// The fused kernel for these shapes, when this CPU and head size allow it.
+    /// The fused kernel for these shapes on the fastest code this CPU runs, when the head size
+    /// allows it.
     pub fn new(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Option<Self> {
+        Self::with_code(n_heads, n_kv_heads, head_dim, AttentionCode::all_available()[0])
+    }
+
+    /// The fused kernel computed by `code`, when the head size allows it and the CPU runs it.
+    pub fn with_code(n_heads: usize, n_kv_heads: usize, head_dim: usize, code: AttentionCode) -> Option<Self> {
         let shapes_ok = matches!(head_dim, 64 | 128 | 256) && n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads);
-        (shapes_ok && avx512_available()).then_some(Self { n_heads, n_kv_heads, head_dim })
+        (shapes_ok && AttentionCode::all_available().contains(&code)).then_some(Self { n_heads, n_kv_heads, head_dim, code })
     }
 
     /// Attention of `q` (`[total, n_heads, head_dim]`, pre-scaled, row-major) for every span,
@@ -80,13 +107,16 @@ impl CpuAttention {
                 tile.lo[r] = window.map_or(0, |w| (pos + 1).saturating_sub(w));
             }
             let blocks = Blocks { table: span.table, k: &k_blocks[kv * hd * KB..], v: &v_blocks[kv * KB * hd..], stride: block_len };
-            // SAFETY: AVX-512F was detected in `new`; pointers are in bounds of `q` and `out`,
-            // and every block a row reads is in the table (the pool's blocks).
+            // SAFETY: the code's CPU features were detected in `with_code`; pointers are in
+            // bounds of `q` and `out`, and every block a row reads is in the table (the pool's).
             unsafe {
-                match hd {
-                    64 => attend_tile::<4>(&tile, &blocks),
-                    128 => attend_tile::<8>(&tile, &blocks),
-                    _ => attend_tile::<16>(&tile, &blocks),
+                match (self.code, hd) {
+                    (AttentionCode::Avx512, 64) => attend_tile::<4>(&tile, &blocks),
+                    (AttentionCode::Avx512, 128) => attend_tile::<8>(&tile, &blocks),
+                    (AttentionCode::Avx512, _) => attend_tile::<16>(&tile, &blocks),
+                    (AttentionCode::Plain, 64) => attend_tile_plain::<64>(&tile, &blocks),
+                    (AttentionCode::Plain, 128) => attend_tile_plain::<128>(&tile, &blocks),
+                    (AttentionCode::Plain, _) => attend_tile_plain::<256>(&tile, &blocks),
                 }
             }
         });
@@ -183,7 +213,9 @@ unsafe fn attend_rows<const NV: usize, const R: usize>(tile: &Tile, blocks: &Blo
             let mv = _mm512_set1_ps(new_max);
             let e0 = _mm512_maskz_mov_ps(m0, exp_ps(_mm512_sub_ps(s0, mv)));
             let e1 = _mm512_maskz_mov_ps(m1, exp_ps(_mm512_sub_ps(s1, mv)));
-            sum[r] = sum[r] * alpha[r] + _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+            let mut halves = [0f32; 16];
+            _mm512_storeu_ps(halves.as_mut_ptr(), _mm512_add_ps(e0, e1));
+            sum[r] = sum[r] * alpha[r] + tree_sum(&halves);
             max[r] = new_max;
             _mm512_storeu_ps(p[r].as_mut_ptr(), e0);
             _mm512_storeu_ps(p[r].as_mut_ptr().add(16), e1);
@@ -238,22 +270,126 @@ fn lane_mask(first: usize, end: usize) -> u16 {
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile<const NV: usize>(_: &Tile, _: &Blocks<'_>) {
-    unreachable!("CpuAttention::new returns None without AVX-512")
+    unreachable!("AttentionCode::Avx512 is never available off x86_64")
 }
 
-/// `exp(x)` for 16 lanes (relative error ~2e-7): `2^n * e^r` with `r` reduced to
-/// `|r| <= ln2 / 2` and a degree-6 polynomial; `-inf` gives 0.
+/// `exp(x)` for 16 lanes, `exp_plain`'s steps on AVX-512 registers (`scalef` is its exact
+/// multiplication by `2^n`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp_ps(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(88.7));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-    let mut y = _mm512_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut y = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(*c));
     }
     _mm512_scalef_ps(y, n)
+}
+
+/// The clamp of `exp`'s argument: `2^n` stays representable (`n` in -149..=127).
+const EXP_MIN: f32 = -103.0;
+const EXP_MAX: f32 = 88.0;
+/// `ln 2` split so that `n * LN2_HI` is exact.
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// Taylor coefficients of `e^r`, highest degree first.
+const EXP_POLY: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+
+/// `exp(x)` (relative error ~2e-7): `2^n * e^r` with `r` reduced to `|r| <= ln2 / 2` and a
+/// degree-6 polynomial. Branch-free, so the compiler vectorises it over a block's keys.
+#[inline(always)]
+fn exp_plain(x: f32) -> f32 {
+    let x = x.max(EXP_MIN).min(EXP_MAX);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = (-n).mul_add(LN2_HI, x);
+    let r = (-n).mul_add(LN2_LO, r);
+    let y = EXP_POLY[1..].iter().fold(EXP_POLY[0], |y, c| y.mul_add(r, *c));
+    let i = n as i32;
+    // 2^n: a normal number's exponent field, or below 2^-126 the subnormal's single bit.
+    let pow2 = if i >= -126 { f32::from_bits(((i + 127) as u32) << 23) } else { f32::from_bits(1u32 << (i + 149).max(0)) };
+    y * pow2
+}
+
+/// The sum of a block's 32 exponentials, folded to 16 lanes (`e[j] + e[j + 16]`), in the order
+/// both codes use: halves added lane-wise until one is left.
+#[inline(always)]
+fn tree_sum(lanes: &[f32; 16]) -> f32 {
+    let mut a = [0f32; 8];
+    for (i, a) in a.iter_mut().enumerate() {
+        *a = lanes[i] + lanes[i + 8];
+    }
+    let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (b[0] + b[2]) + (b[1] + b[3])
+}
+
+/// Dispatches a tile to the plain code, compiled for AVX2 and FMA where the CPU has them (the
+/// same operations: `mul_add` is one rounding either way).
+unsafe fn attend_tile_plain<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return attend_tile_avx2::<HD>(tile, blocks);
+    }
+    attend_rows_plain::<HD>(tile, blocks)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_tile_avx2<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
+    attend_rows_plain::<HD>(tile, blocks)
+}
+
+/// Online-softmax attention of a tile's rows over their visible keys: `attend_rows`' steps,
+/// one row at a time, element by element in the same order. (A key block read for one row stays
+/// in L1 for the next.)
+#[inline(always)]
+unsafe fn attend_rows_plain<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
+    for r in 0..tile.n {
+        let q = std::slice::from_raw_parts(tile.q[r], HD);
+        let (lo, hi) = (tile.lo[r], tile.hi[r]);
+        let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+        let mut out = [0f32; HD];
+        for b in lo / KB..hi.div_ceil(KB) {
+            let j0 = b * KB;
+            let base = blocks.table[b] as usize * blocks.stride;
+            // Every block in the row's range holds at least one key it sees.
+            let (first, end) = (lo.saturating_sub(j0), (hi - j0).min(KB));
+            let mut s = [0f32; KB];
+            for (qd, k) in q.iter().zip(blocks.k[base..base + HD * KB].chunks_exact(KB)) {
+                let k: &[f32; KB] = k.try_into().expect("chunks of KB");
+                for (s, k) in s.iter_mut().zip(k) {
+                    *s = qd.mul_add(*k, *s);
+                }
+            }
+            let new_max = s[first..end].iter().fold(max, |m, x| m.max(*x));
+            let alpha = (max - new_max).exp();
+            // Plain loops, not closures: a closure would be compiled without AVX2 and FMA.
+            let mut p = [0f32; KB];
+            for (j, (p, s)) in p.iter_mut().zip(&s).enumerate() {
+                let e = exp_plain(s - new_max);
+                *p = if j >= first && j < end { e } else { 0.0 };
+            }
+            let mut halves = [0f32; KB / 2];
+            for (i, h) in halves.iter_mut().enumerate() {
+                *h = p[i] + p[i + KB / 2];
+            }
+            sum = sum * alpha + tree_sum(&halves);
+            max = new_max;
+            for o in out.iter_mut() {
+                *o *= alpha;
+            }
+            for (pj, v) in p[first..end].iter().zip(blocks.v[base + first * HD..base + end * HD].chunks_exact(HD)) {
+                for (o, v) in out.iter_mut().zip(v) {
+                    *o = pj.mul_add(*v, *o);
+                }
+            }
+        }
+        let inv = 1.0 / sum;
+        for (c, o) in out.iter().enumerate() {
+            *tile.out[r].add(c) = o * inv;
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Attention over the paged KV pool for one layer of a step: every sequence's query rows
 //! against the keys its block table names (its shared prefix blocks and its own), causally and
-//! within the layer's sliding window. Two implementations of the same function: the fused
-//! AVX-512 kernel (`cpu.rs`) where the CPU runs it, and candle ops (`reference.rs`) on any
-//! device, which also serves as the fused kernel's test oracle.
+//! within the layer's sliding window. Two implementations of the same function: the fused CPU
+//! kernel (`cpu.rs`: AVX-512 registers or plain Rust, the same bits), and candle ops
+//! (`reference.rs`) on any device, which also serves as the fused kernel's test oracle.
 
 pub mod cpu;
 pub mod reference;
@@ -10,7 +10,7 @@ pub mod reference;
 use crate::error::Result;
 use crate::kv_pool::{BlockId, KvPool};
 use candle_core::Tensor;
-pub use cpu::CpuAttention;
+pub use cpu::{AttentionCode, CpuAttention};
 pub use reference::Heads;
 
 /// The query rows of one sequence in a step.
@@ -64,13 +64,15 @@ pub fn shared_segments(tables: &[&[BlockId]], shareable: &[usize]) -> Vec<Shared
 }
 
 /// How a model runs attention.
+#[derive(Debug)]
 pub enum Attention {
     Fused(CpuAttention),
     Reference,
 }
 
 impl Attention {
-    /// The fused kernel when it applies to these shapes on this CPU and `fused` allows it.
+    /// The fused kernel (on the fastest code this CPU runs) when it applies to these shapes,
+    /// the device is the CPU and `fused` allows it.
     pub fn for_model(heads: Heads, cpu: bool, fused: bool) -> Self {
         match CpuAttention::new(heads.n_heads, heads.n_kv_heads, heads.head_dim).filter(|_| cpu && fused) {
             Some(k) => Self::Fused(k),
@@ -138,11 +140,9 @@ mod tests {
             let (nh, nkv) = (6, 2);
             let heads = Heads { n_heads: nh, n_kv_heads: nkv, head_dim: hd };
             let layout = KvLayout { n_layers: 1, n_kv_heads: nkv, head_dim: hd, dtype: DType::F32 };
-            for cpu_blocks in [true, false] {
-                let attention = Attention::for_model(heads, true, cpu_blocks);
-                if cpu_blocks && !attention.wants_cpu_blocks() {
-                    continue; // no AVX-512 here
-                }
+            let fused = AttentionCode::all_available().into_iter().map(|code| Attention::Fused(CpuAttention::with_code(nh, nkv, hd, code).unwrap()));
+            for attention in fused.chain([Attention::Reference]) {
+                let cpu_blocks = attention.wants_cpu_blocks();
                 let mut pool = KvPool::new(layout, 8 * layout.bytes_per_block(), &Device::Cpu, cpu_blocks).unwrap();
                 let shared = pool.allocate().unwrap();
                 pool.retain(shared);
@@ -180,10 +180,50 @@ mod tests {
                                 let want = exact(&qv[(row * nh + h) * hd..][..hd], &visible);
                                 let got = &out[(row * nh + h) * hd..][..hd];
                                 for (a, b) in got.iter().zip(&want) {
-                                    assert!((a - b).abs() < 1e-5, "hd {hd} fused {cpu_blocks} window {window:?} span {s} row {i} head {h}: {a} vs {b}");
+                                    assert!((a - b).abs() < 1e-5, "hd {hd} {attention:?} window {window:?} span {s} row {i} head {h}: {a} vs {b}");
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a row computes depends on nothing but its query and the keys it sees: the same bits
+    /// prefilled whole, in chunks, decoded one row at a time and beside another sequence, by
+    /// every code this CPU runs.
+    #[test]
+    fn a_row_computes_the_same_bits_however_its_step_is_composed() {
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        for hd in [64usize, 128, 256] {
+            let (nh, nkv, len) = (4, 2, 70usize);
+            let layout = KvLayout { n_layers: 1, n_kv_heads: nkv, head_dim: hd, dtype: DType::F32 };
+            let mut pool = KvPool::new(layout, 4 * layout.bytes_per_block(), &Device::Cpu, true).unwrap();
+            let table: Vec<BlockId> = (0..len.div_ceil(BLOCK_SIZE)).map(|_| pool.allocate().unwrap()).collect();
+            let slots: Vec<Slot> = (0..len).map(|p| slot_of(&table, p)).collect();
+            let kv = |seed| Tensor::from_vec(values(len * nkv * hd, seed), (len, nkv, hd), &Device::Cpu).unwrap();
+            pool.write(0, &slots, &kv(1), &kv(2)).unwrap();
+            let (k, v) = pool.cpu_layer(0).unwrap();
+            let row = nh * hd;
+            let q = values(len * row, 3);
+            let span = |offset, rows, start| QuerySpan { offset, rows, start, table: &table };
+            for window in [None, Some(20)] {
+                let mut first: Option<Vec<f32>> = None;
+                for code in AttentionCode::all_available() {
+                    let kernel = CpuAttention::with_code(nh, nkv, hd, code).unwrap();
+                    let whole = kernel.attend(&q, len, &[span(0, len, 0)], k, v, window);
+                    let chunked: Vec<f32> = [(0, 20), (20, 51), (51, len)].into_iter().flat_map(|(a, b)| kernel.attend(&q[a * row..b * row], b - a, &[span(0, b - a, a)], k, v, window)).collect();
+                    let decoded: Vec<f32> = (0..len).flat_map(|i| kernel.attend(&q[i * row..(i + 1) * row], 1, &[span(0, 1, i)], k, v, window)).collect();
+                    let mut two = q[..30 * row].to_vec();
+                    two.extend(&q);
+                    let beside = kernel.attend(&two, 30 + len, &[span(0, 30, 0), span(30, len, 0)], k, v, window)[30 * row..].to_vec();
+                    for (how, got) in [("in chunks", &chunked), ("one row at a time", &decoded), ("beside another sequence", &beside)] {
+                        assert!(bits(got) == bits(&whole), "hd {hd} {code:?} window {window:?}: computed {how} differs from a whole prefill");
+                    }
+                    match &first {
+                        None => first = Some(whole),
+                        Some(want) => assert!(bits(&whole) == bits(want), "hd {hd} window {window:?}: {code:?} differs from the first code"),
                     }
                 }
             }

@@ -1,5 +1,5 @@
 //! Attention with candle ops over the paged pool: the path of GPUs (until their kernels land),
-//! of CPUs without AVX-512, and the reference the fused CPU kernel is tested against.
+//! of head sizes the fused CPU kernel lacks, and the reference it is tested against.
 //!
 //! Queries are laid out `[kv_heads, rows, head_dim]` with the query heads that share a key
 //! head stacked as extra rows, so keys are never copied per query head. Attention over

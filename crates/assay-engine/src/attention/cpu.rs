@@ -303,7 +303,7 @@ const EXP_POLY: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5
 /// degree-6 polynomial. Branch-free, so the compiler vectorises it over a block's keys.
 #[inline(always)]
 fn exp_plain(x: f32) -> f32 {
-    let x = x.max(EXP_MIN).min(EXP_MAX);
+    let x = x.clamp(EXP_MIN, EXP_MAX);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = (-n).mul_add(LN2_HI, x);
     let r = (-n).mul_add(LN2_LO, r);

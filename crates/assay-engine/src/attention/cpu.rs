@@ -14,11 +14,11 @@
 //! batched and solo generation bit-identical, and a recomputed (preempted) sequence equal to
 //! its first run.
 //!
-//! Two codes compute it: AVX-512 registers (`attend_rows`), and plain Rust (`attend_row_plain`)
-//! for every other CPU, compiled for AVX2 and FMA where the CPU has them. They perform the same
-//! fused multiply-adds in the same order, the same exponential and the same summation tree, so
-//! they give the same bits: a model computes alike on any CPU. The kernel needs a head size of
-//! 64, 128 or 256; `CpuAttention::new` says whether it applies, and callers use the reference
+//! Three codes compute it: AVX-512 registers (`attend_rows`), AVX2 and FMA registers
+//! (`attend_rows_avx2`), and plain Rust (`attend_rows_plain`) for any other CPU. They perform
+//! the same fused multiply-adds in the same order, the same exponential and the same summation
+//! tree, so they give the same bits: a model computes alike on any CPU. The kernel needs a head
+//! size of 64, 128 or 256; `CpuAttention::new` says whether it applies, and callers use the reference
 //! path (`reference.rs`) otherwise.
 
 use super::QuerySpan;
@@ -38,14 +38,27 @@ const MAX_HEAD_DIM: usize = 256;
 pub enum AttentionCode {
     /// AVX-512F registers: 8 rows x 32 keys of scores held in 16 vectors.
     Avx512,
-    /// Plain Rust, one row at a time, vectorised by the compiler (AVX2 and FMA where present).
+    /// AVX2 and FMA registers: 4 rows x 16 keys of scores held in 8 vectors, twice per block.
+    Avx2,
+    /// Plain Rust, one row at a time: any CPU.
     Plain,
 }
 
 impl AttentionCode {
     /// The codes this CPU runs, fastest first.
     pub fn all_available() -> Vec<Self> {
-        [Self::Avx512, Self::Plain].into_iter().filter(|c| *c == Self::Plain || avx512_available()).collect()
+        [Self::Avx512, Self::Avx2, Self::Plain].into_iter().filter(|c| c.runs_here()).collect()
+    }
+
+    fn runs_here(self) -> bool {
+        match self {
+            Self::Avx512 => avx512_available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx2 => false,
+            Self::Plain => true,
+        }
     }
 }
 
@@ -114,9 +127,12 @@ impl CpuAttention {
                     (AttentionCode::Avx512, 64) => attend_tile::<4>(&tile, &blocks),
                     (AttentionCode::Avx512, 128) => attend_tile::<8>(&tile, &blocks),
                     (AttentionCode::Avx512, _) => attend_tile::<16>(&tile, &blocks),
-                    (AttentionCode::Plain, 64) => attend_tile_plain::<64>(&tile, &blocks),
-                    (AttentionCode::Plain, 128) => attend_tile_plain::<128>(&tile, &blocks),
-                    (AttentionCode::Plain, _) => attend_tile_plain::<256>(&tile, &blocks),
+                    (AttentionCode::Avx2, 64) => attend_tile_avx2::<64>(&tile, &blocks),
+                    (AttentionCode::Avx2, 128) => attend_tile_avx2::<128>(&tile, &blocks),
+                    (AttentionCode::Avx2, _) => attend_tile_avx2::<256>(&tile, &blocks),
+                    (AttentionCode::Plain, 64) => attend_rows_plain::<64>(&tile, &blocks),
+                    (AttentionCode::Plain, 128) => attend_rows_plain::<128>(&tile, &blocks),
+                    (AttentionCode::Plain, _) => attend_rows_plain::<256>(&tile, &blocks),
                 }
             }
         });
@@ -132,6 +148,19 @@ struct Tile {
     lo: [usize; TILE],
     hi: [usize; TILE],
     n: usize,
+}
+
+impl Tile {
+    /// Rows `first..first + n` of this tile (fewer where it ends).
+    fn rows(&self, first: usize, n: usize) -> Tile {
+        let n = n.min(self.n - first);
+        let mut sub = Tile { q: [std::ptr::null(); TILE], out: [std::ptr::null_mut(); TILE], lo: [0; TILE], hi: [0; TILE], n };
+        sub.q[..n].copy_from_slice(&self.q[first..first + n]);
+        sub.out[..n].copy_from_slice(&self.out[first..first + n]);
+        sub.lo[..n].copy_from_slice(&self.lo[first..first + n]);
+        sub.hi[..n].copy_from_slice(&self.hi[first..first + n]);
+        sub
+    }
 }
 
 /// One kv head's view of a block table: block `b` of the table starts at `k[table[b] *
@@ -300,7 +329,7 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 const EXP_POLY: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
 
 /// `exp(x)` (relative error ~2e-7): `2^n * e^r` with `r` reduced to `|r| <= ln2 / 2` and a
-/// degree-6 polynomial. Branch-free, so the compiler vectorises it over a block's keys.
+/// degree-6 polynomial; `exp_ps` and `exp_avx2` are its steps on vector registers.
 #[inline(always)]
 fn exp_plain(x: f32) -> f32 {
     let x = x.clamp(EXP_MIN, EXP_MAX);
@@ -326,26 +355,155 @@ fn tree_sum(lanes: &[f32; 16]) -> f32 {
     (b[0] + b[2]) + (b[1] + b[3])
 }
 
-/// Dispatches a tile to the plain code, compiled for AVX2 and FMA where the CPU has them (the
-/// same operations: `mul_add` is one rounding either way).
-unsafe fn attend_tile_plain<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return attend_tile_avx2::<HD>(tile, blocks);
-    }
-    attend_rows_plain::<HD>(tile, blocks)
-}
-
+/// Dispatches a tile to the AVX2 code in sub-tiles of at most 4 rows (their scores fill 8 of
+/// the 16 registers), each compiled for its row count.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_tile_avx2<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
-    attend_rows_plain::<HD>(tile, blocks)
+    for first in (0..tile.n).step_by(4) {
+        let sub = tile.rows(first, 4);
+        match sub.n {
+            4 => attend_rows_avx2::<HD, 4>(&sub, blocks),
+            3 => attend_rows_avx2::<HD, 3>(&sub, blocks),
+            2 => attend_rows_avx2::<HD, 2>(&sub, blocks),
+            _ => attend_rows_avx2::<HD, 1>(&sub, blocks),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_tile_avx2<const HD: usize>(_: &Tile, _: &Blocks<'_>) {
+    unreachable!("AttentionCode::Avx2 is never available off x86_64")
+}
+
+/// `attend_rows`' steps on 8-lane registers, for `R` rows: scores in two halves of 16 keys, a
+/// row's 32 exponentials in 4 vectors, values 16 columns at a time for every row. Each score
+/// and output element sees the same multiply-adds in the same order as in the AVX-512 code.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_rows_avx2<const HD: usize, const R: usize>(tile: &Tile, blocks: &Blocks<'_>) {
+    use std::arch::x86_64::*;
+    let mut max = [f32::NEG_INFINITY; R];
+    let mut sum = [0f32; R];
+    let mut alpha = [1f32; R];
+    let mut out = [[0f32; HD]; R];
+    let mut p = [[0f32; KB]; R];
+    let mut s = [[0f32; KB]; R];
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let lo = (0..R).map(|r| tile.lo[r]).min().unwrap_or(0);
+    let hi = (0..R).map(|r| tile.hi[r]).max().unwrap_or(0);
+    for b in lo / KB..hi.div_ceil(KB) {
+        let j0 = b * KB;
+        let base = blocks.table[b] as usize * blocks.stride;
+        let kt = blocks.k.as_ptr().add(base);
+        for half in [0, 16] {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for d in 0..HD {
+                let k0 = _mm256_loadu_ps(kt.add(d * KB + half));
+                let k1 = _mm256_loadu_ps(kt.add(d * KB + half + 8));
+                for r in 0..R {
+                    let qv = _mm256_broadcast_ss(&*tile.q[r].add(d));
+                    acc[r][0] = _mm256_fmadd_ps(qv, k0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(qv, k1, acc[r][1]);
+                }
+            }
+            for r in 0..R {
+                _mm256_storeu_ps(s[r].as_mut_ptr().add(half), acc[r][0]);
+                _mm256_storeu_ps(s[r].as_mut_ptr().add(half + 8), acc[r][1]);
+            }
+        }
+        let (mut lane_lo, mut lane_hi) = (KB, 0);
+        for r in 0..R {
+            let (first, end) = (tile.lo[r].saturating_sub(j0).min(KB), tile.hi[r].saturating_sub(j0).min(KB));
+            alpha[r] = 1.0;
+            if first >= end {
+                p[r] = [0.0; KB];
+                continue;
+            }
+            lane_lo = lane_lo.min(first);
+            lane_hi = lane_hi.max(end);
+            let mut new_max = max[r];
+            for x in &s[r][first..end] {
+                new_max = new_max.max(*x);
+            }
+            alpha[r] = (max[r] - new_max).exp();
+            let mv = _mm256_set1_ps(new_max);
+            // Lanes the row sees: first <= j < end.
+            let (after, before) = (_mm256_set1_epi32(first as i32 - 1), _mm256_set1_epi32(end as i32));
+            let mut e = [_mm256_setzero_ps(); 4];
+            for (c, e) in e.iter_mut().enumerate() {
+                let j = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * c as i32));
+                let seen = _mm256_and_si256(_mm256_cmpgt_epi32(j, after), _mm256_cmpgt_epi32(before, j));
+                let x = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s[r].as_ptr().add(8 * c)), mv));
+                *e = _mm256_and_ps(x, _mm256_castsi256_ps(seen));
+                _mm256_storeu_ps(p[r].as_mut_ptr().add(8 * c), *e);
+            }
+            // The AVX-512 code's 16 lanes are keys j and j + 16 added.
+            let mut halves = [0f32; 16];
+            _mm256_storeu_ps(halves.as_mut_ptr(), _mm256_add_ps(e[0], e[2]));
+            _mm256_storeu_ps(halves.as_mut_ptr().add(8), _mm256_add_ps(e[1], e[3]));
+            sum[r] = sum[r] * alpha[r] + tree_sum(&halves);
+            max[r] = new_max;
+        }
+        if lane_lo >= lane_hi {
+            continue;
+        }
+        let v = blocks.v.as_ptr().add(base);
+        for c0 in (0..HD).step_by(16) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for r in 0..R {
+                let av = _mm256_set1_ps(alpha[r]);
+                acc[r][0] = _mm256_mul_ps(_mm256_loadu_ps(out[r].as_ptr().add(c0)), av);
+                acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(out[r].as_ptr().add(c0 + 8)), av);
+            }
+            for j in lane_lo..lane_hi {
+                let v0 = _mm256_loadu_ps(v.add(j * HD + c0));
+                let v1 = _mm256_loadu_ps(v.add(j * HD + c0 + 8));
+                for r in 0..R {
+                    let pv = _mm256_broadcast_ss(&p[r][j]);
+                    acc[r][0] = _mm256_fmadd_ps(pv, v0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(pv, v1, acc[r][1]);
+                }
+            }
+            for r in 0..R {
+                _mm256_storeu_ps(out[r].as_mut_ptr().add(c0), acc[r][0]);
+                _mm256_storeu_ps(out[r].as_mut_ptr().add(c0 + 8), acc[r][1]);
+            }
+        }
+    }
+    for r in 0..R {
+        let inv = _mm256_set1_ps(1.0 / sum[r]);
+        for c in (0..HD).step_by(8) {
+            _mm256_storeu_ps(tile.out[r].add(c), _mm256_mul_ps(_mm256_loadu_ps(out[r].as_ptr().add(c)), inv));
+        }
+    }
+}
+
+/// `exp_plain` for 8 lanes: `2^n` assembled from its bits (a normal exponent field, or below
+/// `2^-126` a subnormal's single bit), so the product rounds once, as `scalef` does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut y = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(*c));
+    }
+    let i = _mm256_cvtps_epi32(n);
+    let normal = _mm256_slli_epi32::<23>(_mm256_add_epi32(i, _mm256_set1_epi32(127)));
+    let subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_max_epi32(_mm256_add_epi32(i, _mm256_set1_epi32(149)), _mm256_setzero_si256()));
+    let pow2 = _mm256_blendv_epi8(subnormal, normal, _mm256_cmpgt_epi32(i, _mm256_set1_epi32(-127)));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
 }
 
 /// Online-softmax attention of a tile's rows over their visible keys: `attend_rows`' steps,
 /// one row at a time, element by element in the same order. (A key block read for one row stays
 /// in L1 for the next.)
-#[inline(always)]
 unsafe fn attend_rows_plain<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
     for r in 0..tile.n {
         let q = std::slice::from_raw_parts(tile.q[r], HD);
@@ -366,7 +524,6 @@ unsafe fn attend_rows_plain<const HD: usize>(tile: &Tile, blocks: &Blocks<'_>) {
             }
             let new_max = s[first..end].iter().fold(max, |m, x| m.max(*x));
             let alpha = (max - new_max).exp();
-            // Plain loops, not closures: a closure would be compiled without AVX2 and FMA.
             let mut p = [0f32; KB];
             for (j, (p, s)) in p.iter_mut().zip(&s).enumerate() {
                 let e = exp_plain(s - new_max);

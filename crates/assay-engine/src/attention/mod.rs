@@ -1,7 +1,7 @@
 //! Attention over the paged KV pool for one layer of a step: every sequence's query rows
 //! against the keys its block table names (its shared prefix blocks and its own), causally and
 //! within the layer's sliding window. Two implementations of the same function: the fused CPU
-//! kernel (`cpu.rs`: AVX-512 registers or plain Rust, the same bits), and candle ops
+//! kernel (`cpu.rs`: AVX-512, AVX2 or plain Rust, the same bits), and candle ops
 //! (`reference.rs`) on any device, which also serves as the fused kernel's test oracle.
 
 pub mod cpu;

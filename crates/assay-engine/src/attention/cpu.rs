@@ -18,8 +18,8 @@
 //! (`attend_rows_avx2`), and plain Rust (`attend_rows_plain`) for any other CPU. They perform
 //! the same fused multiply-adds in the same order, the same exponential and the same summation
 //! tree, so they give the same bits: a model computes alike on any CPU. The kernel needs a head
-//! size of 64, 128 or 256; `CpuAttention::new` says whether it applies, and callers use the reference
-//! path (`reference.rs`) otherwise.
+//! size of 64, 128 or 256; `CpuAttention::new` says whether it applies, and callers use the
+//! reference path (`reference.rs`) otherwise.
 
 use super::QuerySpan;
 use crate::kv_pool::BLOCK_SIZE;

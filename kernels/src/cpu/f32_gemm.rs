@@ -78,6 +78,18 @@ impl PackedWeights {
     }
 }
 
+/// Whether this CPU runs AVX2 and FMA (the 256-bit codes' baseline).
+pub fn avx2_fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether this CPU runs AVX-512F (our kernels' baseline).
 pub fn avx512_available() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -13,7 +13,7 @@ mod rows;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
-pub use f32_gemm::{avx512_available, PackedWeights};
+pub use f32_gemm::{avx2_fma_available, avx512_available, PackedWeights};
 pub use quant_matrix::{BlockFormat, QuantMatrix};
 pub use rows::{QuantizedRows, RowBlocks};
 
@@ -72,7 +72,7 @@ impl CpuKernel {
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni"),
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"),
+            Self::Avx2 => avx2_fma_available() && is_x86_feature_detected!("f16c"),
             #[cfg(not(target_arch = "x86_64"))]
             Self::Vnni | Self::Avx2 => false,
         }

@@ -23,7 +23,7 @@
 
 use super::QuerySpan;
 use crate::kv_pool::BLOCK_SIZE;
-use assay_kernels::cpu::avx512_available;
+use assay_kernels::cpu::{avx2_fma_available, avx512_available};
 use rayon::prelude::*;
 
 /// Keys per block: two 16-lane vectors of scores per query row.
@@ -53,10 +53,7 @@ impl AttentionCode {
     fn runs_here(self) -> bool {
         match self {
             Self::Avx512 => avx512_available(),
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Self::Avx2 => false,
+            Self::Avx2 => avx2_fma_available(),
             Self::Plain => true,
         }
     }

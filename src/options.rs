@@ -681,6 +681,7 @@ impl JudgeOptionArgs {
             temperature: self.temperature,
             rationale_tokens: self.rationale_tokens,
             seed: self.seed,
+            examples: Vec::new(),
         }
     }
 }
@@ -751,6 +752,10 @@ pub struct BenchQualityArgs {
     /// Rounds of the loop for (d).
     #[arg(long, env = "ASSAY_BENCH_ROUNDS", default_value_t = 2)]
     pub rounds: usize,
+    /// Show the judge one accepted and one rejected train output (the expert's verdicts and
+    /// notes) in the loop's rounds and the "c few-shot" row; figures on train leave them out.
+    #[arg(long, env = "ASSAY_BENCH_FEW_SHOT")]
+    pub few_shot: bool,
     /// Checks discovery keeps for (c).
     #[arg(long, env = "ASSAY_BENCH_CHECKS", default_value_t = 5)]
     pub checks: usize,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use assay_core::{Check, JudgeItem, JudgeMode, JudgeOptions, Judgment, Verdict};
+use assay_core::{Check, JudgeItem, JudgeMode, JudgeOptions, JudgedExample, Judgment, Verdict};
 use assay_engine::judge::{judge_prompts, score_alone, Labels};
 use assay_engine::{Engine, EngineError};
 
@@ -45,9 +45,9 @@ fn judge(engine: &Engine, items: &[JudgeItem], checks: &[Check], labels: &Labels
 }
 
 /// Checks every judgment against its full prompt computed alone.
-fn assert_equal_alone(items: &[JudgeItem], checks: &[Check], judged: &[Vec<Judgment>], labels: &Labels) -> f32 {
+fn assert_equal_alone(items: &[JudgeItem], checks: &[Check], judged: &[Vec<Judgment>], labels: &Labels, options: &JudgeOptions) -> f32 {
     let lm = common::smollm2();
-    let prompts = judge_prompts(lm, items, checks, false).unwrap();
+    let prompts = judge_prompts(lm, items, checks, options).unwrap();
     let mut worst = 0f32;
     for (i, (item, judgments)) in items.iter().zip(judged).enumerate() {
         assert_eq!(judgments.len(), checks.len());
@@ -70,7 +70,7 @@ fn judging_through_the_pool_equals_each_full_prompt_alone() {
     let engine = common::smollm2_engine(512);
     let (items, checks, labels) = (items(), checks(), Labels::default());
     let judged = judge(&engine, &items, &checks, &labels, &JudgeOptions::default());
-    let prompts = judge_prompts(common::smollm2(), &items, &checks, false).unwrap();
+    let prompts = judge_prompts(common::smollm2(), &items, &checks, &JudgeOptions::default()).unwrap();
     let lm = common::smollm2();
     let instructions = lm.tokenizer.decode(&prompts.instructions).unwrap();
     assert!(instructions.contains("strict evaluator") && !instructions.contains("## Task input"), "{instructions:?}");
@@ -85,7 +85,7 @@ fn judging_through_the_pool_equals_each_full_prompt_alone() {
     for j in judged.iter().flatten() {
         assert!(j.rationale.is_none() && j.samples.is_empty() && j.flip_rate.is_none());
     }
-    let worst = assert_equal_alone(&items, &checks, &judged, &labels);
+    let worst = assert_equal_alone(&items, &checks, &judged, &labels, &JudgeOptions::default());
     // Every unit but the first found the instructions, and each item's checks its item.
     let s = engine.stats().scheduler;
     let item_tokens: u64 = (0..items.len()).map(|i| (prompts.instructions.len() + prompts.item(i).len()) as u64).sum();
@@ -94,11 +94,36 @@ fn judging_through_the_pool_equals_each_full_prompt_alone() {
 }
 
 #[test]
+fn judged_examples_are_shared_instructions_and_score_as_alone() {
+    let engine = common::smollm2_engine(512);
+    let (items, checks, labels) = (items(), checks(), Labels::default());
+    let example = |output: &str, accepted: bool, note: &str| JudgedExample { item: None, input: "Name a primary colour.".into(), output: output.into(), accepted, note: note.into() };
+    let options = JudgeOptions { examples: vec![example("Red.", true, ""), example("Green.", false, "green is not a primary colour of paint")], ..JudgeOptions::default() };
+    let judged = judge(&engine, &items, &checks, &labels, &options);
+    let lm = common::smollm2();
+    let prompts = judge_prompts(lm, &items, &checks, &options).unwrap();
+    let plain = judge_prompts(lm, &items, &checks, &JudgeOptions::default()).unwrap();
+    let instructions = lm.tokenizer.decode(&prompts.instructions).unwrap();
+    assert!(instructions.contains("Output: Green.") && instructions.contains("REJECTED it. Their note: green is not") && !instructions.contains("## Task input"), "{instructions:?}");
+    // Only the shared instructions change: items and checks are the same ids.
+    assert!(prompts.instructions.len() > plain.instructions.len());
+    assert_eq!((prompts.inputs.clone(), prompts.outputs.clone(), prompts.suffixes.clone()), (plain.inputs, plain.outputs, plain.suffixes));
+    assert_equal_alone(&items, &checks, &judged, &labels, &options);
+    // The examples are computed once: every other unit finds them in the tree.
+    let units = (items.len() * checks.len()) as u64;
+    let s = engine.stats().scheduler;
+    assert!(s.reused_tokens >= prompts.instructions.len() as u64 * (units - 1), "reused {} tokens: {s:?}", s.reused_tokens);
+    let too_many = JudgeOptions { examples: vec![example("Red.", true, ""); JudgeOptions::MAX_EXAMPLES + 1], ..JudgeOptions::default() };
+    let err = engine.judge_blocking(&items, checks.clone(), &labels, too_many, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("at most 8 judged examples"), "{err}");
+}
+
+#[test]
 fn the_tree_of_an_item_is_found_from_token_ids_across_requests() {
     let engine = common::smollm2_engine(512);
     let lm = common::smollm2();
     let (items, checks, labels) = (items(), checks(), Labels::default());
-    let prompts = judge_prompts(lm, &items[..1], &checks, false).unwrap();
+    let prompts = judge_prompts(lm, &items[..1], &checks, &JudgeOptions::default()).unwrap();
     let item_prefix = prompts.instructions.len() + prompts.item(0).len();
     // Each check of one item in a request of its own.
     let mut separate = Vec::new();
@@ -131,12 +156,12 @@ fn outputs_for_one_input_share_its_prefix_and_score_as_alone() {
     items.push(JudgeItem { id: "other".into(), ..self::items()[1].clone() });
     // A candidate repeated: it scores exactly as the first.
     items.push(JudgeItem { id: "repeat".into(), ..items[0].clone() });
-    let prompts = judge_prompts(common::smollm2(), &items, &checks, false).unwrap();
+    let prompts = judge_prompts(common::smollm2(), &items, &checks, &JudgeOptions::default()).unwrap();
     assert_eq!((prompts.inputs.len(), prompts.item_inputs.clone()), (2, vec![0, 0, 0, 1, 0]));
     let judged = judge(&engine, &items, &checks, &labels, &JudgeOptions::default());
     let p_pass = |i: usize| judged[i].iter().map(|j| j.p_pass).collect::<Vec<_>>();
     assert_eq!(p_pass(4), p_pass(0), "the repeated candidate scores as the first");
-    assert_equal_alone(&items, &checks, &judged, &labels);
+    assert_equal_alone(&items, &checks, &judged, &labels, &JudgeOptions::default());
 }
 
 #[test]
@@ -159,7 +184,7 @@ fn single_token_labels_and_thresholds_work() {
     let j = judge(&engine, &items()[..1], &checks, &labels, &JudgeOptions::default());
     assert_eq!(j[0][0].verdict, Verdict::Pass);
     assert_eq!(j[0][1].verdict, Verdict::Fail);
-    assert_equal_alone(&items()[..1], &checks, &j, &labels);
+    assert_equal_alone(&items()[..1], &checks, &j, &labels, &JudgeOptions::default());
 }
 
 #[test]

@@ -236,7 +236,7 @@ fn judge_over_http_equals_the_cli_and_metrics_count_it() {
     // The same items again: every prompt but its last token comes from the prefix tree.
     assert_eq!(server.post("/v1/judge", &json!({"checks": checks, "items": items})).1["results"], body["results"]);
     let reused = metric(&server, "assay_prompt_tokens_reused_total") - reused_after_first;
-    let prompts = assay_engine::judge::judge_prompts(common::smollm2_model(), &parse_items(&items), &parse_checks(IFEVAL_CHECKS), false).unwrap();
+    let prompts = assay_engine::judge::judge_prompts(common::smollm2_model(), &parse_items(&items), &parse_checks(IFEVAL_CHECKS), &assay_core::JudgeOptions::default()).unwrap();
     let full: f64 = (0..items.len()).flat_map(|i| (0..2).map(move |c| (i, c))).map(|(i, c)| (prompts.full(i, c).len() - 1) as f64).sum();
     assert!(reused >= full, "the second request reused {reused} tokens, its prompts hold {full}");
     assert_eq!(server.post("/v1/chat/completions", &chat("Hi", 3, 3)).0, 200);

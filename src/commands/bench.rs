@@ -4,7 +4,7 @@
 
 use crate::options::{BenchAttentionArgs, BenchGenArgs, BenchJudgeArgs, BenchKind, BenchMatmulArgs, GlobalOptions};
 use anyhow::{Context, Result};
-use assay_core::SamplingParams;
+use assay_core::{JudgeOptions, SamplingParams};
 use assay_engine::projection::{LoadedWeight, Projection};
 use assay_engine::{EngineConfig, GenEvent, MatmulPolicy, RequestOptions, WeightCopy};
 use candle_core::{Device, Module, Tensor};
@@ -313,7 +313,7 @@ fn judge(global: &GlobalOptions, args: &BenchJudgeArgs) -> Result<()> {
     };
     let wanted: Vec<String> = args.modes.clone().unwrap_or_else(|| default_modes.split(',').map(str::to_string).collect());
     let labels = Labels::default();
-    let prompts = judge_prompts(&lm, &items, &checks, false)?;
+    let prompts = judge_prompts(&lm, &items, &checks, &JudgeOptions::default())?;
     let (n_items, n_checks) = (items.len(), checks.len());
     let n = n_items * n_checks;
     let instr = prompts.instructions.len();

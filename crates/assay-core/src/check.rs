@@ -274,12 +274,32 @@ pub struct JudgeOptions {
     pub rationale_tokens: usize,
     /// Seed of the rationale samplers; each (item, check, sample) derives its own from it.
     pub seed: u64,
+    /// Outputs the expert judged, shown to the judge before every item (few-shot).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<JudgedExample>,
 }
 
 impl Default for JudgeOptions {
     fn default() -> Self {
-        Self { mode: JudgeMode::Verdict, samples: 1, temperature: 0.7, rationale_tokens: 48, seed: 0 }
+        Self { mode: JudgeMode::Verdict, samples: 1, temperature: 0.7, rationale_tokens: 48, seed: 0, examples: Vec::new() }
     }
+}
+
+/// An output the expert judged as a whole, shown in the judge prompt's shared instructions so
+/// that the judge sees where this expert draws the line on this task. The item it came from is
+/// named so that figures on the expert's outputs can leave it out (the judge has seen its verdict).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedExample {
+    /// The key of the item it was taken from, if any.
+    #[serde(default)]
+    pub item: Option<String>,
+    pub input: String,
+    pub output: String,
+    /// Whether the expert accepted the output.
+    pub accepted: bool,
+    /// The expert's words on it.
+    #[serde(default)]
+    pub note: String,
 }
 
 impl JudgeOptions {
@@ -287,6 +307,8 @@ impl JudgeOptions {
     pub const MAX_SAMPLES: usize = 256;
     /// Most tokens of one rationale.
     pub const MAX_RATIONALE_TOKENS: usize = 4096;
+    /// Most judged examples in a judge prompt.
+    pub const MAX_EXAMPLES: usize = 8;
 
     pub fn validate(&self) -> Result<(), InputError> {
         let bad = |m: String| Err(InputError::JudgeOptions(m));
@@ -301,6 +323,12 @@ impl JudgeOptions {
         }
         if self.rationale_tokens == 0 {
             return bad("rationale_tokens must be at least 1".into());
+        }
+        if self.examples.len() > Self::MAX_EXAMPLES {
+            return bad(format!("at most {} judged examples, got {}", Self::MAX_EXAMPLES, self.examples.len()));
+        }
+        if let Some(n) = self.examples.iter().position(|e| e.output.trim().is_empty()) {
+            return bad(format!("judged example {} has no output", n + 1));
         }
         Ok(())
     }

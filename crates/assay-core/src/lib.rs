@@ -11,6 +11,6 @@ pub mod generation;
 pub mod metrics;
 pub mod model;
 
-pub use check::{parse_items_jsonl, Check, EvaluatorSet, InputError, ItemScore, JudgeItem, JudgeMode, JudgeOptions, JudgeSample, Judgment, Verdict};
+pub use check::{parse_items_jsonl, Check, EvaluatorSet, InputError, ItemScore, JudgeItem, JudgeMode, JudgeOptions, JudgeSample, JudgedExample, Judgment, Verdict};
 pub use generation::{FinishReason, Generation, SamplingParams, SamplingParamsError, TokenLogprob, TopLogprob};
 pub use model::ModelRole;

@@ -826,7 +826,7 @@ mod tests {
             let lm = e.language_model().unwrap().clone();
             let (items, checks, labels) = (items(), checks(), Labels::default());
             let judged = e.judge_blocking(&items, checks.clone(), &labels, JudgeOptions::default(), &mut |_| {}).unwrap();
-            let prompts = judge_prompts(&lm, &items, &checks, false).unwrap();
+            let prompts = judge_prompts(&lm, &items, &checks, &JudgeOptions::default()).unwrap();
             for (i, row) in judged.iter().enumerate() {
                 for (c, j) in row.iter().enumerate() {
                     let alone = score_alone(&lm, &prompts.full(i, c), &labels).unwrap();
@@ -844,7 +844,7 @@ mod tests {
         let e = engine("tiny-llama", 256, 512);
         let lm = e.language_model().unwrap().clone();
         let (items, checks, labels) = (items(), checks(), Labels::default());
-        let item_tokens = judge_prompts(&lm, &items[..1], &checks, false).unwrap();
+        let item_tokens = judge_prompts(&lm, &items[..1], &checks, &JudgeOptions::default()).unwrap();
         let prefix = item_tokens.instructions.len() + item_tokens.item(0).len();
         e.judge_blocking(&items[..1], checks[..1].to_vec(), &labels, JudgeOptions::default(), &mut |_| {}).unwrap();
         let before = e.stats().scheduler.reused_tokens;
@@ -858,7 +858,7 @@ mod tests {
     fn rationale_and_sampled_modes_are_reproducible_and_ordered() {
         let e = engine("tiny-llama", 256, 512);
         let (items, checks, labels) = (items(), checks(), Labels::default());
-        let options = JudgeOptions { mode: JudgeMode::Rationale, samples: 3, temperature: 0.8, rationale_tokens: 6, seed: 5 };
+        let options = JudgeOptions { mode: JudgeMode::Rationale, samples: 3, temperature: 0.8, rationale_tokens: 6, seed: 5, examples: Vec::new() };
         let a = e.judge_blocking(&items, checks.clone(), &labels, options.clone(), &mut |_| {}).unwrap();
         let fresh = engine("tiny-llama", 256, 64);
         let b = fresh.judge_blocking(&items, checks.clone(), &labels, options, &mut |_| {}).unwrap();

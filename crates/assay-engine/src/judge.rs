@@ -10,8 +10,12 @@
 //! assistant: Verdict:                                  /
 //! ```
 //!
-//! followed by a label (" PASS" or " FAIL", configurable). Each part is tokenized on its own
-//! and the ids are joined, so no token straddles a boundary and equal parts are equal ids.
+//! The system message ends with the expert's judged examples when the options carry some
+//! (few-shot): in the shared instructions, computed once for every item and check.
+//!
+//! The prompt is followed by a label (" PASS" or " FAIL", configurable). Each part is tokenized
+//! on its own and the ids are joined, so no token straddles a boundary and equal parts are equal
+//! ids.
 //! That is all the sharing needs: every (item, check) is a sequence of the scheduler, and the
 //! radix tree finds from the token ids alone that the instructions, each input and each item
 //! were computed before; the checks of an item run as branches of its blocks, many items'
@@ -29,7 +33,7 @@ use crate::error::{EngineError, Result};
 use crate::language_model::LanguageModel;
 use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::InputError;
-use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, Judgment, SamplingParams, Verdict};
+use assay_core::{Check, JudgeItem, JudgeOptions, JudgeSample, JudgedExample, Judgment, SamplingParams, Verdict};
 use std::collections::HashMap;
 
 const SYSTEM: &str = "You are a strict evaluator. You judge one criterion at a time. Answer PASS if the output meets the criterion and FAIL if it does not.";
@@ -82,9 +86,10 @@ impl JudgePrompts {
     }
 }
 
-/// Builds the token ids of the judge prompts of `items` for `checks`; `rationale` opens the
-/// assistant turn with "Reasoning:" instead of "Verdict:".
-pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], rationale: bool) -> Result<JudgePrompts> {
+/// Builds the token ids of the judge prompts of `items` for `checks` under `options`: its judged
+/// examples go into the shared instructions, and rationale mode opens the assistant turn with
+/// "Reasoning:" instead of "Verdict:".
+pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], options: &JudgeOptions) -> Result<JudgePrompts> {
     let broken = |reason: &str| EngineError::ChatTemplate { model: lm.name.clone(), reason: reason.into() };
     let mut instructions: Option<String> = None;
     let mut tail: Option<String> = None;
@@ -92,13 +97,14 @@ pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], 
     let mut input_index: HashMap<String, usize> = HashMap::new();
     let mut item_inputs = Vec::with_capacity(items.len());
     let mut outputs = Vec::with_capacity(items.len());
+    let system = system_text(&options.examples);
     for item in items {
         let mut user = format!("{ITEM_MARK}## Task input\n{}\n\n", item.input);
         if let Some(ctx) = item.context.as_deref().filter(|c| !c.trim().is_empty()) {
             user.push_str(&format!("## Context\n{ctx}\n\n"));
         }
         user.push_str(&format!("{OUTPUT_MARK}## Output to evaluate\n{}\n\n## Criterion\n{CHECK_MARK}", item.output));
-        let rendered = lm.template.render(&[ChatMessage::new("system", SYSTEM), ChatMessage::new("user", &user)], true)?;
+        let rendered = lm.template.render(&[ChatMessage::new("system", &system), ChatMessage::new("user", &user)], true)?;
         let (shared, rest) = rendered.split_once(ITEM_MARK).ok_or_else(|| broken("the chat template dropped the user message"))?;
         let (input_text, rest) = rest.split_once(OUTPUT_MARK).ok_or_else(|| broken("the chat template dropped part of the user message"))?;
         let (output_text, suffix_template) = rest.split_once(CHECK_MARK).ok_or_else(|| broken("the chat template dropped the end of the user message"))?;
@@ -119,9 +125,38 @@ pub fn judge_prompts(lm: &LanguageModel, items: &[JudgeItem], checks: &[Check], 
     let (Some(instructions), Some(tail)) = (instructions, tail) else {
         return Err(EngineError::EmptyPrompt);
     };
-    let lead = if rationale { REASONING_LEAD } else { VERDICT_LEAD };
+    let lead = if options.generates_rationales() { REASONING_LEAD } else { VERDICT_LEAD };
     let suffixes = checks.iter().map(|c| lm.tokenizer.encode(&format!("{}{tail}{lead}", check_text(c)))).collect::<Result<Vec<_>>>()?;
     Ok(JudgePrompts { instructions: lm.tokenizer.encode(&instructions)?, inputs, item_inputs, outputs, suffixes })
+}
+
+/// The system message: the evaluator's instructions, then the expert's judged examples (each
+/// text cut to `EXAMPLE_CHARS`, so a few long outputs cannot crowd out the item judged).
+fn system_text(examples: &[JudgedExample]) -> String {
+    let mut s = SYSTEM.to_string();
+    if examples.is_empty() {
+        return s;
+    }
+    s.push_str("\n\nOutputs the expert has already judged on this task, to show where they draw the line:");
+    for (n, e) in examples.iter().enumerate() {
+        let verdict = if e.accepted { "ACCEPTED" } else { "REJECTED" };
+        s.push_str(&format!("\n\n### Example {}\nTask input: {}\nOutput: {}\nThe expert {verdict} it.", n + 1, cut(&e.input), cut(&e.output)));
+        if !e.note.trim().is_empty() {
+            s.push_str(&format!(" Their note: {}", cut(&e.note)));
+        }
+    }
+    s
+}
+
+/// Most characters of one text of a judged example.
+const EXAMPLE_CHARS: usize = 1200;
+
+fn cut(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(EXAMPLE_CHARS) {
+        Some((at, _)) => format!("{} [...]", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn check_text(c: &Check) -> String {
@@ -236,7 +271,7 @@ impl JudgeJob {
         let labels = LabelIds::new(lm, labels)?;
         let rationale = options.generates_rationales();
         let lead = lm.tokenizer.encode(VERDICT_AFTER_REASONING)?;
-        let prompts = if items.is_empty() { JudgePrompts::default() } else { judge_prompts(lm, items, &checks, rationale)? };
+        let prompts = if items.is_empty() { JudgePrompts::default() } else { judge_prompts(lm, items, &checks, &options)? };
         let after_suffix = labels.longest() + if rationale { options.rationale_tokens + lead.len() } else { 0 };
         let longest_suffix = prompts.suffixes.iter().map(Vec::len).max().unwrap_or(0);
         for (i, item) in items.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! Checks measured before refinement adopts them: a draft from the expert's notes, or a rewrite,
 //! is judged on the outputs the expert scored in the run's dataset (with the run's judge
-//! options), and its P(PASS) ranked against the expert's high and low scores (AUROC). A check
+//! options; the outputs its judged examples show stay out), and its P(PASS) ranked against the expert's high and low scores (AUROC). A check
 //! writer can word a question so that yes is the bad case, ask about one output's particulars,
 //! or rewrite a check into one that ranks worse; measured on the expert's own outputs, that
 //! shows before it reaches a version.
@@ -29,17 +29,26 @@ pub struct ScoredOutputs<'r> {
     items: Vec<JudgeItem>,
     /// Whether the expert scored each of `items` high.
     good: Vec<bool>,
+    /// The inputs of the run's judged examples (their outputs stay out of `items`).
+    shown_inputs: Vec<String>,
 }
 
 impl<'r> ScoredOutputs<'r> {
     pub fn of_run(store: &Store, run: &'r Run) -> Result<Self> {
-        let mut scored = Self { run, items: Vec::new(), good: Vec::new() };
+        let mut scored = Self { run, items: Vec::new(), good: Vec::new(), shown_inputs: Vec::new() };
         let Some(dataset) = run.dataset else { return Ok(scored) };
         let scores: HashMap<ItemId, f64> = store.score_labels(dataset)?.into_iter().map(|s| (s.item, s.score)).collect();
         let Some(middle) = ScoreMiddle::of(scores.values().copied()) else { return Ok(scored) };
+        // The judge has seen the expert's verdict on the outputs its examples show.
+        let examples = run_options(run)?.examples;
+        let shown: Vec<String> = examples.iter().filter_map(|e| e.item.clone()).collect();
+        scored.shown_inputs = examples.into_iter().map(|e| e.input).collect();
         let mut taken = [0usize; 2];
         for item in store.items(dataset)? {
             let (Some(&score), Some(judge_item)) = (scores.get(&item.id), item.to_judge_item()) else { continue };
+            if shown.contains(&judge_item.id) {
+                continue;
+            }
             let Some(side) = middle.high(score) else { continue };
             if taken[usize::from(side)] == MAX_PROBE_OUTPUTS {
                 continue;
@@ -74,10 +83,11 @@ impl<'r> ScoredOutputs<'r> {
     }
 
     /// A name or figure in `check`'s question or pass criteria that only one of these outputs'
-    /// inputs mentions (of three or more inputs): such a check asks about that input's
-    /// particulars, and however well it ranks that input's outputs, it measures nothing on others.
+    /// inputs (or the judged examples') mentions (of three or more inputs): such a check asks
+    /// about that input's particulars, and however well it ranks that input's outputs, it
+    /// measures nothing on others.
     pub fn particular(&self, check: &Check) -> Option<String> {
-        let inputs: std::collections::HashSet<&str> = self.items.iter().map(|i| i.input.as_str()).collect();
+        let inputs: std::collections::HashSet<&str> = self.items.iter().map(|i| i.input.as_str()).chain(self.shown_inputs.iter().map(String::as_str)).collect();
         let inputs: Vec<&str> = inputs.into_iter().collect();
         [&check.question, &check.pass_criteria].into_iter().find_map(|text| particular_of_one_input(text, &inputs)).map(str::to_string)
     }

@@ -693,6 +693,10 @@ mod tests {
     /// one (`notes` on them: about commas; one accepted output above them all must not hide
     /// them), the third low.
     fn seven_outputs(backends: &Backends, question: &str, notes: [&str; 3]) -> Judged {
+        seven_outputs_judged_with(backends, question, notes, &assay_core::JudgeOptions::default())
+    }
+
+    fn seven_outputs_judged_with(backends: &Backends, question: &str, notes: [&str; 3], options: &assay_core::JudgeOptions) -> Judged {
         use assay_store::{NewItem, NewProject, ScoreLabel};
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("assay.db")).unwrap();
@@ -712,7 +716,7 @@ mod tests {
         let dataset = store.import_dataset(project.id, "d", "", &items).unwrap();
         let check = Check { id: "c0".into(), name: String::new(), question: question.into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
         let set = store.create_set_version(project.id, &EvaluatorSet::new(None, vec![check]).unwrap(), "scripted").unwrap();
-        let (run, _) = crate::start_judge_run(&mut store, backends, &project, &set, &dataset, &assay_core::JudgeOptions::default()).unwrap();
+        let (run, _) = crate::start_judge_run(&mut store, backends, &project, &set, &dataset, options).unwrap();
         crate::run_judging(&mut store, backends, &project, run.id, 8, &mut |_, _, _| {}).unwrap();
         let ids = store.items(dataset.id).unwrap();
         let scores = ids.iter().zip(&outputs).map(|(i, (_, _, score, note))| ScoreLabel { item: i.id, score: *score, note: note.to_string() }).collect();
@@ -756,6 +760,22 @@ mod tests {
         // A run of another set is refused rather than read.
         let other = store.create_set_version(project.id, &EvaluatorSet::new(None, v2.set.checks[1..].to_vec()).unwrap(), "another").unwrap();
         assert!(refine(&mut store, &backends, &project, &other, Some(run), 0, &mut |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn the_outputs_the_judged_examples_show_stay_out_of_the_probe() {
+        let example = |item: &str, input: &str, accepted: bool| assay_core::JudgedExample { item: Some(item.into()), input: input.into(), output: "0.5".into(), accepted, note: String::new() };
+        let options = assay_core::JudgeOptions { examples: vec![example("g", "Say hi.", true), example("f", "Greet Bob.", false)], ..Default::default() };
+        let backends = Backends::new(std::sync::Arc::new(Notes::drafting("use", "use")));
+        let Judged { mut store, run, scores, .. } = seven_outputs_judged_with(&backends, "Is it a greeting?", [""; 3], &options);
+        store.set_score_labels(&scores).unwrap();
+        let run = store.run(run).unwrap();
+        let scored = crate::probe::ScoredOutputs::of_run(&store, &run).unwrap();
+        let check = |question: &str| Check { id: "x".into(), name: String::new(), question: question.into(), pass_criteria: String::new(), fail_examples: vec![], threshold: None };
+        // Accepted a, b, c (0.9) against rejected d, e (0.9): g (1.0) and f (0.1) would make it 0.75.
+        assert_eq!(scored.probe(&backends.role(&crate::RoleModel::local("judge")).unwrap(), &[check("Is it a greeting?")], &mut |_, _, _| {}).unwrap(), [Some(0.5)]);
+        // An example's input counts among the inputs a check can be particular to.
+        assert_eq!(scored.particular(&check("Does it greet Bob by name?")).as_deref(), Some("Bob"));
     }
 
     #[test]

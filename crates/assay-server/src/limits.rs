@@ -117,6 +117,7 @@ impl Limits {
             temperature: asked.temperature.map_or(defaults.temperature, narrow),
             rationale_tokens: asked.rationale_tokens.unwrap_or(defaults.rationale_tokens.min(self.rationale_tokens)),
             seed: asked.seed.unwrap_or(defaults.seed),
+            examples: Vec::new(),
         };
         self.judge_options(&options)?;
         Ok(options)

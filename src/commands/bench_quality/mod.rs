@@ -10,6 +10,11 @@
 //! questions about them stay open; refinement sees bad outputs through the scores.
 //! One more row, "c weighted", measures a lever without a model call: (c)'s test judgments
 //! scored with each check weighted by how well it separated good from bad train outputs.
+//! With `--few-shot` the simulated expert also shows the judge two train outputs it judged (one
+//! accepted, one rejected, of one group) in the judge prompt's shared instructions: every loop
+//! run and the probe judge with them, a "c few-shot" row judges (c) with them, and every figure
+//! on train leaves those two outputs out (the judge has seen their verdicts; "c weighted" then
+//! takes its weights from the few-shot train run).
 //!
 //! The expert keeps a refined version only when it ranks the train outputs strictly better
 //! than the version before (the headline figure on train); otherwise the loop stops there.
@@ -28,7 +33,7 @@ mod datasets;
 use crate::options::{BenchQualityArgs, GlobalOptions};
 use anyhow::{Context, Result};
 use assay_core::metrics::{agreement, auroc, mean, pairwise_accuracy, spearman};
-use assay_core::{Check, EvaluatorSet, JudgeOptions, Verdict};
+use assay_core::{Check, EvaluatorSet, JudgeOptions, JudgedExample, Verdict};
 use assay_pipeline::labels::{labels_of, LabelRecord};
 use assay_pipeline::refine::refine;
 use assay_pipeline::simulated_expert::answer_from_labels;
@@ -180,6 +185,17 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     line.finish();
     let mut set = store.set_version(project.id, found?.set_version)?;
     let discovered = bench_set(store, &mut conditions, "c discovered", &set, since)?;
+    // Few-shot: the loop judges with the examples; figures on train leave their items out.
+    let examples = if args.few_shot { few_shot_examples(&bench.train, args.split_seed) } else { Vec::new() };
+    let shown: Vec<&str> = examples.iter().filter_map(|e| e.item.as_deref()).collect();
+    let scored_train: Vec<LabelledItem> = bench.train.iter().filter(|i| !shown.contains(&i.item.key.as_str())).cloned().collect();
+    let options = &JudgeOptions { examples: examples.clone(), ..options.clone() };
+    if !examples.is_empty() {
+        let since = Instant::now();
+        eprintln!("  (c few-shot) v{}: {} checks, {} judged examples", set.number, set.set.checks.len(), examples.len());
+        let (_, judged) = judge(store, backends, &project, &set, &test, options)?;
+        conditions.push(score("c few-shot", &set, &judged, &bench.test, bench.metric, None, since.elapsed().as_secs_f64()));
+    }
 
     // The train run of the set in hand and its units (what its headline figure is over):
     // refinement reads that run's report (the set's latest run is the test split's, which has no
@@ -195,9 +211,9 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
             Some(on_train) => on_train,
             None => {
                 let (run, judged_train) = judge(store, backends, &project, &set, &train, options)?;
-                let weights = separation_weights(&set.set.checks, &judged_train, &bench.train);
+                let weights = separation_weights(&set.set.checks, &judged_train, &scored_train);
                 conditions.push(score("c weighted", &set, &discovered, &bench.test, bench.metric, weights.as_ref(), 0.0));
-                (run, units(&judged_train, &bench.train, bench.metric, None))
+                (run, units(&judged_train, &scored_train, bench.metric, None))
             }
         };
         let answered = answer_from_labels(store, &project, &train, &records, SIMULATED)?;
@@ -215,7 +231,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         };
         let refined = store.set_version(project.id, to)?;
         let (refined_run, judged_train) = judge(store, backends, &project, &refined, &train, options)?;
-        let refined_units = units(&judged_train, &bench.train, bench.metric, None);
+        let refined_units = units(&judged_train, &scored_train, bench.metric, None);
         let (figure, train_figure) = (headline(&refined_units), headline(&train_units));
         let better = resample(&[refined_units.clone(), train_units], RESAMPLES, args.split_seed).higher[0][1];
         let shown = |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{f:.3}"));
@@ -243,6 +259,20 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
 }
 
 const SIMULATED: &str = "simulated-expert";
+
+/// The few-shot examples the simulated expert shows the judge: one accepted and one rejected
+/// train output of one group (an LLMBar pair, a K-QA question, a MEDEC case), else of two, the
+/// groups taken in an order fixed by `seed`.
+fn few_shot_examples(train: &[LabelledItem], seed: u64) -> Vec<JudgedExample> {
+    let mut groups: Vec<&str> = train.iter().map(|i| i.group.as_str()).collect();
+    groups.sort_by_key(|g| (assay_pipeline::stable_seed(seed, &["few-shot", g]), *g));
+    groups.dedup();
+    let first = |group: Option<&str>, good: bool| train.iter().find(|i| i.good == good && group.is_none_or(|g| i.group == g));
+    let pair = groups.iter().find_map(|&g| first(Some(g), true).zip(first(Some(g), false))).or_else(|| first(None, true).zip(first(None, false)));
+    let example =
+        |i: &LabelledItem| JudgedExample { item: Some(i.item.key.clone()), input: i.item.input.clone(), output: i.item.output.clone().unwrap_or_default(), accepted: i.good, note: i.note.clone() };
+    pair.map(|(good, bad)| vec![example(good), example(bad)]).unwrap_or_default()
+}
 
 /// What the simulated expert records for `checks` on the train split (see the module overview):
 /// a PASS label on every check of a good output, and a score of every output.
@@ -394,4 +424,28 @@ fn table(r: &DatasetResult) -> String {
         out.push_str(&format!("  ({}) above, on resampled test splits: {}\n", last.condition, beats.join(", ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assay_store::NewItem;
+
+    fn labelled(key: &str, group: &str, good: bool) -> LabelledItem {
+        let item = NewItem { key: key.into(), input: format!("input of {group}"), output: Some(format!("output {key}")), ..Default::default() };
+        LabelledItem { item, group: group.into(), good, note: format!("note on {key}"), recall: None }
+    }
+
+    #[test]
+    fn few_shot_examples_are_one_accepted_and_one_rejected_output_of_one_group() {
+        let train = [labelled("a1", "a", true), labelled("a2", "a", true), labelled("b1", "b", false), labelled("c1", "c", true), labelled("c2", "c", false)];
+        let examples = few_shot_examples(&train, 1);
+        let keys: Vec<_> = examples.iter().map(|e| (e.item.as_deref().unwrap(), e.accepted)).collect();
+        assert_eq!(keys, [("c1", true), ("c2", false)], "group c is the only one with both");
+        assert_eq!((examples[1].output.as_str(), examples[1].note.as_str()), ("output c2", "note on c2"));
+        // No group holds both: one of each from any group; none without a rejected output.
+        let examples = few_shot_examples(&train[..3], 1);
+        assert_eq!(examples.iter().map(|e| e.item.as_deref().unwrap()).collect::<Vec<_>>(), ["a1", "b1"]);
+        assert!(few_shot_examples(&train[..2], 1).is_empty());
+    }
 }

@@ -1,9 +1,9 @@
 //! Checks measured before refinement adopts them: a draft from the expert's notes, or a rewrite,
 //! is judged on the outputs the expert scored in the run's dataset (with the run's judge
-//! options; the outputs its judged examples show stay out), and its P(PASS) ranked against the expert's high and low scores (AUROC). A check
-//! writer can word a question so that yes is the bad case, ask about one output's particulars,
-//! or rewrite a check into one that ranks worse; measured on the expert's own outputs, that
-//! shows before it reaches a version.
+//! options; the outputs its judged examples show stay out), and its P(PASS) ranked against the
+//! expert's high and low scores (AUROC). A check writer can word a question so that yes is the
+//! bad case, ask about one output's particulars, or rewrite a check into one that ranks worse;
+//! measured on the expert's own outputs, that shows before it reaches a version.
 //!
 //! Nothing is stored: the judgments serve the choice only, and the version's next run judges
 //! the adopted check again.

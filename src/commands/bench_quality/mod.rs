@@ -11,10 +11,11 @@
 //! One more row, "c weighted", measures a lever without a model call: (c)'s test judgments
 //! scored with each check weighted by how well it separated good from bad train outputs.
 //! With `--few-shot` the simulated expert also shows the judge two train outputs it judged (one
-//! accepted, one rejected, of one group) in the judge prompt's shared instructions: every loop
-//! run and the probe judge with them, a "c few-shot" row judges (c) with them, and every figure
-//! on train leaves those two outputs out (the judge has seen their verdicts; "c weighted" then
-//! takes its weights from the few-shot train run).
+//! accepted, one rejected, of one group) in the judge prompt's shared instructions: the loop's
+//! train runs and the probe judge with them, a "c few-shot" row judges (c) on test with them, and
+//! every figure on train leaves those two outputs out (the judge has seen their verdicts; "c
+//! weighted" then takes its weights from the few-shot train run). The (d) rows judge the loop's
+//! sets on test without the examples: what the loop hands on is the set.
 //!
 //! The expert keeps a refined version only when it ranks the train outputs strictly better
 //! than the version before (the headline figure on train); otherwise the loop stops there.
@@ -165,7 +166,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let train = store.import_dataset(project.id, "train", "assay bench quality", &items(&bench.train))?;
     let test = store.import_dataset(project.id, "test", "assay bench quality", &items(&bench.test))?;
     let mut conditions = Vec::new();
-    let bench_set = |store: &mut Store, conditions: &mut Vec<ConditionResult>, condition: &str, set: &SetVersion, since: Instant| -> Result<Judged> {
+    let bench_set = |store: &mut Store, conditions: &mut Vec<ConditionResult>, condition: &str, set: &SetVersion, options: &JudgeOptions, since: Instant| -> Result<Judged> {
         eprintln!("  ({condition}) v{}: {} checks", set.number, set.set.checks.len());
         let (_, judged) = judge(store, backends, &project, set, &test, options)?;
         conditions.push(score(condition, set, &judged, &bench.test, bench.metric, None, since.elapsed().as_secs_f64()));
@@ -174,27 +175,25 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
 
     let since = Instant::now();
     let a = store.create_set_version(project.id, &holistic()?, "(a) one holistic check")?;
-    bench_set(store, &mut conditions, "a holistic", &a, since)?;
+    bench_set(store, &mut conditions, "a holistic", &a, options, since)?;
     let since = Instant::now();
     let b = store.create_set_version(project.id, &generic_five()?, "(b) five generic checks")?;
-    bench_set(store, &mut conditions, "b generic", &b, since)?;
+    bench_set(store, &mut conditions, "b generic", &b, options, since)?;
 
     let since = Instant::now();
     let mut line = super::ProgressLine::new();
     let found = discover(store, backends, &project, &train, &DiscoverOptions { checks: args.checks, seed: args.split_seed }, &mut |stage, done, total| line.update(stage, done, total));
     line.finish();
     let mut set = store.set_version(project.id, found?.set_version)?;
-    let discovered = bench_set(store, &mut conditions, "c discovered", &set, since)?;
-    // Few-shot: the loop judges with the examples; figures on train leave their items out.
+    let discovered = bench_set(store, &mut conditions, "c discovered", &set, options, since)?;
+    // Few-shot: the loop's train runs and probes judge with the examples; figures on train leave
+    // their items out. The sets are judged on test as sets, without them.
     let examples = if args.few_shot { few_shot_examples(&bench.train, args.split_seed) } else { Vec::new() };
     let shown: Vec<&str> = examples.iter().filter_map(|e| e.item.as_deref()).collect();
     let scored_train: Vec<LabelledItem> = bench.train.iter().filter(|i| !shown.contains(&i.item.key.as_str())).cloned().collect();
-    let options = &JudgeOptions { examples: examples.clone(), ..options.clone() };
+    let loop_options = &JudgeOptions { examples: examples.clone(), ..options.clone() };
     if !examples.is_empty() {
-        let since = Instant::now();
-        eprintln!("  (c few-shot) v{}: {} checks, {} judged examples", set.number, set.set.checks.len(), examples.len());
-        let (_, judged) = judge(store, backends, &project, &set, &test, options)?;
-        conditions.push(score("c few-shot", &set, &judged, &bench.test, bench.metric, None, since.elapsed().as_secs_f64()));
+        bench_set(store, &mut conditions, "c few-shot", &set, loop_options, Instant::now())?;
     }
 
     // The train run of the set in hand and its units (what its headline figure is over):
@@ -210,7 +209,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         let (train_run, train_units) = match on_train.take() {
             Some(on_train) => on_train,
             None => {
-                let (run, judged_train) = judge(store, backends, &project, &set, &train, options)?;
+                let (run, judged_train) = judge(store, backends, &project, &set, &train, loop_options)?;
                 let weights = separation_weights(&set.set.checks, &judged_train, &scored_train);
                 conditions.push(score("c weighted", &set, &discovered, &bench.test, bench.metric, weights.as_ref(), 0.0));
                 (run, units(&judged_train, &scored_train, bench.metric, None))
@@ -230,7 +229,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
             break;
         };
         let refined = store.set_version(project.id, to)?;
-        let (refined_run, judged_train) = judge(store, backends, &project, &refined, &train, options)?;
+        let (refined_run, judged_train) = judge(store, backends, &project, &refined, &train, loop_options)?;
         let refined_units = units(&judged_train, &scored_train, bench.metric, None);
         let (figure, train_figure) = (headline(&refined_units), headline(&train_units));
         let better = resample(&[refined_units.clone(), train_units], RESAMPLES, args.split_seed).higher[0][1];
@@ -243,7 +242,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         eprintln!("  round {round}: v{} ranks the train outputs better than v{} ({compared})", refined.number, set.number);
         set = refined;
         on_train = Some((refined_run, refined_units));
-        bench_set(store, &mut conditions, &format!("d round {round}"), &set, since)?;
+        bench_set(store, &mut conditions, &format!("d round {round}"), &set, options, since)?;
     }
     let resampled = resample(&conditions.iter().map(|c| c.units.clone()).collect::<Vec<_>>(), RESAMPLES, args.split_seed);
     for (c, interval) in conditions.iter_mut().zip(&resampled.interval) {

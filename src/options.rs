@@ -753,8 +753,8 @@ pub struct BenchQualityArgs {
     #[arg(long, env = "ASSAY_BENCH_ROUNDS", default_value_t = 2)]
     pub rounds: usize,
     /// Show the judge one accepted and one rejected train output (the expert's verdicts and
-    /// notes) in the loop's train runs and probes and the "c few-shot" row; figures on train
-    /// leave them out.
+    /// notes) in the loop's train runs and probes, the "c few-shot" row and a "d few-shot" row
+    /// per kept round; figures on train leave them out.
     #[arg(long, env = "ASSAY_BENCH_FEW_SHOT")]
     pub few_shot: bool,
     /// Checks discovery keeps for (c).

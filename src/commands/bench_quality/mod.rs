@@ -14,8 +14,9 @@
 //! accepted, one rejected, of one group) in the judge prompt's shared instructions: the loop's
 //! train runs and the probe judge with them, a "c few-shot" row judges (c) on test with them, and
 //! every figure on train leaves those two outputs out (the judge has seen their verdicts; "c
-//! weighted" then takes its weights from the few-shot train run). The (d) rows judge the loop's
-//! sets on test without the examples: what the loop hands on is the set.
+//! weighted" then takes its weights from the few-shot train run). Each kept (d) version is judged
+//! on test twice: as a set ("d round N", what the loop hands on) and with the examples the loop
+//! judged with ("d few-shot round N").
 //!
 //! The expert keeps a refined version only when it ranks the train outputs strictly better
 //! than the version before (the headline figure on train); otherwise the loop stops there.
@@ -187,7 +188,7 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
     let mut set = store.set_version(project.id, found?.set_version)?;
     let discovered = bench_set(store, &mut conditions, "c discovered", &set, options, since)?;
     // Few-shot: the loop's train runs and probes judge with the examples; figures on train leave
-    // their items out. The sets are judged on test as sets, without them.
+    // their items out.
     let examples = if args.few_shot { few_shot_examples(&bench.train, args.split_seed) } else { Vec::new() };
     let shown: Vec<&str> = examples.iter().filter_map(|e| e.item.as_deref()).collect();
     let scored_train: Vec<LabelledItem> = bench.train.iter().filter(|i| !shown.contains(&i.item.key.as_str())).cloned().collect();
@@ -243,6 +244,9 @@ fn bench_dataset(store: &mut Store, backends: &Backends, args: &BenchQualityArgs
         set = refined;
         on_train = Some((refined_run, refined_units));
         bench_set(store, &mut conditions, &format!("d round {round}"), &set, options, since)?;
+        if !examples.is_empty() {
+            bench_set(store, &mut conditions, &format!("d few-shot round {round}"), &set, loop_options, Instant::now())?;
+        }
     }
     let resampled = resample(&conditions.iter().map(|c| c.units.clone()).collect::<Vec<_>>(), RESAMPLES, args.split_seed);
     for (c, interval) in conditions.iter_mut().zip(&resampled.interval) {

@@ -401,12 +401,12 @@ fn table(r: &DatasetResult) -> String {
     let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut out = format!("{} ({:?}; {} train / {} test outputs)\n", r.dataset, r.metric, r.train_items, r.test_items);
     out.push_str(&format!(
-        "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
+        "  {:<18} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}\n",
         "set", "v", "checks", "pairwise", "auroc", "95% interval", "kappa", "acc", "sep", "recall", "flip", "pass", "seconds"
     ));
     for c in &r.conditions {
         out.push_str(&format!(
-            "  {:<14} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
+            "  {:<18} {:>3} {:>6} {:>8} {:>6} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6.3} {:>7.0}\n",
             c.condition,
             c.version,
             c.checks,

@@ -2,10 +2,11 @@
 //! `/openapi.json`, a fixed number of examples each from a fixed seed, the coverage and fuzzing
 //! phases, every check but `negative_data_rejection` (the server also takes `null` for optional
 //! fields and ignores unknown ones, as OpenAI's API does; the document states what it needs,
-//! not everything it tolerates). Responses must come within 45 s, past the server's own 30 s
+//! not everything it tolerates). Responses must come within 150 s, past the server's own 120 s
 //! request deadline, not schemathesis' default 10 s: speed is measured in benchmarks, and a
 //! request waiting behind the discovery and judge runs the fuzzer starts in the background can
-//! take over 10 s on a busy 2-core machine. It must find no server error, no crash (the server still
+//! take over 30 s on a busy 2-core machine (a one-pair `/v1/reward` got a 504 after 26 s in the
+//! engine in one CI run at a 30 s deadline). It must find no server error, no crash (the server still
 //! answers after), and no schema-valid request rejected. The server runs with small limits,
 //! which the document publishes, so that generated requests stay cheap on a CPU; the hooks in
 //! `tests/python/schemathesis_hooks.py` make list ids unique, which JSON Schema cannot state.
@@ -40,13 +41,13 @@ fn schemathesis_finds_no_server_error_no_crash_and_no_valid_request_rejected() {
         "--limit-budget",
         "20",
     ];
-    let server = Server::start_with(&[&["--embed-model", "minilm", "--kv-cache-mb", "128", "--request-timeout-s", "30"][..], &limits].concat(), &[("ASSAY_API_KEY", "fuzz-key")]);
+    let server = Server::start_with(&[&["--embed-model", "minilm", "--kv-cache-mb", "128", "--request-timeout-s", "120"][..], &limits].concat(), &[("ASSAY_API_KEY", "fuzz-key")]);
     // Hypothesis keeps its example database in the working directory: a temporary one.
     let work = tempfile::tempdir().unwrap();
     let out = Command::new(python.with_file_name("schemathesis"))
         .args(["run", &format!("{}/openapi.json", server.base), "--header", "Authorization: Bearer fuzz-key"])
         .args(["--max-examples", EXAMPLES_PER_OPERATION, "--seed", "1", "--workers", "1", "--phases", "examples,coverage,fuzzing"])
-        .args(["--checks", "all", "--exclude-checks", "negative_data_rejection", "--max-response-time", "45", "--request-timeout", "60", "--no-color"])
+        .args(["--checks", "all", "--exclude-checks", "negative_data_rejection", "--max-response-time", "150", "--request-timeout", "180", "--no-color"])
         .env("PYTHONPATH", common::repo_root().join("tests/python"))
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .current_dir(work.path())

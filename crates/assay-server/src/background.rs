@@ -30,6 +30,9 @@ use tokio::task::JoinSet;
 /// Ended runs whose event logs are kept for late followers.
 const KEPT_LOGS: usize = 64;
 
+/// How long a request restarting a run waits for its ending worker to let go (`is_ending`).
+pub(crate) const ENDING_POLL: Duration = Duration::from_millis(10);
+
 /// Progress events logged per second and run at most; a new stage or the last step of one is
 /// always logged.
 const PROGRESS_PER_SECOND: u32 = 4;
@@ -84,6 +87,14 @@ impl BackgroundRuns {
     }
 
     /// The stage of a run this server is working on.
+    /// Whether `run` was found failed while a worker still holds it: the worker has recorded
+    /// the failure and is letting go, which takes `starting`. A request restarting the run
+    /// drops its `starting` guard, waits `ENDING_POLL` and looks again, so that a client that
+    /// read "failed" and restarts does not get the old outcome back.
+    pub(crate) fn is_ending(&self, run: &Run) -> bool {
+        run.status == RunStatus::Failed && self.is_live(run.id)
+    }
+
     pub(crate) fn stage(&self, run: RunId) -> Option<Stage> {
         lock(&self.live).get(&run).cloned().flatten()
     }

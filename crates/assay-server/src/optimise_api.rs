@@ -7,7 +7,7 @@
 //! /v1/projects/{project}/gold/{id}/critique` rejects one. Same pipeline calls as `assay
 //! optimise`, `assay gold` and `assay critique`.
 
-use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage};
+use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage, ENDING_POLL};
 use crate::error::ApiError;
 use crate::pipeline_backend::ServerBackend;
 use crate::projects_api::{waited_for, with_store};
@@ -79,14 +79,19 @@ pub(crate) async fn start_optimise(state: &AppState, req: StartOptimise) -> Resu
     let limits = &state.0.config.limits;
     limits.optimise(&options.search)?;
     limits.items(options.items.unwrap_or(0))?;
-    with_store(&state.clone(), move |store| {
+    with_store(&state.clone(), move |store| loop {
         let runs = &state.0.background;
-        let _one_at_a_time = runs.starting();
+        let one_at_a_time = runs.starting();
         let project = store.project_by_name(&req.project)?;
         let set = store.set_version_or_latest(&project, req.set)?;
         let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
         let backends = ServerBackend::for_background(&state);
         let (mut run, resumed) = start_optimise_run(store, &backends, &project, &set, &dataset, &options)?;
+        if runs.is_ending(&run) {
+            drop(one_at_a_time);
+            std::thread::sleep(ENDING_POLL);
+            continue;
+        }
         if !runs.is_live(run.id) {
             if run.status != RunStatus::Queued {
                 run = store.set_run_status(run.id, RunStatus::Running, None)?;
@@ -103,7 +108,7 @@ pub(crate) async fn start_optimise(state: &AppState, req: StartOptimise) -> Resu
                 .map(drop)
             });
         }
-        Ok((run, resumed))
+        return Ok((run, resumed));
     })
     .await
 }

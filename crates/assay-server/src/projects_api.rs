@@ -6,7 +6,7 @@
 //! carry on in the background (`background.rs`) on the server's own models
 //! (`pipeline_backend.rs`); clients poll the run.
 
-use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage};
+use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage, ENDING_POLL};
 use crate::error::ApiError;
 use crate::limits::JudgeOptionsRequest;
 use crate::pipeline_backend::ServerBackend;
@@ -526,14 +526,19 @@ pub(crate) async fn start_judge(state: &AppState, name: String, req: StartJudgeR
     state.models()?;
     let state = state.clone();
     let options = state.0.config.limits.judge(&req.options)?;
-    with_store(&state.clone(), move |store| {
+    with_store(&state.clone(), move |store| loop {
         let runs = &state.0.background;
-        let _one_at_a_time = runs.starting();
+        let one_at_a_time = runs.starting();
         let project = store.project_by_name(&name)?;
         let set = store.set_version_or_latest(&project, req.set)?;
         let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
         let backends = ServerBackend::for_background(&state);
         let (mut run, resumed) = start_judge_run(store, &backends, &project, &set, &dataset, &options)?;
+        if runs.is_ending(&run) {
+            drop(one_at_a_time);
+            std::thread::sleep(ENDING_POLL);
+            continue;
+        }
         if !runs.is_live(run.id) {
             if run.status != RunStatus::Queued {
                 // An interrupted or failed run runs again from now: a client polling it must
@@ -543,7 +548,7 @@ pub(crate) async fn start_judge(state: &AppState, name: String, req: StartJudgeR
             let (db, chunk_items, id) = (state.0.config.db.clone(), req.chunk_items.unwrap_or(DEFAULT_CHUNK_ITEMS), run.id);
             spawn_run(&state, id, move |progress| run_judging(&mut Store::open(&db)?, &backends, &project, id, chunk_items, progress).map(drop));
         }
-        Ok((run, resumed))
+        return Ok((run, resumed));
     })
     .await
 }

@@ -86,7 +86,6 @@ impl BackgroundRuns {
         lock(&self.live).contains_key(&run)
     }
 
-    /// The stage of a run this server is working on.
     /// Whether `run` was found failed while a worker still holds it: the worker has recorded
     /// the failure and is letting go, which takes `starting`. A request restarting the run
     /// drops its `starting` guard, waits `ENDING_POLL` and looks again, so that a client that
@@ -95,6 +94,7 @@ impl BackgroundRuns {
         run.status == RunStatus::Failed && self.is_live(run.id)
     }
 
+    /// The stage of a run this server is working on.
     pub(crate) fn stage(&self, run: RunId) -> Option<Stage> {
         lock(&self.live).get(&run).cloned().flatten()
     }

@@ -61,11 +61,11 @@ pub fn run_judging(store: &mut Store, backends: &Backends, project: &Project, ru
     let resumed = this.status != RunStatus::Queued;
     store.set_run_status(run, RunStatus::Running, None)?;
     let reused = reuse_identical_judgments(store, project, &this, &set)?;
-    let judged = judge_pending(store, &judge, &set, (run, dataset, &lease), &options, chunk_items.max(1), progress);
-    let judged_now = record_outcome(store, run, judged);
+    // The questions are raised before the run reads "done": whoever waits for it then finds them.
+    let judged = judge_pending(store, &judge, &set, (run, dataset, &lease), &options, chunk_items.max(1), progress).and_then(|judged_now| Ok((judged_now, raise_ambiguities(store, project, run)?)));
+    let judged = record_outcome(store, run, judged);
     lease.release(store)?;
-    let judged_now = judged_now?;
-    let questions = raise_ambiguities(store, project, run)?;
+    let (judged_now, questions) = judged?;
     Ok(JudgeRunReport { run: store.run(run)?, resumed, judged_now, reused, questions })
 }
 

@@ -11,8 +11,8 @@
 //! units of judge requests. A request that can never fit (prompt and output over the context
 //! or the KV pool) is refused when it is sent, naming the limit; a full pool makes requests
 //! wait or preempts, never fails them. Requests admitted as `Admission::Queued` (HTTP clients)
-//! count against `max_queue` and are refused beyond it; `Background` ones (the server's own
-//! pipeline runs) are never refused. A panic inside a step fails the requests of that step and
+//! count against `max_queue` and are refused beyond it, and their sequences start before any
+//! waiting `Background` one (the server's own pipeline runs, never refused). A panic inside a step fails the requests of that step and
 //! the engine goes on with a fresh pool.
 //!
 //! The request channels are tokio's, so both async callers (the server) and blocking ones (the
@@ -23,7 +23,7 @@ use crate::error::{EngineError, Result};
 use crate::judge::{JudgeJob, Labels};
 use crate::kv_pool::KvPool;
 use crate::language_model::LanguageModel;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
+use crate::scheduler::{Priority, Scheduler, SchedulerConfig, SchedulerStats};
 use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams, TokenLogprob};
 use std::collections::HashMap;
@@ -162,6 +162,17 @@ impl Drop for AliveGuard {
 
 /// A counted place in the queue, freed when the request ends.
 struct QueueSlot(Option<Arc<Shared>>);
+
+impl QueueSlot {
+    /// Counted requests are the ones clients wait on (`Admission::Queued`).
+    fn priority(&self) -> Priority {
+        if self.0.is_some() {
+            Priority::Interactive
+        } else {
+            Priority::Background
+        }
+    }
+}
 
 impl Drop for QueueSlot {
     fn drop(&mut self) {
@@ -466,6 +477,7 @@ fn run_embedder(embedder: &Embedder, inbox: &mpsc::Receiver<Command>) {
 /// A request in progress on the engine thread.
 struct Request {
     kind: RequestKind,
+    priority: Priority,
     deadline: Option<Instant>,
     started: Instant,
     _slot: QueueSlot,
@@ -554,17 +566,18 @@ impl Worker {
         self.next_request += 1;
         match command {
             Command::Generate { choices, events, deadline, slot } => {
-                self.requests.insert(id, Request { kind: RequestKind::Generate { events, remaining: choices.len() }, deadline, started: Instant::now(), _slot: slot });
+                let priority = slot.priority();
+                self.requests.insert(id, Request { kind: RequestKind::Generate { events, remaining: choices.len() }, priority, deadline, started: Instant::now(), _slot: slot });
                 let mut outputs = Vec::new();
                 for (index, (prompt, params, max_new)) in choices.into_iter().enumerate() {
-                    outputs.extend(self.scheduler.add(Sequence::generate(Owner { request: id, index }, prompt, params, max_new, false)));
+                    outputs.extend(self.scheduler.add(Sequence::generate(Owner { request: id, index }, prompt, params, max_new, false), priority));
                 }
                 self.route(outputs);
             }
             Command::Judge { job, events, deadline, slot } => {
                 let total = job.total();
                 let _ = events.send(JudgeEvent::Progress { done: 0, total });
-                self.requests.insert(id, Request { kind: RequestKind::Judge { job, events, reported: 0 }, deadline, started: Instant::now(), _slot: slot });
+                self.requests.insert(id, Request { kind: RequestKind::Judge { job, events, reported: 0 }, priority: slot.priority(), deadline, started: Instant::now(), _slot: slot });
                 let mut mail = Mail::default();
                 self.finish_judge_if_done(id, &mut mail);
                 self.deliver(mail);
@@ -599,7 +612,7 @@ impl Worker {
         for (&id, request) in self.requests.iter_mut() {
             if let RequestKind::Judge { job, .. } = &mut request.kind {
                 for seq in job.start_units(id, JUDGE_WINDOW) {
-                    let finished = self.scheduler.add(seq);
+                    let finished = self.scheduler.add(seq, request.priority);
                     debug_assert!(finished.is_empty(), "judge sequences always want a pass");
                 }
             }
@@ -672,7 +685,7 @@ impl Worker {
                     match job.on_output(&self.lm, output) {
                         Ok(next) => {
                             for seq in next {
-                                self.scheduler.add(seq);
+                                self.scheduler.add(seq, request.priority);
                             }
                         }
                         Err(e) => {

@@ -9,11 +9,16 @@
 //!   computing right now waits a step for it instead of computing it twice: checks of one item
 //!   sent together compute the item once, then run as branches of it (SGLang's in-batch
 //!   prefix caching). Completed blocks enter the tree after every step.
+//! - **Interactive first.** The waiting queue holds the sequences a client waits on
+//!   (`Priority::Interactive`: HTTP requests) ahead of the server's own background work, each
+//!   part in arrival order: a request sent while a background run has hundreds of judge units
+//!   waiting starts in the next step instead of behind them. Outputs do not depend on order
+//!   (below), only latency does.
 //! - **Preemption.** When a running sequence needs a block and none can be freed, the most
 //!   recently admitted one is preempted: its computed blocks go to the tree, its references
-//!   are released, and it waits at the front of the queue to be recomputed (often from the
-//!   tree). A sequence that fits the pool alone therefore always finishes; one that cannot
-//!   is refused when it is submitted.
+//!   are released, and it waits at the front of its part of the queue to be recomputed (often
+//!   from the tree). A sequence that fits the pool alone therefore always finishes; one that
+//!   cannot is refused when it is submitted.
 //! - **Invariance.** A row's arithmetic does not depend on what else is in the step (dense
 //!   matmuls, the fused attention kernel), so a sequence's output equals its output alone,
 //!   preempted or not.
@@ -35,6 +40,15 @@ pub struct SchedulerConfig {
     /// Reuse computed prefixes through the radix tree (off: every sequence computes its
     /// whole prompt, as a naive engine would).
     pub prefix_sharing: bool,
+}
+
+/// Which waiting sequences start first: see the module notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A client waits on it.
+    Interactive,
+    /// The server's own work: starts when no interactive sequence waits.
+    Background,
 }
 
 /// Counters for metrics and tests.
@@ -92,15 +106,26 @@ impl Scheduler {
         &self.pool
     }
 
-    /// Queues a sequence; a generation that wants no tokens finishes at once (returned).
-    pub fn add(&mut self, mut seq: Sequence) -> Vec<SeqOutput> {
+    /// Queues a sequence at the back of its priority's part of the queue; a generation that
+    /// wants no tokens finishes at once (returned).
+    pub fn add(&mut self, mut seq: Sequence, priority: Priority) -> Vec<SeqOutput> {
         if seq.wants_nothing() {
             return seq.finish(assay_core::FinishReason::Length);
         }
         seq.id = self.next_id;
         self.next_id += 1;
-        self.waiting.push_back(seq);
+        seq.interactive = priority == Priority::Interactive;
+        if seq.interactive {
+            self.waiting.insert(self.background_start(), seq);
+        } else {
+            self.waiting.push_back(seq);
+        }
         Vec::new()
+    }
+
+    /// Where the background part of the waiting queue starts (the queue is kept partitioned).
+    fn background_start(&self) -> usize {
+        self.waiting.partition_point(|s| s.interactive)
     }
 
     pub fn is_idle(&self) -> bool {
@@ -171,7 +196,8 @@ impl Scheduler {
         let mut seq = self.retire(r);
         seq.computed = 0;
         self.stats.preemptions += 1;
-        self.waiting.push_front(seq);
+        let front = if seq.interactive { 0 } else { self.background_start() };
+        self.waiting.insert(front, seq);
     }
 
     /// Makes the table of running sequence `index` cover `tokens` positions; preempts newer
@@ -378,4 +404,53 @@ fn unregister(inflight: &mut HashMap<u64, usize>, hashes: &[u64], registered: &m
         }
     }
     registered.start = end;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ModelResolver;
+    use crate::sequence::Owner;
+    use assay_core::SamplingParams;
+    use candle_core::Device;
+
+    fn waiting(s: &Scheduler) -> Vec<u64> {
+        s.waiting.iter().map(|q| q.owner.request).collect()
+    }
+
+    fn running(s: &Scheduler) -> Vec<u64> {
+        s.running.iter().map(|r| r.seq.owner.request).collect()
+    }
+
+    #[test]
+    fn interactive_sequences_start_before_waiting_background_ones() {
+        let files = ModelResolver::default().resolve("random:tiny-llama:1").unwrap();
+        let lm = LanguageModel::load("tiny-llama", &files, &Device::Cpu).unwrap();
+        let layout = lm.model.kv_layout();
+        let pool = KvPool::new(layout, 256 * layout.bytes_per_block(), lm.model.device(), lm.model.wants_cpu_blocks()).unwrap();
+        let mut s = Scheduler::new(pool, SchedulerConfig { step_tokens: 48, prefix_sharing: true });
+        // Distinct 40-token prompts: nothing is shared, each takes most of a step.
+        let seq = |request: u64| Sequence::generate(Owner { request, index: 0 }, (0..40).map(|t| (request as u32 * 40 + t) % 1000 + 1).collect(), SamplingParams::greedy(4), 4, false);
+        for r in 0..6 {
+            s.add(seq(r), Priority::Background);
+        }
+        s.step(&lm).unwrap();
+        assert_eq!(running(&s), vec![0, 1], "a whole prompt and the start of the next");
+        s.add(seq(10), Priority::Interactive);
+        s.add(seq(11), Priority::Interactive);
+        s.add(seq(12), Priority::Background);
+        assert_eq!(waiting(&s), vec![10, 11, 2, 3, 4, 5, 12], "interactive ones in arrival order, ahead of background ones");
+        s.step(&lm).unwrap();
+        assert_eq!(running(&s), vec![0, 1, 10], "the step's budget left goes to the interactive one");
+        // A preempted sequence waits at the front of its own part of the queue.
+        s.preempt(1);
+        assert_eq!(waiting(&s), vec![11, 1, 2, 3, 4, 5, 12]);
+        s.preempt(1);
+        assert_eq!(waiting(&s), vec![10, 11, 1, 2, 3, 4, 5, 12]);
+        while !s.is_idle() {
+            s.step(&lm).unwrap();
+        }
+        let st = s.stats();
+        assert_eq!((st.preemptions, st.pool.used), (2, st.cached_blocks), "everything finished and let go of its blocks");
+    }
 }

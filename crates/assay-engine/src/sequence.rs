@@ -75,6 +75,8 @@ pub struct Sequence {
     pub kind: SeqKind,
     /// Whether it has been admitted before (a preempted sequence is counted once).
     pub admitted_before: bool,
+    /// Whether a client waits on it: the scheduler starts these before background work.
+    pub interactive: bool,
 }
 
 impl Sequence {
@@ -102,7 +104,7 @@ impl Sequence {
     }
 
     fn new(owner: Owner, tokens: Vec<u32>, kind: SeqKind) -> Self {
-        Self { id: 0, owner, prompt_len: tokens.len(), tokens, computed: 0, table: Vec::new(), kind, admitted_before: false }
+        Self { id: 0, owner, prompt_len: tokens.len(), tokens, computed: 0, table: Vec::new(), kind, admitted_before: false, interactive: false }
     }
 
     /// Tokens of the start that another sequence's keys may stand in for: all but the first

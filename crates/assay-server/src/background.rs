@@ -12,6 +12,7 @@
 //! gets only what it missed; `/v1/.../events` sends the events as JSON and the workbench as
 //! HTML fragments. The logs of the last `KEPT_LOGS` ended runs are kept.
 
+use crate::error::ApiError;
 use crate::AppState;
 use assay_store::{Run, RunId, RunStatus, Store};
 use axum::http::HeaderMap;
@@ -30,8 +31,9 @@ use tokio::task::JoinSet;
 /// Ended runs whose event logs are kept for late followers.
 const KEPT_LOGS: usize = 64;
 
-/// How long a request restarting a run waits for its ending worker to let go (`is_ending`).
-pub(crate) const ENDING_POLL: Duration = Duration::from_millis(10);
+/// How long a request restarting a run waits for its ending worker to let go
+/// (`start_or_resume`).
+const ENDING_POLL: Duration = Duration::from_millis(10);
 
 /// Progress events logged per second and run at most; a new stage or the last step of one is
 /// always logged.
@@ -60,8 +62,8 @@ pub(crate) struct BackgroundRuns {
     /// Runs whose logs have ended, oldest first.
     ended: Mutex<VecDeque<RunId>>,
     tasks: Mutex<JoinSet<()>>,
-    /// Held while a judge run is found or created and then claimed, so that two identical
-    /// requests at once get one run and one worker.
+    /// Held while a resumable run is found or created and then claimed (`start_or_resume`),
+    /// so that two identical requests at once get one run and one worker.
     starting: Mutex<()>,
 }
 
@@ -86,21 +88,9 @@ impl BackgroundRuns {
         lock(&self.live).contains_key(&run)
     }
 
-    /// Whether `run` was found failed while a worker still holds it: the worker has recorded
-    /// the failure and is letting go, which takes `starting`. A request restarting the run
-    /// drops its `starting` guard, waits `ENDING_POLL` and looks again, so that a client that
-    /// read "failed" and restarts does not get the old outcome back.
-    pub(crate) fn is_ending(&self, run: &Run) -> bool {
-        run.status == RunStatus::Failed && self.is_live(run.id)
-    }
-
     /// The stage of a run this server is working on.
     pub(crate) fn stage(&self, run: RunId) -> Option<Stage> {
         lock(&self.live).get(&run).cloned().flatten()
-    }
-
-    pub(crate) fn starting(&self) -> MutexGuard<'_, ()> {
-        lock(&self.starting)
     }
 
     /// Records the run's stage and logs it as a `progress` event unless one was logged less
@@ -164,6 +154,42 @@ impl BackgroundRuns {
     }
 }
 
+/// Starts or resumes a run that a request may post again (judge and optimise runs): `find`
+/// finds or creates it (returning it, whether it was resumed, and what its worker needs), and
+/// unless this server already works on it, a run that ran before reads "running" again at once
+/// (a client polling it must not read its old outcome) and `worker` makes its work for
+/// `spawn_run`. Two identical requests at once get one run and one worker. A run found failed
+/// while its worker is still letting go of it (which takes `starting`) is looked up again once
+/// the worker has, so that a client that read "failed" and restarts runs it again. Returns the
+/// run and whether it was resumed.
+pub(crate) fn start_or_resume<T, W>(
+    state: &AppState,
+    store: &mut Store,
+    mut find: impl FnMut(&mut Store) -> Result<(Run, bool, T), ApiError>,
+    worker: impl FnOnce(RunId, T) -> W,
+) -> Result<(Run, bool), ApiError>
+where
+    W: FnOnce(&mut dyn FnMut(&str, usize, usize)) -> assay_pipeline::Result<()> + Send + 'static,
+{
+    let runs = &state.0.background;
+    loop {
+        let one_at_a_time = lock(&runs.starting);
+        let (mut run, resumed, needs) = find(store)?;
+        if run.status == RunStatus::Failed && runs.is_live(run.id) {
+            drop(one_at_a_time);
+            std::thread::sleep(ENDING_POLL);
+            continue;
+        }
+        if !runs.is_live(run.id) {
+            if run.status != RunStatus::Queued {
+                run = store.set_run_status(run.id, RunStatus::Running, None)?;
+            }
+            spawn_run(state, run.id, worker(run.id, needs));
+        }
+        return Ok((run, resumed));
+    }
+}
+
 /// Carries out `work` (the pipeline's work on `run`, given its progress callback) on a
 /// blocking thread, unless this server is already working on that run; returns whether it
 /// started. However `work` ends (an error before the pipeline recorded one, a panic), the run
@@ -187,7 +213,7 @@ pub(crate) fn spawn_run(state: &AppState, run: RunId, work: impl FnOnce(&mut dyn
         };
         let last = settle(&state.0.config.db, run, error.as_deref());
         // While a request may be resuming this run: its new log must not receive this end.
-        let _no_request_is_starting_a_run = runs.starting();
+        let _no_request_is_starting_a_run = lock(&runs.starting);
         runs.end_log(run, serde_json::json!({"event": "end", "run": last}));
         lock(&runs.live).remove(&run);
     });

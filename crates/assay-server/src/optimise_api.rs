@@ -7,7 +7,7 @@
 //! /v1/projects/{project}/gold/{id}/critique` rejects one. Same pipeline calls as `assay
 //! optimise`, `assay gold` and `assay critique`.
 
-use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage, ENDING_POLL};
+use crate::background::{event_stream, first_unseen, json_event, start_or_resume, Stage};
 use crate::error::ApiError;
 use crate::pipeline_backend::ServerBackend;
 use crate::projects_api::{waited_for, with_store};
@@ -15,7 +15,7 @@ use crate::{ApiJson, ApiPath, ApiQuery, AppState};
 use assay_pipeline::gold::{critique, run_optimisation, start_optimise_run, Critique, OptimiseEvent, OptimiseRunOptions, DEFAULT_OPTIMISE_ITEMS};
 use assay_pipeline::optimise::OptimiseOptions;
 use assay_pipeline::Backends;
-use assay_store::{GoldOutput, GoldOutputId, Run, RunId, RunKind, RunStatus, Store};
+use assay_store::{GoldOutput, GoldOutputId, Run, RunId, RunKind, Store};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
@@ -79,25 +79,18 @@ pub(crate) async fn start_optimise(state: &AppState, req: StartOptimise) -> Resu
     let limits = &state.0.config.limits;
     limits.optimise(&options.search)?;
     limits.items(options.items.unwrap_or(0))?;
-    with_store(&state.clone(), move |store| loop {
-        let runs = &state.0.background;
-        let one_at_a_time = runs.starting();
-        let project = store.project_by_name(&req.project)?;
-        let set = store.set_version_or_latest(&project, req.set)?;
-        let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
-        let backends = ServerBackend::for_background(&state);
-        let (mut run, resumed) = start_optimise_run(store, &backends, &project, &set, &dataset, &options)?;
-        if runs.is_ending(&run) {
-            drop(one_at_a_time);
-            std::thread::sleep(ENDING_POLL);
-            continue;
-        }
-        if !runs.is_live(run.id) {
-            if run.status != RunStatus::Queued {
-                run = store.set_run_status(run.id, RunStatus::Running, None)?;
-            }
-            let (db, id, publisher) = (state.0.config.db.clone(), run.id, state.clone());
-            spawn_run(&state, id, move |progress| {
+    with_store(&state.clone(), move |store| {
+        let find = |store: &mut Store| {
+            let project = store.project_by_name(&req.project)?;
+            let set = store.set_version_or_latest(&project, req.set)?;
+            let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
+            let backends = ServerBackend::for_background(&state);
+            let (run, resumed) = start_optimise_run(store, &backends, &project, &set, &dataset, &options)?;
+            Ok((run, resumed, (backends, project)))
+        };
+        let (db, publisher) = (state.0.config.db.clone(), state.clone());
+        start_or_resume(&state, store, find, |id, (backends, project)| {
+            move |progress: &mut dyn FnMut(&str, usize, usize)| {
                 let mut store = Store::open(&db)?;
                 run_optimisation(&mut store, &backends, &project, id, &mut |event| {
                     if let OptimiseEvent::Gold { stored, items, .. } = event {
@@ -106,9 +99,8 @@ pub(crate) async fn start_optimise(state: &AppState, req: StartOptimise) -> Resu
                     publisher.0.background.publish(id, serde_json::to_value(event).unwrap_or_default());
                 })
                 .map(drop)
-            });
-        }
-        return Ok((run, resumed));
+            }
+        })
     })
     .await
 }

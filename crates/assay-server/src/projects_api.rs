@@ -6,7 +6,7 @@
 //! carry on in the background (`background.rs`) on the server's own models
 //! (`pipeline_backend.rs`); clients poll the run.
 
-use crate::background::{event_stream, first_unseen, json_event, spawn_run, Stage, ENDING_POLL};
+use crate::background::{event_stream, first_unseen, json_event, spawn_run, start_or_resume, Stage};
 use crate::error::ApiError;
 use crate::limits::JudgeOptionsRequest;
 use crate::pipeline_backend::ServerBackend;
@@ -18,7 +18,7 @@ use assay_pipeline::refine::{fail_rationale_groups, refine, RefineReport};
 use assay_pipeline::report::{latest_judge_run, report, report_run, SetReport};
 use assay_pipeline::{run_discovery, run_judging, start_discovery, start_judge_run, Backends, DiscoverOptions, ProjectConfig, DEFAULT_CHUNK_ITEMS};
 use assay_store::dataset_file::{read_items, DatasetFileError, FieldMap, Format};
-use assay_store::{CheckLabel, ConfigOrigin, Dataset, Item, ItemId, NewItem, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, RunStatus, SetDiff, SetVersion, Store};
+use assay_store::{CheckLabel, ConfigOrigin, Dataset, Item, ItemId, NewItem, NewProject, Project, Question, QuestionId, QuestionStatus, Run, RunId, SetDiff, SetVersion, Store};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -526,29 +526,19 @@ pub(crate) async fn start_judge(state: &AppState, name: String, req: StartJudgeR
     state.models()?;
     let state = state.clone();
     let options = state.0.config.limits.judge(&req.options)?;
-    with_store(&state.clone(), move |store| loop {
-        let runs = &state.0.background;
-        let one_at_a_time = runs.starting();
-        let project = store.project_by_name(&name)?;
-        let set = store.set_version_or_latest(&project, req.set)?;
-        let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
-        let backends = ServerBackend::for_background(&state);
-        let (mut run, resumed) = start_judge_run(store, &backends, &project, &set, &dataset, &options)?;
-        if runs.is_ending(&run) {
-            drop(one_at_a_time);
-            std::thread::sleep(ENDING_POLL);
-            continue;
-        }
-        if !runs.is_live(run.id) {
-            if run.status != RunStatus::Queued {
-                // An interrupted or failed run runs again from now: a client polling it must
-                // not read its old outcome.
-                run = store.set_run_status(run.id, RunStatus::Running, None)?;
-            }
-            let (db, chunk_items, id) = (state.0.config.db.clone(), req.chunk_items.unwrap_or(DEFAULT_CHUNK_ITEMS), run.id);
-            spawn_run(&state, id, move |progress| run_judging(&mut Store::open(&db)?, &backends, &project, id, chunk_items, progress).map(drop));
-        }
-        return Ok((run, resumed));
+    with_store(&state.clone(), move |store| {
+        let find = |store: &mut Store| {
+            let project = store.project_by_name(&name)?;
+            let set = store.set_version_or_latest(&project, req.set)?;
+            let dataset = store.dataset_or_latest(&project, req.dataset.as_deref())?;
+            let backends = ServerBackend::for_background(&state);
+            let (run, resumed) = start_judge_run(store, &backends, &project, &set, &dataset, &options)?;
+            Ok((run, resumed, (backends, project)))
+        };
+        let (db, chunk_items) = (state.0.config.db.clone(), req.chunk_items.unwrap_or(DEFAULT_CHUNK_ITEMS));
+        start_or_resume(&state, store, find, |id, (backends, project)| {
+            move |progress: &mut dyn FnMut(&str, usize, usize)| run_judging(&mut Store::open(&db)?, &backends, &project, id, chunk_items, progress).map(drop)
+        })
     })
     .await
 }

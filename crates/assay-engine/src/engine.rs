@@ -11,8 +11,9 @@
 //! units of judge requests. A request that can never fit (prompt and output over the context
 //! or the KV pool) is refused when it is sent, naming the limit; a full pool makes requests
 //! wait or preempts, never fails them. Requests admitted as `Admission::Queued` (HTTP clients)
-//! count against `max_queue` and are refused beyond it, and their sequences start before any
-//! waiting `Background` one (the server's own pipeline runs, never refused). A panic inside a step fails the requests of that step and
+//! count against `max_queue` and are refused beyond it; `Background` ones (the server's own
+//! pipeline work) are never refused. Requests a client waits on (`Priority::Interactive`: HTTP
+//! requests, and pipeline work a request waits for) start before waiting background work. A panic inside a step fails the requests of that step and
 //! the engine goes on with a fresh pool.
 //!
 //! The request channels are tokio's, so both async callers (the server) and blocking ones (the
@@ -23,7 +24,8 @@ use crate::error::{EngineError, Result};
 use crate::judge::{JudgeJob, Labels};
 use crate::kv_pool::KvPool;
 use crate::language_model::LanguageModel;
-use crate::scheduler::{Priority, Scheduler, SchedulerConfig, SchedulerStats};
+pub use crate::scheduler::Priority;
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
 use crate::sequence::{Owner, SeqOutput, Sequence};
 use assay_core::{Check, Generation, JudgeItem, JudgeOptions, Judgment, SamplingParams, TokenLogprob};
 use std::collections::HashMap;
@@ -68,16 +70,17 @@ pub enum Admission {
     Background,
 }
 
-/// When a request gives up, and how it is admitted.
+/// When a request gives up, how it is admitted, and whether a client waits on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestOptions {
     pub deadline: Option<Instant>,
     pub admission: Admission,
+    pub priority: Priority,
 }
 
 impl Default for RequestOptions {
     fn default() -> Self {
-        Self { deadline: None, admission: Admission::Background }
+        Self { deadline: None, admission: Admission::Background, priority: Priority::Background }
     }
 }
 
@@ -163,17 +166,6 @@ impl Drop for AliveGuard {
 /// A counted place in the queue, freed when the request ends.
 struct QueueSlot(Option<Arc<Shared>>);
 
-impl QueueSlot {
-    /// Counted requests are the ones clients wait on (`Admission::Queued`).
-    fn priority(&self) -> Priority {
-        if self.0.is_some() {
-            Priority::Interactive
-        } else {
-            Priority::Background
-        }
-    }
-}
-
 impl Drop for QueueSlot {
     fn drop(&mut self) {
         if let Some(s) = &self.0 {
@@ -186,13 +178,13 @@ enum Command {
     Generate {
         choices: Vec<(Vec<u32>, SamplingParams, usize)>,
         events: tmpsc::UnboundedSender<GenEvent>,
-        deadline: Option<Instant>,
+        options: RequestOptions,
         slot: QueueSlot,
     },
     Judge {
         job: Box<JudgeJob>,
         events: tmpsc::UnboundedSender<JudgeEvent>,
-        deadline: Option<Instant>,
+        options: RequestOptions,
         slot: QueueSlot,
     },
     Embed {
@@ -312,7 +304,7 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let slot = self.slot(options.admission)?;
         let (events, receiver) = tmpsc::unbounded_channel();
-        self.send(Command::Generate { choices, events, deadline: options.deadline, slot })?;
+        self.send(Command::Generate { choices, events, options, slot })?;
         Ok(receiver)
     }
 
@@ -324,7 +316,7 @@ impl Engine {
         let job = JudgeJob::new(lm, items, checks, labels, options, limit)?;
         let slot = self.slot(request.admission)?;
         let (events, receiver) = tmpsc::unbounded_channel();
-        self.send(Command::Judge { job: Box::new(job), events, deadline: request.deadline, slot })?;
+        self.send(Command::Judge { job: Box::new(job), events, options: request, slot })?;
         Ok(receiver)
     }
 
@@ -565,8 +557,7 @@ impl Worker {
         let id = self.next_request;
         self.next_request += 1;
         match command {
-            Command::Generate { choices, events, deadline, slot } => {
-                let priority = slot.priority();
+            Command::Generate { choices, events, options: RequestOptions { deadline, priority, .. }, slot } => {
                 self.requests.insert(id, Request { kind: RequestKind::Generate { events, remaining: choices.len() }, priority, deadline, started: Instant::now(), _slot: slot });
                 let mut outputs = Vec::new();
                 for (index, (prompt, params, max_new)) in choices.into_iter().enumerate() {
@@ -574,10 +565,10 @@ impl Worker {
                 }
                 self.route(outputs);
             }
-            Command::Judge { job, events, deadline, slot } => {
+            Command::Judge { job, events, options: RequestOptions { deadline, priority, .. }, slot } => {
                 let total = job.total();
                 let _ = events.send(JudgeEvent::Progress { done: 0, total });
-                self.requests.insert(id, Request { kind: RequestKind::Judge { job, events, reported: 0 }, priority: slot.priority(), deadline, started: Instant::now(), _slot: slot });
+                self.requests.insert(id, Request { kind: RequestKind::Judge { job, events, reported: 0 }, priority, deadline, started: Instant::now(), _slot: slot });
                 let mut mail = Mail::default();
                 self.finish_judge_if_done(id, &mut mail);
                 self.deliver(mail);
@@ -892,8 +883,8 @@ mod tests {
         let err = e.generate(vec![(prompt.clone(), SamplingParams::greedy(1000))], RequestOptions::default()).unwrap_err().to_string();
         assert!(err.contains("KV cache of 128 tokens"), "{err}");
         let queued = Engine::start(EngineModel::Language(Arc::new(tiny("tiny-llama"))), EngineConfig { max_queue: 1, ..EngineConfig::batched(1 << 20) }).unwrap();
-        let held = queued.generate(vec![(prompt.clone(), SamplingParams::greedy(50))], RequestOptions { deadline: None, admission: Admission::Queued }).unwrap();
-        let err = queued.generate(vec![(prompt.clone(), SamplingParams::greedy(5))], RequestOptions { deadline: None, admission: Admission::Queued }).unwrap_err();
+        let held = queued.generate(vec![(prompt.clone(), SamplingParams::greedy(50))], RequestOptions { admission: Admission::Queued, ..RequestOptions::default() }).unwrap();
+        let err = queued.generate(vec![(prompt.clone(), SamplingParams::greedy(5))], RequestOptions { admission: Admission::Queued, ..RequestOptions::default() }).unwrap_err();
         assert!(matches!(err, EngineError::Overloaded { limit: 1, .. }), "{err}");
         drop(held);
         // Once the engine has seen the cancellation, blocks are back and the slot is free.

@@ -36,7 +36,7 @@ pub mod tokenizer;
 pub use chat::{ChatMessage, ChatTemplate};
 pub use device::DeviceSpec;
 pub use embed::Embedder;
-pub use engine::{Admission, Embeddings, Engine, EngineConfig, EngineModel, EngineStats, GenEvent, JudgeEvent, RequestOptions};
+pub use engine::{Admission, Embeddings, Engine, EngineConfig, EngineModel, EngineStats, GenEvent, JudgeEvent, Priority, RequestOptions};
 pub use error::{EngineError, Result};
 pub use language_model::LanguageModel;
 pub use model::ModelConfig;

@@ -139,9 +139,10 @@ impl Models {
         self.engines.iter().chain(&self.embedder)
     }
 
-    /// An HTTP client's request: counted against the queue, with the server's deadline.
+    /// An HTTP client's request: counted against the queue, with the server's deadline, ahead
+    /// of background work.
     pub(crate) fn client_request(&self) -> RequestOptions {
-        RequestOptions { deadline: Some(Instant::now() + self.request_timeout), admission: assay_engine::Admission::Queued }
+        RequestOptions { deadline: Some(Instant::now() + self.request_timeout), admission: assay_engine::Admission::Queued, priority: assay_engine::Priority::Interactive }
     }
 }
 

@@ -5,17 +5,19 @@
 //! instead, as in the CLI.
 //!
 //! Pipeline calls are blocking: they run on tokio's blocking threads and wait there for the
-//! engine. Their requests are the engine's `Background` ones: never refused, never counted in
-//! the HTTP clients' queue, and memory-bounded by the engine's scheduler like any other. Work
-//! stops on a signal: background runs when the server shuts down, work a request waits for when
-//! the request ends (its deadline, or the client gone). Pending engine requests are then
-//! dropped, which cancels them in the engine, and the call fails.
+//! engine. Their requests are admitted as the engine's `Background` ones: never refused, never
+//! counted in the HTTP clients' queue, and memory-bounded by the engine's scheduler like any
+//! other. Work a request waits for (a preview, a refinement) starts with the HTTP clients'
+//! requests, ahead of background runs (`Priority`). Work stops on a signal: background runs
+//! when the server shuts down, work a request waits for when the request ends (its deadline,
+//! or the client gone). Pending engine requests are then dropped, which cancels them in the
+//! engine, and the call fails.
 
 use crate::error::ApiError;
 use crate::{AppState, Models};
 use assay_core::{Check, JudgeItem, JudgeOptions, Judgment};
 use assay_engine::judge::Labels;
-use assay_engine::{Engine, GenEvent, JudgeEvent, LanguageModel, RequestOptions};
+use assay_engine::{Engine, GenEvent, JudgeEvent, LanguageModel, Priority, RequestOptions};
 use assay_pipeline::{Backend, Backends, ChatRequest, Completion, PipelineError, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -26,18 +28,25 @@ pub(crate) struct ServerBackend {
     runtime: tokio::runtime::Handle,
     /// Work stops when this turns true or its sender is dropped.
     stop: watch::Receiver<bool>,
+    /// The engine requests' options: admitted as background work, prioritised as asked.
+    requests: RequestOptions,
 }
 
 impl ServerBackend {
     /// Backends for background runs: they stop when the server shuts down.
     pub(crate) fn for_background(state: &AppState) -> Backends {
-        Self::stopped_by(state, state.0.background.stop_signal())
+        Self::backends(state, state.0.background.stop_signal(), Priority::Background)
     }
 
-    /// Backends whose work stops on `stop`. Call from the async runtime or one of its
-    /// blocking threads.
-    pub(crate) fn stopped_by(state: &AppState, stop: watch::Receiver<bool>) -> Backends {
-        Backends::new(Arc::new(Self { state: state.clone(), runtime: tokio::runtime::Handle::current(), stop })).with_policy(state.0.config.outbound.clone())
+    /// Backends for work a request waits for: they stop on `stop` (the request's end).
+    pub(crate) fn for_request(state: &AppState, stop: watch::Receiver<bool>) -> Backends {
+        Self::backends(state, stop, Priority::Interactive)
+    }
+
+    /// Call from the async runtime or one of its blocking threads.
+    fn backends(state: &AppState, stop: watch::Receiver<bool>, priority: Priority) -> Backends {
+        let requests = RequestOptions { priority, ..RequestOptions::default() };
+        Backends::new(Arc::new(Self { state: state.clone(), runtime: tokio::runtime::Handle::current(), stop, requests })).with_policy(state.0.config.outbound.clone())
     }
 
     fn models(&self) -> Result<&Models> {
@@ -103,7 +112,7 @@ impl Backend for ServerBackend {
         }
         let mut done = requests.len() - index.len();
         if !queued.is_empty() {
-            let mut events = engine.generate(queued, RequestOptions::default()).map_err(|e| engine_failure(model, e.into()))?;
+            let mut events = engine.generate(queued, self.requests).map_err(|e| engine_failure(model, e.into()))?;
             self.wait_for(async {
                 let mut left = index.len();
                 while left > 0 {
@@ -132,7 +141,7 @@ impl Backend for ServerBackend {
         let (engine, _) = self.language(model)?;
         options.validate()?;
         progress(0);
-        let mut events = engine.judge(items, checks.to_vec(), &Labels::default(), options.clone(), RequestOptions::default()).map_err(|e| engine_failure(model, e.into()))?;
+        let mut events = engine.judge(items, checks.to_vec(), &Labels::default(), options.clone(), self.requests).map_err(|e| engine_failure(model, e.into()))?;
         self.wait_for(async {
             loop {
                 match events.recv().await {

@@ -41,7 +41,7 @@ pub(crate) async fn with_store<T: Send + 'static>(state: &AppState, work: impl F
 pub(crate) async fn waited_for<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut Store, &Backends) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     state.models()?;
     let (_stops_work_when_dropped, stop) = tokio::sync::watch::channel(false);
-    let backends = ServerBackend::stopped_by(state, stop);
+    let backends = ServerBackend::for_request(state, stop);
     let timeout = state.0.config.request_timeout;
     tokio::time::timeout(timeout, with_store(state, move |store| work(store, &backends))).await.map_err(|_| ApiError::Timeout(timeout.as_secs()))?
 }

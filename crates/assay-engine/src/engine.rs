@@ -13,8 +13,9 @@
 //! wait or preempts, never fails them. Requests admitted as `Admission::Queued` (HTTP clients)
 //! count against `max_queue` and are refused beyond it; `Background` ones (the server's own
 //! pipeline work) are never refused. Requests a client waits on (`Priority::Interactive`: HTTP
-//! requests, and pipeline work a request waits for) start before waiting background work. A panic inside a step fails the requests of that step and
-//! the engine goes on with a fresh pool.
+//! requests, and pipeline work a request waits for) start before waiting background work. A
+//! panic inside a step fails the requests of that step and the engine goes on with a fresh
+//! pool.
 //!
 //! The request channels are tokio's, so both async callers (the server) and blocking ones (the
 //! CLI, the pipeline's local backend: the `*_blocking` helpers) can wait on them.

@@ -1,10 +1,10 @@
 """How long a client waits for a one-pair POST /v1/judge while a background judge run fills the
 engine. For each assay binary given: starts `assay serve` on SmolLM2 with a fresh store, times
 the request on the idle server, starts a judge run of ITEMS IFEval outputs x 2 checks (the
-server's own background work, every unit queued in the engine at once), then times the same
-request REPEATS times while the run goes on. Prints one JSON line per binary: the idle time,
-each busy time, and how far the run had got. Run the binaries one after another on an
-otherwise idle machine; compare their lines. Standard library only.
+server's own background work, CHUNK items' units in the engine at once; the server's default
+is 8), then times the same request REPEATS times while the run goes on. Prints one JSON line
+per binary: the idle time, each busy time, and how far the run had got. Run the binaries one
+after another on an otherwise idle machine; compare their lines. Standard library only.
 
 usage: python3 benches/interactive_latency.py target/release/assay [other/assay ...]"""
 
@@ -43,7 +43,7 @@ def timed(base, path, body):
     return round(time.perf_counter() - start, 2)
 
 
-def measure(binary, port, items, repeats):
+def measure(binary, port, items, chunk, repeats):
     base = f"http://127.0.0.1:{port}"
     store = tempfile.mkdtemp()
     server = subprocess.Popen([binary, "serve", "--model", "smollm2", "--embed-model", "minilm", "--port", str(port), "--db", os.path.join(store, "assay.db")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +63,7 @@ def measure(binary, port, items, repeats):
             status, answer = call(base, "POST", path, body)
             assert status == 201, answer
         idle = timed(base, "/v1/judge", ONE_PAIR)
-        status, started = call(base, "POST", "/v1/projects/latency/runs", {})
+        status, started = call(base, "POST", "/v1/projects/latency/runs", {"chunk_items": chunk})
         assert status == 202, started
         time.sleep(3)  # the run's units are in the engine's queue
         busy = []
@@ -71,7 +71,7 @@ def measure(binary, port, items, repeats):
             busy.append(timed(base, "/v1/judge", ONE_PAIR))
             time.sleep(1)
         _, run = call(base, "GET", f"/v1/projects/latency/runs/{started['run']['id']}")
-        return {"binary": binary, "idle_s": idle, "busy_s": busy, "run_progress": [run["run"]["progress_done"], run["run"]["progress_total"]]}
+        return {"binary": binary, "chunk": chunk, "idle_s": idle, "busy_s": busy, "run_progress": [run["run"]["progress_done"], run["run"]["progress_total"]]}
     finally:
         server.terminate()
         server.wait()
@@ -81,11 +81,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--items", type=int, default=60, help="IFEval outputs in the background run")
+    parser.add_argument("--chunk", type=int, default=8, help="items the run sends the engine at once")
     parser.add_argument("--repeats", type=int, default=3, help="timed requests while the run goes on")
     parser.add_argument("--port", type=int, default=18473)
     args = parser.parse_args()
     for binary in args.binaries:
-        print(json.dumps(measure(binary, args.port, args.items, args.repeats)), flush=True)
+        print(json.dumps(measure(binary, args.port, args.items, args.chunk, args.repeats)), flush=True)
 
 
 if __name__ == "__main__":
